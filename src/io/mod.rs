@@ -1,0 +1,85 @@
+//! tokio side of the app: pollers per source, the split writer, demo controls. Sends
+//! [`IoEvent`]s over a bounded channel and wakes the UI; receives [`Command`]s. Knows a
+//! wake callback, never the egui context.
+
+use std::time::Instant;
+
+use crate::metrics::SidecarScrape;
+use crate::model::types::{RegistrySnapshot, Split};
+use crate::registry::WriteOutcome;
+
+/// Something a source produced, for `Model::apply`.
+#[derive(Debug, Clone)]
+pub enum IoEvent {
+    /// One poll of the registry finished.
+    Registry {
+        /// When the answer arrived.
+        at: Instant,
+        /// The snapshot, or the error text to show.
+        result: Result<RegistrySnapshot, String>,
+    },
+    /// One scrape of one sidecar's stats finished.
+    Scrape {
+        /// The sidecar's stats URL (`Meta.metrics_url`).
+        url: String,
+        /// When the answer arrived.
+        at: Instant,
+        /// Parsed stats, or the error text to show.
+        result: Result<SidecarScrape, String>,
+    },
+    /// A split write finished.
+    WriteFinished {
+        /// Service whose split was written.
+        service: String,
+        /// The split that was asked for.
+        split: Split,
+        /// Applied / conflict, or the error text.
+        result: Result<WriteOutcome, String>,
+    },
+    /// A demo-spine control finished (demo mode only).
+    DemoChanged {
+        /// Instances of the demo spine and whether each is running.
+        instances: Vec<DemoInstanceState>,
+        /// Error text if the control failed.
+        error: Option<String>,
+    },
+}
+
+/// Running state of one demo instance, for the stop / start buttons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoInstanceState {
+    /// Registry id.
+    pub id: String,
+    /// Service name.
+    pub service: String,
+    /// Version.
+    pub version: String,
+    /// Whether its HTTP server is up.
+    pub running: bool,
+}
+
+/// What the operator asked for, from a widget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Compare-and-set write of a service's split.
+    SetSplit {
+        /// Service name.
+        service: String,
+        /// New weights.
+        split: Split,
+        /// `ModifyIndex` the operator saw (`0` = no splitter yet: create only if absent).
+        expected_index: u64,
+    },
+    /// Stop (kill) a demo instance's server.
+    DemoStop {
+        /// Instance id.
+        instance_id: String,
+    },
+    /// Start a stopped demo instance again.
+    DemoStart {
+        /// Instance id.
+        instance_id: String,
+    },
+    /// Poll the registry now.
+    RefreshNow,
+}

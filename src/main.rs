@@ -1,0 +1,2 @@
+//! spine-dash binary.
+fn main() {}
