@@ -83,3 +83,9 @@ pub enum Command {
     /// Poll the registry now.
     RefreshNow,
 }
+
+mod http;
+mod tasks;
+
+pub use http::{FetchError, fetch_text};
+pub use tasks::{IoConfig, IoHandle, Wake, spawn};

@@ -1,4 +1,477 @@
 //! Pure data and rules: services, instances, versions, splits, breaker states, lanes,
 //! source freshness. No I/O, no egui; time is passed in.
 
+pub mod snapshot;
 pub mod types;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::io::{DemoInstanceState, IoEvent};
+use crate::metrics::{LaneWindow, SidecarScrape, WindowStats, window};
+use crate::registry::WriteOutcome;
+use types::{
+    BreakerState, DEFAULT_VERSION, HealthCounts, LaneKey, RegistryKind, ServiceEntry, Split,
+};
+
+/// How many notices (write results, errors) the model keeps.
+const MAX_NOTICES: usize = 50;
+
+/// Where the data comes from, for the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryInfo {
+    /// Demo, Consul or etcd.
+    pub kind: RegistryKind,
+    /// Base URL of the registry.
+    pub address: String,
+    /// Datacenter, once known.
+    pub datacenter: Option<String>,
+    /// Whether split writes are allowed.
+    pub writable: bool,
+}
+
+/// Freshness and last error of one source (the registry or one sidecar).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// When the source last answered well.
+    pub last_ok: Option<Instant>,
+    /// When the source was last tried.
+    pub last_attempt: Option<Instant>,
+    /// The error of the last attempt, `None` if it succeeded.
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+}
+
+impl SourceStatus {
+    fn record_ok(&mut self, at: Instant) {
+        self.last_ok = Some(at);
+        self.last_attempt = Some(at);
+        self.last_error = None;
+        self.consecutive_failures = 0;
+    }
+
+    fn record_err(&mut self, at: Instant, error: String) {
+        self.last_attempt = Some(at);
+        self.last_error = Some(error);
+        self.consecutive_failures += 1;
+    }
+
+    /// Time since the last good answer, `None` if there never was one.
+    #[must_use]
+    pub fn age(&self, now: Instant) -> Option<Duration> {
+        self.last_ok.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Stale: no good answer within two intervals (or never), or the last attempt failed.
+    #[must_use]
+    pub fn is_stale(&self, now: Instant, interval: Duration) -> bool {
+        self.last_error.is_some() || self.age(now).is_none_or(|age| age > interval * 2)
+    }
+}
+
+/// One sidecar's stats source: the last two scrapes give one window.
+#[derive(Debug, Clone, Default)]
+pub struct SidecarState {
+    /// Instance the sidecar belongs to.
+    pub instance_id: String,
+    /// Service of that instance.
+    pub service: String,
+    /// Freshness and last error.
+    pub status: SourceStatus,
+    prev: Option<(Instant, SidecarScrape)>,
+    last: Option<(Instant, SidecarScrape)>,
+}
+
+/// What the map shows for one lane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneState {
+    /// Caller, service, version.
+    pub key: LaneKey,
+    /// Stats over the last window; `None` = no data (never drawn as 0 rps).
+    pub stats: Option<WindowStats>,
+    /// The merged window behind `stats` (to aggregate over callers).
+    pub window: Option<LaneWindow>,
+    /// End of the newest window that contributed.
+    pub updated_at: Option<Instant>,
+}
+
+/// State of the last split write per service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteState {
+    /// Sent, no answer yet.
+    Pending {
+        /// The split asked for.
+        split: Split,
+    },
+    /// The registry took it.
+    Applied {
+        /// The split written.
+        split: Split,
+    },
+    /// Someone else changed the split first; nothing was overwritten.
+    Conflict {
+        /// The split the operator asked for.
+        mine: Split,
+    },
+    /// The write failed with this text (validation, ACL, transport…).
+    Failed {
+        /// The split asked for.
+        split: Split,
+        /// The registry's or transport's message.
+        error: String,
+    },
+}
+
+/// A line for the operator: write results and source failures, newest last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// When it happened.
+    pub at: Instant,
+    /// Whether it is an error.
+    pub is_error: bool,
+    /// The text.
+    pub text: String,
+}
+
+/// What the spine is, as far as the dashboard knows. Updated only by [`Model::apply`].
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The configured registry.
+    pub registry: RegistryInfo,
+    /// Registry freshness.
+    pub registry_status: SourceStatus,
+    /// Last good registry data, by service name.
+    pub services: BTreeMap<String, ServiceEntry>,
+    /// Sidecar stats sources, by stats URL.
+    pub sidecars: BTreeMap<String, SidecarState>,
+    /// Lanes, derived from the sidecars' windows.
+    pub lanes: BTreeMap<LaneKey, LaneState>,
+    /// Last split write per service.
+    pub writes: BTreeMap<String, WriteState>,
+    /// Demo instances and whether they run (demo mode only).
+    pub demo_instances: Vec<DemoInstanceState>,
+    /// Recent notices, oldest first.
+    pub notices: VecDeque<Notice>,
+    /// Registry poll interval (for freshness).
+    pub registry_interval: Duration,
+    /// Sidecar scrape interval (for freshness).
+    pub scrape_interval: Duration,
+}
+
+impl Model {
+    /// An empty model for the given registry.
+    #[must_use]
+    pub fn new(
+        registry: RegistryInfo,
+        registry_interval: Duration,
+        scrape_interval: Duration,
+    ) -> Self {
+        Self {
+            registry,
+            registry_status: SourceStatus::default(),
+            services: BTreeMap::new(),
+            sidecars: BTreeMap::new(),
+            lanes: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            demo_instances: Vec::new(),
+            notices: VecDeque::new(),
+            registry_interval,
+            scrape_interval,
+        }
+    }
+
+    /// Applies one event from the io layer.
+    pub fn apply(&mut self, event: IoEvent, now: Instant) {
+        match event {
+            IoEvent::Registry { at, result } => match result {
+                Ok(snapshot) => {
+                    self.registry_status.record_ok(at);
+                    self.services = snapshot
+                        .services
+                        .into_iter()
+                        .map(|s| (s.name.clone(), s))
+                        .collect();
+                    self.sync_sidecars();
+                    self.recompute_lanes(now);
+                }
+                Err(error) => {
+                    if self.registry_status.last_error.as_deref() != Some(error.as_str()) {
+                        self.notice(at, true, format!("registry: {error}"));
+                    }
+                    self.registry_status.record_err(at, error);
+                }
+            },
+            IoEvent::Scrape { url, at, result } => {
+                let Some(sidecar) = self.sidecars.get_mut(&url) else {
+                    return; // a scrape for a sidecar the registry no longer lists
+                };
+                match result {
+                    Ok(scrape) => {
+                        sidecar.status.record_ok(at);
+                        sidecar.prev = sidecar.last.take();
+                        sidecar.last = Some((at, scrape));
+                    }
+                    Err(error) => sidecar.status.record_err(at, error),
+                }
+                self.recompute_lanes(now);
+            }
+            IoEvent::WriteFinished {
+                service,
+                split,
+                result,
+            } => {
+                let state = match result {
+                    Ok(WriteOutcome::Applied) => {
+                        self.notice(
+                            now,
+                            false,
+                            format!("{service}: split {} applied", split_text(&split)),
+                        );
+                        WriteState::Applied { split }
+                    }
+                    Ok(WriteOutcome::Conflict) => {
+                        self.notice(
+                            now,
+                            true,
+                            format!(
+                                "{service}: conflict — the split changed in the registry since you loaded it; nothing was overwritten"
+                            ),
+                        );
+                        WriteState::Conflict { mine: split }
+                    }
+                    Err(error) => {
+                        self.notice(now, true, format!("{service}: write failed: {error}"));
+                        WriteState::Failed { split, error }
+                    }
+                };
+                self.writes.insert(service, state);
+            }
+            IoEvent::DemoChanged { instances, error } => {
+                self.demo_instances = instances;
+                if let Some(error) = error {
+                    self.notice(now, true, format!("demo: {error}"));
+                }
+            }
+        }
+    }
+
+    /// Records that a write was sent (called when the view emits the command).
+    pub fn mark_write_pending(&mut self, service: &str, split: Split) {
+        self.writes
+            .insert(service.to_owned(), WriteState::Pending { split });
+    }
+
+    fn notice(&mut self, at: Instant, is_error: bool, text: String) {
+        if self.notices.len() == MAX_NOTICES {
+            self.notices.pop_front();
+        }
+        self.notices.push_back(Notice { at, is_error, text });
+    }
+
+    /// Keeps one sidecar entry per `metrics_url` the registry lists.
+    fn sync_sidecars(&mut self) {
+        let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for svc in self.services.values() {
+            for inst in &svc.instances {
+                if let Some(url) = &inst.metrics_url {
+                    wanted.insert(url.clone(), (inst.id.clone(), svc.name.clone()));
+                }
+            }
+        }
+        self.sidecars.retain(|url, _| wanted.contains_key(url));
+        for (url, (instance_id, service)) in wanted {
+            let entry = self.sidecars.entry(url).or_default();
+            entry.instance_id = instance_id;
+            entry.service = service;
+        }
+    }
+
+    /// The version a lane stands for: the subset, or the single version of a service
+    /// without subsets, else `default` (GUIDE.md, derivations).
+    #[must_use]
+    pub fn lane_version(&self, service: &str, subset: &str) -> String {
+        if !subset.is_empty() {
+            return subset.to_owned();
+        }
+        match self.services.get(service).map(ServiceEntry::versions) {
+            Some(v) if v.len() == 1 => v[0].clone(),
+            _ => DEFAULT_VERSION.to_owned(),
+        }
+    }
+
+    /// Rebuilds every lane from the sidecars' latest windows. Stale sidecars contribute no
+    /// window, so a lane whose callers are all stale shows "no data", not 0 rps.
+    fn recompute_lanes(&mut self, now: Instant) {
+        let mut windows: BTreeMap<LaneKey, (LaneWindow, Instant)> = BTreeMap::new();
+        let mut seen: Vec<LaneKey> = Vec::new();
+        for sidecar in self.sidecars.values() {
+            let Some((t_last, last)) = &sidecar.last else {
+                continue;
+            };
+            let fresh = !sidecar.status.is_stale(now, self.scrape_interval);
+            for cluster in last.clusters.iter().filter(|c| !c.id.is_local()) {
+                let key = LaneKey {
+                    caller: cluster.id.source.clone(),
+                    service: cluster.id.service.clone(),
+                    version: self.lane_version(&cluster.id.service, &cluster.id.subset),
+                };
+                seen.push(key.clone());
+                if !fresh {
+                    continue;
+                }
+                let Some((t_prev, prev)) = &sidecar.prev else {
+                    continue;
+                };
+                let Some(before) = prev.clusters.iter().find(|c| c.id == cluster.id) else {
+                    continue;
+                };
+                let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
+                let Some(w) = window(before, cluster, dt) else {
+                    continue;
+                };
+                match windows.get_mut(&key) {
+                    Some((acc, at)) => {
+                        acc.merge(&w);
+                        *at = (*at).max(*t_last);
+                    }
+                    None => {
+                        windows.insert(key, (w, *t_last));
+                    }
+                }
+            }
+        }
+        let mut lanes = BTreeMap::new();
+        for key in seen {
+            let (stats, window, updated_at) = match windows.get(&key) {
+                Some((w, at)) => (Some(w.stats()), Some(w.clone()), Some(*at)),
+                None => (None, None, None),
+            };
+            lanes.insert(
+                key.clone(),
+                LaneState {
+                    key,
+                    stats,
+                    window,
+                    updated_at,
+                },
+            );
+        }
+        self.lanes = lanes;
+    }
+
+    /// Health counts of one version of a service.
+    #[must_use]
+    pub fn version_health(&self, service: &str, version: &str) -> HealthCounts {
+        let mut counts = HealthCounts::default();
+        if let Some(svc) = self.services.get(service) {
+            for inst in svc.instances.iter().filter(|i| i.version == version) {
+                counts.add(inst.health);
+            }
+        }
+        counts
+    }
+
+    /// Configured weight (hundredths) of a version: the split's entry, or 100 % for the
+    /// only version of a service without a split.
+    #[must_use]
+    pub fn configured_weight(&self, service: &str, version: &str) -> Option<u32> {
+        let svc = self.services.get(service)?;
+        match &svc.split {
+            Some(cfg) => Some(cfg.split.weight_of(version).unwrap_or(0)),
+            None => {
+                let versions = svc.versions();
+                (versions.len() == 1 && versions[0] == version).then_some(types::FULL_WEIGHT)
+            }
+        }
+    }
+
+    /// Observed share (0..1) of requests per version of `service`, over all callers'
+    /// lanes with data; `None` when no lane into the service has traffic.
+    #[must_use]
+    pub fn observed_share(&self, service: &str) -> Option<BTreeMap<String, f64>> {
+        let mut per_version: BTreeMap<String, f64> = BTreeMap::new();
+        for lane in self.lanes.values().filter(|l| l.key.service == service) {
+            if let Some(stats) = &lane.stats {
+                *per_version.entry(lane.key.version.clone()).or_default() += stats.rps;
+            }
+        }
+        let total: f64 = per_version.values().sum();
+        (total > 0.0).then(|| {
+            per_version
+                .into_iter()
+                .map(|(v, r)| (v, r / total))
+                .collect()
+        })
+    }
+
+    /// Stats of one version of `service` over all callers (windows merged, not averaged);
+    /// `None` without data.
+    #[must_use]
+    pub fn version_stats(&self, service: &str, version: &str) -> Option<WindowStats> {
+        let mut merged: Option<LaneWindow> = None;
+        for lane in self.lanes.values() {
+            if lane.key.service != service || lane.key.version != version {
+                continue;
+            }
+            let Some(w) = &lane.window else { continue };
+            match &mut merged {
+                Some(m) => m.merge(w),
+                None => merged = Some(w.clone()),
+            }
+        }
+        merged.map(|m| m.stats())
+    }
+
+    /// Worst breaker state over the lanes into `service` (any caller).
+    #[must_use]
+    pub fn worst_breaker_into(&self, service: &str) -> BreakerState {
+        self.lanes
+            .values()
+            .filter(|l| l.key.service == service)
+            .filter_map(|l| l.stats.as_ref().map(|s| s.breaker))
+            .fold(BreakerState::Closed, BreakerState::worst)
+    }
+
+    /// Callers of each service (roads), from the lanes: `(caller, callee)` pairs, sorted.
+    #[must_use]
+    pub fn roads(&self) -> Vec<(String, String)> {
+        let mut roads: Vec<(String, String)> = self
+            .lanes
+            .keys()
+            .map(|k| (k.caller.clone(), k.service.clone()))
+            .collect();
+        roads.dedup();
+        roads
+    }
+
+    /// Whether the sidecars feeding `caller`'s lanes are all stale (or absent).
+    #[must_use]
+    pub fn caller_stale(&self, caller: &str, now: Instant) -> bool {
+        !self
+            .sidecars
+            .values()
+            .filter(|s| s.service == caller)
+            .any(|s| !s.status.is_stale(now, self.scrape_interval))
+    }
+
+    /// Number of sidecars that have at least two scrapes (a full window).
+    #[must_use]
+    pub fn sidecars_with_window(&self) -> usize {
+        self.sidecars
+            .values()
+            .filter(|s| s.prev.is_some() && s.last.is_some())
+            .count()
+    }
+}
+
+/// `v1 80 / v2 20`.
+#[must_use]
+pub fn split_text(split: &Split) -> String {
+    split
+        .entries
+        .iter()
+        .map(|e| format!("{} {}", e.subset, types::format_pct(e.weight)))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}

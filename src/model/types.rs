@@ -128,11 +128,16 @@ pub struct Split {
 impl Split {
     /// Builds a split from `(subset, hundredths)` pairs.
     #[must_use]
-    pub fn from_pairs<S: Into<String>>(pairs: impl IntoIterator<Item = (S, WeightHundredths)>) -> Self {
+    pub fn from_pairs<S: Into<String>>(
+        pairs: impl IntoIterator<Item = (S, WeightHundredths)>,
+    ) -> Self {
         Self {
             entries: pairs
                 .into_iter()
-                .map(|(subset, weight)| SplitEntry { subset: subset.into(), weight })
+                .map(|(subset, weight)| SplitEntry {
+                    subset: subset.into(),
+                    weight,
+                })
                 .collect(),
         }
     }
@@ -146,7 +151,10 @@ impl Split {
     /// Weight of one subset, `None` if the split does not name it.
     #[must_use]
     pub fn weight_of(&self, subset: &str) -> Option<WeightHundredths> {
-        self.entries.iter().find(|e| e.subset == subset).map(|e| e.weight)
+        self.entries
+            .iter()
+            .find(|e| e.subset == subset)
+            .map(|e| e.weight)
     }
 
     /// Checks the rules every registry enforces: non-empty, no duplicate subset, sum = 100.00 %.
@@ -294,7 +302,11 @@ impl BreakerState {
     /// The worse of two states.
     #[must_use]
     pub fn worst(self, other: Self) -> Self {
-        if other.severity() > self.severity() { other } else { self }
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
     }
 
     /// Name as used in the UI and `snapshot --json`: `closed`, `saturated`, `ejecting 1 of 3`, `open`.
@@ -335,12 +347,19 @@ mod tests {
             bad.validate().unwrap_err().to_string(),
             "the sum of all split weights must be 100, not 99.99"
         );
-        assert!(Split::from_pairs([("v1", 8000), ("v2", 2000)]).validate().is_ok());
+        assert!(
+            Split::from_pairs([("v1", 8000), ("v2", 2000)])
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
     fn breaker_worst_wins() {
-        let e = BreakerState::Ejecting { ejected: 1, total: 3 };
+        let e = BreakerState::Ejecting {
+            ejected: 1,
+            total: 3,
+        };
         assert_eq!(BreakerState::Closed.worst(e), e);
         assert_eq!(e.worst(BreakerState::Open), BreakerState::Open);
         assert_eq!(BreakerState::Saturated.worst(e), BreakerState::Saturated);

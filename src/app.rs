@@ -1,0 +1,126 @@
+//! The eframe app: `logic()` drains io events into the model, `ui()` draws and sends the
+//! commands the view emitted, `save()` persists the view state.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::io::{Command, IoEvent, IoHandle};
+use crate::model::Model;
+use crate::view::{ViewState, root_ui};
+
+/// Storage key of the persisted view state.
+const VIEW_KEY: &str = "spine-dash.view";
+/// Most time `logic()` spends draining events in one frame.
+const DRAIN_BUDGET: Duration = Duration::from_millis(8);
+
+/// The dashboard.
+pub struct SpineApp {
+    model: Model,
+    view: ViewState,
+    events: Option<mpsc::Receiver<IoEvent>>,
+    commands: mpsc::Sender<Command>,
+    /// Keeps the io tasks alive while the app runs.
+    _io: Option<IoHandle>,
+}
+
+impl SpineApp {
+    /// An app fed by the io layer. Takes the view state persisted by eframe, if any.
+    #[must_use]
+    pub fn new(model: Model, mut io: IoHandle, storage: Option<&dyn eframe::Storage>) -> Self {
+        let view = storage
+            .and_then(|s| eframe::get_value(s, VIEW_KEY))
+            .unwrap_or_default();
+        let commands = io.commands.clone();
+        let (_, placeholder) = mpsc::channel(1);
+        let events = std::mem::replace(&mut io.events, placeholder);
+        Self {
+            model,
+            view,
+            events: Some(events),
+            commands,
+            _io: Some(io),
+        }
+    }
+
+    /// An app on given channels, without io tasks (UI tests feed events and read commands).
+    #[must_use]
+    pub fn with_channels(
+        model: Model,
+        events: mpsc::Receiver<IoEvent>,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
+        Self {
+            model,
+            view: ViewState::default(),
+            events: Some(events),
+            commands,
+            _io: None,
+        }
+    }
+
+    /// The model (for tests).
+    #[must_use]
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The view state (for tests).
+    pub fn view_mut(&mut self) -> &mut ViewState {
+        &mut self.view
+    }
+
+    /// Drains pending events into the model within a time budget; `true` if some are left.
+    pub fn drain_events(&mut self) -> bool {
+        let Some(rx) = self.events.as_mut() else {
+            return false;
+        };
+        let start = Instant::now();
+        while start.elapsed() < DRAIN_BUDGET {
+            match rx.try_recv() {
+                Ok(event) => self.model.apply(event, Instant::now()),
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.events = None;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Draws everything into `ui` and sends the commands the view emitted.
+    pub fn ui_root(&mut self, ui: &mut egui::Ui) {
+        let mut out = Vec::new();
+        if ui.input(|i| i.key_pressed(egui::Key::Escape)) && !ui.ctx().egui_wants_keyboard_input() {
+            self.view.selected = None;
+        }
+        root_ui(ui, &self.model, &mut self.view, &mut out, Instant::now());
+        for command in out {
+            if let Command::SetSplit { service, split, .. } = &command {
+                self.model.mark_write_pending(service, split.clone());
+            }
+            if let Err(e) = self.commands.try_send(command) {
+                tracing::error!("command not sent: {e}");
+            }
+        }
+    }
+}
+
+impl eframe::App for SpineApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        if self.drain_events() {
+            ctx.request_repaint();
+        }
+        // Ages in the status bar tick; nothing else repaints without an event.
+        ctx.request_repaint_after(Duration::from_secs(1));
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.ui_root(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, VIEW_KEY, &self.view);
+    }
+}

@@ -1,0 +1,334 @@
+//! The io tasks: registry poller, sidecar scrapers (one per stats URL), command handler.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{Command, DemoInstanceState, IoEvent, fetch_text};
+use crate::demo::DemoSpine;
+use crate::metrics::parse_envoy_stats;
+use crate::registry::Registry;
+
+/// Wakes the UI after events were sent (`ctx.request_repaint_after(~10 ms)` in the app).
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// Capacity of the event channel: bounded, producers wait when the UI falls behind.
+const EVENT_CAPACITY: usize = 1024;
+/// Capacity of the command channel.
+const COMMAND_CAPACITY: usize = 64;
+/// Largest sidecar stats body read.
+const MAX_STATS_BYTES: usize = 32 * 1024 * 1024;
+
+/// Intervals and limits of the io layer.
+#[derive(Debug, Clone)]
+pub struct IoConfig {
+    /// Registry poll interval.
+    pub registry_interval: Duration,
+    /// Sidecar scrape interval.
+    pub scrape_interval: Duration,
+    /// Deadline of one scrape, body included.
+    pub scrape_timeout: Duration,
+    /// Refuse every write (read-only mode).
+    pub read_only: bool,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        Self {
+            registry_interval: Duration::from_secs(1),
+            scrape_interval: Duration::from_secs(1),
+            scrape_timeout: Duration::from_secs(2),
+            read_only: false,
+        }
+    }
+}
+
+/// The UI's ends of the channels. Dropping it stops the io tasks.
+pub struct IoHandle {
+    /// Events from the sources; drain with `try_recv` in `logic()`.
+    pub events: mpsc::Receiver<IoEvent>,
+    /// Commands to the io layer.
+    pub commands: mpsc::Sender<Command>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for IoHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Sends an event and wakes the UI; `false` when the UI is gone.
+async fn emit(tx: &mpsc::Sender<IoEvent>, wake: &Wake, event: IoEvent) -> bool {
+    let ok = tx.send(event).await.is_ok();
+    wake();
+    ok
+}
+
+/// Starts the io tasks on the current tokio runtime.
+pub fn spawn<R: Registry + 'static>(
+    registry: R,
+    demo: Option<DemoSpine>,
+    config: IoConfig,
+    wake: Wake,
+) -> IoHandle {
+    let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
+    let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let registry = Arc::new(registry);
+    let refresh = Arc::new(Notify::new());
+    let (urls_tx, urls_rx) = watch::channel(BTreeSet::<String>::new());
+    let http = reqwest::Client::builder()
+        .connect_timeout(config.scrape_timeout)
+        .timeout(config.scrape_timeout)
+        .no_proxy()
+        .build()
+        .unwrap_or_default();
+
+    let mut tasks = vec![
+        tokio::spawn(poll_registry(
+            Arc::clone(&registry),
+            config.registry_interval,
+            Arc::clone(&refresh),
+            urls_tx,
+            event_tx.clone(),
+            Arc::clone(&wake),
+        )),
+        tokio::spawn(supervise_scrapers(
+            urls_rx,
+            http,
+            config.clone(),
+            event_tx.clone(),
+            Arc::clone(&wake),
+        )),
+        tokio::spawn(handle_commands(
+            registry,
+            demo.clone(),
+            config.read_only,
+            refresh,
+            command_rx,
+            event_tx.clone(),
+            Arc::clone(&wake),
+        )),
+    ];
+    if let Some(demo) = demo {
+        // Tell the UI which demo instances exist, once, at start.
+        let tx = event_tx;
+        let wake = Arc::clone(&wake);
+        tasks.push(tokio::spawn(async move {
+            let event = IoEvent::DemoChanged {
+                instances: demo.instances(),
+                error: None,
+            };
+            emit(&tx, &wake, event).await;
+        }));
+    }
+    IoHandle {
+        events,
+        commands,
+        tasks,
+    }
+}
+
+async fn poll_registry<R: Registry>(
+    registry: Arc<R>,
+    interval: Duration,
+    refresh: Arc<Notify>,
+    urls_tx: watch::Sender<BTreeSet<String>>,
+    tx: mpsc::Sender<IoEvent>,
+    wake: Wake,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = refresh.notified() => {}
+        }
+        let result = registry.snapshot().await;
+        let at = Instant::now();
+        let result = match result {
+            Ok(snapshot) => {
+                let urls: BTreeSet<String> = snapshot
+                    .services
+                    .iter()
+                    .flat_map(|s| s.instances.iter())
+                    .filter_map(|i| i.metrics_url.clone())
+                    .collect();
+                urls_tx.send_if_modified(|cur| {
+                    if *cur == urls {
+                        false
+                    } else {
+                        *cur = urls;
+                        true
+                    }
+                });
+                Ok(snapshot)
+            }
+            Err(e) => {
+                tracing::warn!("registry poll failed: {e}");
+                Err(e.to_string())
+            }
+        };
+        if !emit(&tx, &wake, IoEvent::Registry { at, result }).await {
+            return;
+        }
+    }
+}
+
+/// Keeps one scraper task per stats URL the registry lists.
+async fn supervise_scrapers(
+    mut urls_rx: watch::Receiver<BTreeSet<String>>,
+    http: reqwest::Client,
+    config: IoConfig,
+    tx: mpsc::Sender<IoEvent>,
+    wake: Wake,
+) {
+    let mut running: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+    loop {
+        let urls = urls_rx.borrow_and_update().clone();
+        running.retain(|url, task| {
+            let keep = urls.contains(url);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for url in urls {
+            if !running.contains_key(&url) {
+                let task = tokio::spawn(scrape_loop(
+                    url.clone(),
+                    http.clone(),
+                    config.clone(),
+                    tx.clone(),
+                    Arc::clone(&wake),
+                ));
+                running.insert(url, task);
+            }
+        }
+        if urls_rx.changed().await.is_err() {
+            break;
+        }
+    }
+    for task in running.values() {
+        task.abort();
+    }
+}
+
+/// Scrapes one sidecar every interval; a slow sidecar delays only itself.
+async fn scrape_loop(
+    url: String,
+    http: reqwest::Client,
+    config: IoConfig,
+    tx: mpsc::Sender<IoEvent>,
+    wake: Wake,
+) {
+    let mut ticker = tokio::time::interval(config.scrape_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let body = fetch_text(&http, &url, config.scrape_timeout, MAX_STATS_BYTES).await;
+        let at = Instant::now();
+        let result = match body {
+            Ok(text) => {
+                parse_envoy_stats(&text).map_err(|e| format!("bad stats body: {e} ({url})"))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &result {
+            tracing::debug!("scrape failed: {e}");
+        }
+        if !emit(
+            &tx,
+            &wake,
+            IoEvent::Scrape {
+                url: url.clone(),
+                at,
+                result,
+            },
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+async fn handle_commands<R: Registry>(
+    registry: Arc<R>,
+    demo: Option<DemoSpine>,
+    read_only: bool,
+    refresh: Arc<Notify>,
+    mut rx: mpsc::Receiver<Command>,
+    tx: mpsc::Sender<IoEvent>,
+    wake: Wake,
+) {
+    while let Some(command) = rx.recv().await {
+        let event = match command {
+            Command::SetSplit {
+                service,
+                split,
+                expected_index,
+            } => {
+                let result = if read_only {
+                    Err("read-only mode: writes are disabled".to_owned())
+                } else {
+                    tracing::info!(
+                        "writing split for {service}: {} (cas={expected_index})",
+                        crate::model::split_text(&split)
+                    );
+                    registry
+                        .write_split(&service, &split, expected_index)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match &result {
+                    Ok(outcome) => tracing::info!("split write for {service}: {outcome:?}"),
+                    Err(e) => tracing::warn!("split write for {service} failed: {e}"),
+                }
+                refresh.notify_one();
+                IoEvent::WriteFinished {
+                    service,
+                    split,
+                    result,
+                }
+            }
+            Command::DemoStop { instance_id } => {
+                demo_control(demo.as_ref(), &instance_id, false).await
+            }
+            Command::DemoStart { instance_id } => {
+                demo_control(demo.as_ref(), &instance_id, true).await
+            }
+            Command::RefreshNow => {
+                refresh.notify_one();
+                continue;
+            }
+        };
+        if !emit(&tx, &wake, event).await {
+            return;
+        }
+    }
+}
+
+async fn demo_control(demo: Option<&DemoSpine>, id: &str, start: bool) -> IoEvent {
+    let Some(demo) = demo else {
+        return IoEvent::DemoChanged {
+            instances: Vec::new(),
+            error: Some("not in demo mode".into()),
+        };
+    };
+    let result = if start {
+        demo.start_instance(id).await
+    } else {
+        demo.stop_instance(id).await
+    };
+    let instances: Vec<DemoInstanceState> = demo.instances();
+    IoEvent::DemoChanged {
+        instances,
+        error: result.err().map(|e| format!("{id}: {e}")),
+    }
+}

@@ -1,0 +1,128 @@
+//! Header (which registry, demo or production, writable or read-only) and status bar
+//! (freshness and last error of every source).
+
+use std::time::{Duration, Instant};
+
+use egui::{RichText, Ui};
+
+use super::ViewState;
+use super::theme::Theme;
+use crate::model::Model;
+use crate::model::types::RegistryKind;
+
+/// "0.4 s ago", "3 min ago", "never".
+#[must_use]
+pub fn fmt_age(age: Option<Duration>) -> String {
+    match age {
+        None => "never".into(),
+        Some(d) if d.as_secs() >= 120 => format!("{} min ago", d.as_secs() / 60),
+        Some(d) => format!("{:.1} s ago", d.as_secs_f64()),
+    }
+}
+
+/// The always-visible header.
+pub fn header_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, _now: Instant) {
+    ui.horizontal(|ui| {
+        ui.heading("spine-dash");
+        ui.separator();
+        let reg = &model.registry;
+        if reg.kind == RegistryKind::Demo {
+            ui.label(
+                RichText::new(" DEMO SPINE ")
+                    .background_color(theme.demo_badge)
+                    .color(theme.map_bg)
+                    .strong(),
+            );
+            ui.label(format!("embedded, Consul API at {}", reg.address));
+        } else {
+            ui.label(
+                RichText::new(" PRODUCTION ")
+                    .background_color(theme.lane_degraded)
+                    .color(theme.map_bg)
+                    .strong(),
+            );
+            ui.label(format!("{} at {}", reg.kind.as_str(), reg.address));
+        }
+        if let Some(dc) = &reg.datacenter {
+            ui.label(format!("dc {dc}"));
+        }
+        ui.separator();
+        if reg.writable {
+            ui.label("writable");
+        } else {
+            ui.colored_label(theme.lane_degraded, "read-only");
+        }
+        ui.separator();
+        ui.label("Filter:");
+        let resp = ui.add(
+            egui::TextEdit::singleline(&mut view.filter)
+                .desired_width(140.0)
+                .hint_text("service name"),
+        );
+        if resp.has_focus() && ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+            view.filter.clear();
+        }
+    });
+}
+
+/// The bottom status bar.
+pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
+    ui.horizontal(|ui| {
+        let reg = &model.registry_status;
+        let stale = reg.is_stale(now, model.registry_interval);
+        let reg_text = format!(
+            "registry: {} {}",
+            if stale { "STALE" } else { "ok" },
+            fmt_age(reg.age(now))
+        );
+        ui.colored_label(if stale { theme.error } else { theme.success }, reg_text);
+        if let Some(e) = &reg.last_error {
+            ui.colored_label(theme.error, e);
+        }
+        ui.separator();
+        let total = model.sidecars.len();
+        let failing: Vec<_> = model
+            .sidecars
+            .iter()
+            .filter(|(_, s)| s.status.is_stale(now, model.scrape_interval))
+            .collect();
+        let color = if failing.is_empty() {
+            theme.success
+        } else {
+            theme.error
+        };
+        let label = ui.colored_label(
+            color,
+            format!("sidecars: {}/{} fresh", total - failing.len(), total),
+        );
+        if !failing.is_empty() {
+            label.on_hover_ui(|ui| {
+                for (url, s) in &failing {
+                    ui.label(format!(
+                        "{} ({}): {} — last ok {}",
+                        s.instance_id,
+                        url,
+                        s.status.last_error.as_deref().unwrap_or("no answer yet"),
+                        fmt_age(s.status.age(now))
+                    ));
+                }
+            });
+            if let Some((_, s)) = failing.first() {
+                if let Some(e) = &s.status.last_error {
+                    ui.colored_label(theme.error, format!("{}: {e}", s.instance_id));
+                }
+            }
+        }
+        if let Some(n) = model.notices.back() {
+            ui.separator();
+            ui.colored_label(
+                if n.is_error {
+                    theme.error
+                } else {
+                    theme.text_dim
+                },
+                &n.text,
+            );
+        }
+    });
+}
