@@ -65,6 +65,12 @@ impl SpineApp {
         &self.model
     }
 
+    /// The selected service, if any.
+    #[must_use]
+    pub fn selected(&self) -> Option<&str> {
+        self.view.selected.as_deref()
+    }
+
     /// The view state (for tests).
     pub fn view_mut(&mut self) -> &mut ViewState {
         &mut self.view

@@ -280,6 +280,9 @@ fn station_ui(
         x += 8.0;
     }
     let resp = ui.interact(r, ui.scope_id().with(("station", name)), Sense::click());
+    resp.widget_info(|| {
+        egui::WidgetInfo::labeled(egui::Role::Button, true, format!("station {name}"))
+    });
     if resp.clicked() {
         view.selected = Some(name.to_owned());
     }

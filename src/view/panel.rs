@@ -29,7 +29,11 @@ pub fn inspector_ui(
     };
     ui.horizontal(|ui| {
         ui.heading(&name);
-        if ui.small_button("✕").on_hover_text("Close (Esc)").clicked() {
+        if ui
+            .small_button("Close")
+            .on_hover_text("Close the inspector (Esc)")
+            .clicked()
+        {
             view.selected = None;
         }
     });

@@ -1,0 +1,144 @@
+//! UI tests: the real app driven through egui_kittest (AccessKit), no network.
+
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use spine_dash::app::SpineApp;
+use spine_dash::io::{Command, IoEvent};
+use spine_dash::model::types::{
+    Health, Instance, RegistryKind, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
+};
+use spine_dash::model::{Model, RegistryInfo};
+use tokio::sync::mpsc;
+
+fn instance(id: &str, service: &str, version: &str, health: Health) -> Instance {
+    Instance {
+        id: id.into(),
+        service: service.into(),
+        version: version.into(),
+        address: "10.0.1.11".into(),
+        port: 8080,
+        health,
+        check_output: String::new(),
+        metrics_url: None,
+    }
+}
+
+/// A model that knows identity (v1 ×2, v2 ×1, split 80/20 at index 1190) and gateway.
+fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Command>) {
+    let info = RegistryInfo {
+        kind: RegistryKind::Consul,
+        address: "http://127.0.0.1:8500".into(),
+        datacenter: None,
+        writable: true,
+    };
+    let model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
+    let (event_tx, event_rx) = mpsc::channel(16);
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let mut app = SpineApp::with_channels(model, event_rx, cmd_tx);
+    let snapshot = RegistrySnapshot {
+        services: vec![
+            ServiceEntry {
+                name: "gateway".into(),
+                instances: vec![instance("gateway-1", "gateway", "v1", Health::Passing)],
+                subsets: vec![],
+                split: None,
+            },
+            ServiceEntry {
+                name: "identity".into(),
+                instances: vec![
+                    instance("identity-v1-a", "identity", "v1", Health::Passing),
+                    instance("identity-v1-b", "identity", "v1", Health::Passing),
+                    instance("identity-v2-a", "identity", "v2", Health::Passing),
+                ],
+                subsets: vec!["v1".into(), "v2".into()],
+                split: Some(SplitConfig {
+                    split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                    modify_index: 1190,
+                }),
+            },
+        ],
+    };
+    event_tx
+        .try_send(IoEvent::Registry {
+            at: Instant::now(),
+            result: Ok(snapshot),
+        })
+        .unwrap();
+    app.drain_events();
+    (app, event_tx, cmd_rx)
+}
+
+fn harness(app: SpineApp) -> Harness<'static, SpineApp> {
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut SpineApp| app.ui_root(ui), app)
+}
+
+#[test]
+fn dragging_the_v2_slider_emits_a_cas_split_write() {
+    let (mut app, _events, mut commands) = app_with_identity();
+    app.view_mut().selected = Some("identity".into());
+    let mut h = harness(app);
+    h.run();
+
+    let slider = h.get_by_role_and_label(Role::Slider, "v2 weight");
+    let rect = slider.rect();
+    // Drag the v2 handle from its 20 % position to the middle of the rail: 50 %.
+    let from = egui::pos2(rect.left() + rect.width() * 0.2, rect.center().y);
+    let to = egui::pos2(rect.center().x, rect.center().y);
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.step();
+    h.hover_at(to);
+    h.step();
+    h.drop_at(to);
+    h.step();
+    h.step();
+
+    let command = commands.try_recv().expect("a command after release");
+    let Command::SetSplit {
+        service,
+        split,
+        expected_index,
+    } = command
+    else {
+        panic!("expected SetSplit, got {command:?}");
+    };
+    assert_eq!(service, "identity");
+    assert_eq!(expected_index, 1190, "CAS on the splitter's ModifyIndex");
+    let v2 = split.weight_of("v2").unwrap();
+    assert!((4500..=5500).contains(&v2), "v2 weight near 50 %, got {v2}");
+    assert_eq!(
+        split.weight_of("v1").unwrap() + v2,
+        10_000,
+        "coupled sliders sum to 100 %"
+    );
+    assert!(
+        commands.try_recv().is_err(),
+        "exactly one write per release"
+    );
+}
+
+#[test]
+fn clicking_a_station_opens_the_inspector() {
+    let (app, _events, _commands) = app_with_identity();
+    let mut h = harness(app);
+    h.run();
+    assert!(
+        h.query_by_role_and_label(Role::Slider, "v2 weight")
+            .is_none()
+    );
+    h.get_by_role_and_label(Role::Button, "station identity")
+        .click();
+    h.run();
+    assert_eq!(h.state().selected(), Some("identity"));
+    h.get_by_role_and_label(Role::Slider, "v2 weight");
+    assert!(
+        h.query_by_label("identity-v2-a").is_some(),
+        "instances listed"
+    );
+}
