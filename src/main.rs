@@ -118,7 +118,7 @@ fn run_window(
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             let wake: Wake = Arc::new(move || ctx.request_repaint_after(Duration::from_millis(10)));
-            let io = io::spawn(client, demo, config, wake);
+            let io = io::spawn(client, demo, &config, &wake);
             Ok(Box::new(SpineApp::new(model, io, cc.storage)))
         }),
     )
@@ -138,7 +138,7 @@ async fn snapshot(
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let wake: Wake = Arc::new(|| {});
-    let mut io: IoHandle = io::spawn(client, demo, config, wake);
+    let mut io: IoHandle = io::spawn(client, demo, &config, &wake);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let ready = model.registry_status.last_ok.is_some()

@@ -1,33 +1,44 @@
 //! io against a stub Consul on 127.0.0.1: a CAS conflict (`200 false`) reaches the model as a
 //! conflict, not a success; a registry that is down is reported and retried.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::{get, put};
-use spine_dash::io::{self, Command, IoConfig, IoEvent, IoHandle, Wake};
+use spine_dash::io::{self, Command, IoConfig, IoHandle, Wake};
 use spine_dash::model::types::{RegistryKind, Split};
 use spine_dash::model::{Model, RegistryInfo, WriteState};
 use spine_dash::registry::consul::ConsulClient;
 
+/// `(cas query parameter, body)` of one PUT.
+type Put = (Option<String>, String);
+
 #[derive(Clone, Default)]
 struct Seen {
-    puts: Arc<Mutex<Vec<(Option<String>, String)>>>,
+    puts: Arc<Mutex<Vec<Put>>>,
 }
 
 async fn start_stub(cas_answer: &'static str) -> (String, Seen) {
     let seen = Seen::default();
     let app = Router::new()
-        .route("/v1/catalog/services", get(|| async { ([("X-Consul-Index", "7")], "{}") }))
+        .route(
+            "/v1/catalog/services",
+            get(|| async { ([("X-Consul-Index", "7")], "{}") }),
+        )
         .route(
             "/v1/config",
             put(
                 move |State(seen): State<Seen>,
                       Query(q): Query<std::collections::HashMap<String, String>>,
                       body: String| async move {
-                    seen.puts.lock().unwrap().push((q.get("cas").cloned(), body));
+                    seen.puts
+                        .lock()
+                        .unwrap()
+                        .push((q.get("cas").cloned(), body));
                     cas_answer
                 },
             ),
@@ -58,14 +69,18 @@ fn fast_config() -> IoConfig {
 }
 
 /// Applies events until `done(model)` or the deadline; returns the time it took.
-async fn run_until(io: &mut IoHandle, model: &mut Model, done: impl Fn(&Model) -> bool) -> Duration {
+async fn run_until(
+    io: &mut IoHandle,
+    model: &mut Model,
+    done: impl Fn(&Model) -> bool,
+) -> Duration {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !done(model) {
         match tokio::time::timeout_at(deadline, io.events.recv()).await {
             Ok(Some(event)) => model.apply(event, Instant::now()),
             Ok(None) => panic!("io stopped"),
-            Err(_) => panic!("deadline passed; model: {:?}", model.writes),
+            Err(elapsed) => panic!("deadline passed ({elapsed}); model: {:?}", model.writes),
         }
     }
     start.elapsed()
@@ -75,52 +90,100 @@ async fn run_until(io: &mut IoHandle, model: &mut Model, done: impl Fn(&Model) -
 async fn cas_conflict_reaches_the_model_as_conflict() {
     let (url, seen) = start_stub("false").await;
     let wake: Wake = Arc::new(|| {});
-    let mut io = io::spawn(ConsulClient::new(&url).unwrap(), None, fast_config(), wake);
+    let mut io = io::spawn(
+        ConsulClient::new(&url).unwrap(),
+        None,
+        &fast_config(),
+        &wake,
+    );
     let mut model = model_for(&url);
     let split = Split::from_pairs([("v1", 5000), ("v2", 5000)]);
     model.mark_write_pending("identity", split.clone());
     io.commands
-        .send(Command::SetSplit { service: "identity".into(), split: split.clone(), expected_index: 1190 })
+        .send(Command::SetSplit {
+            service: "identity".into(),
+            split: split.clone(),
+            expected_index: 1190,
+        })
         .await
         .unwrap();
-    run_until(&mut io, &mut model, |m| !matches!(m.writes.get("identity"), Some(WriteState::Pending { .. }))).await;
-    assert_eq!(model.writes.get("identity"), Some(&WriteState::Conflict { mine: split }));
-    assert!(model.notices.iter().any(|n| n.is_error && n.text.contains("conflict")));
+    run_until(&mut io, &mut model, |m| {
+        !matches!(m.writes.get("identity"), Some(WriteState::Pending { .. }))
+    })
+    .await;
+    assert_eq!(
+        model.writes.get("identity"),
+        Some(&WriteState::Conflict { mine: split })
+    );
+    assert!(
+        model
+            .notices
+            .iter()
+            .any(|n| n.is_error && n.text.contains("conflict"))
+    );
     let puts = seen.puts.lock().unwrap().clone();
     assert_eq!(puts.len(), 1);
-    assert_eq!(puts[0].0.as_deref(), Some("1190"), "CAS index sent as ?cas=");
+    assert_eq!(
+        puts[0].0.as_deref(),
+        Some("1190"),
+        "CAS index sent as ?cas="
+    );
 }
 
 #[tokio::test]
 async fn cas_success_reaches_the_model_as_applied() {
     let (url, _seen) = start_stub("true").await;
     let wake: Wake = Arc::new(|| {});
-    let mut io = io::spawn(ConsulClient::new(&url).unwrap(), None, fast_config(), wake);
+    let mut io = io::spawn(
+        ConsulClient::new(&url).unwrap(),
+        None,
+        &fast_config(),
+        &wake,
+    );
     let mut model = model_for(&url);
     let split = Split::from_pairs([("v1", 7000), ("v2", 3000)]);
     io.commands
-        .send(Command::SetSplit { service: "identity".into(), split: split.clone(), expected_index: 1190 })
+        .send(Command::SetSplit {
+            service: "identity".into(),
+            split: split.clone(),
+            expected_index: 1190,
+        })
         .await
         .unwrap();
     run_until(&mut io, &mut model, |m| m.writes.contains_key("identity")).await;
-    assert_eq!(model.writes.get("identity"), Some(&WriteState::Applied { split }));
+    assert_eq!(
+        model.writes.get("identity"),
+        Some(&WriteState::Applied { split })
+    );
 }
 
 #[tokio::test]
 async fn read_only_refuses_without_sending() {
     let (url, seen) = start_stub("true").await;
     let wake: Wake = Arc::new(|| {});
-    let config = IoConfig { read_only: true, ..fast_config() };
-    let mut io = io::spawn(ConsulClient::new(&url).unwrap(), None, config, wake);
+    let config = IoConfig {
+        read_only: true,
+        ..fast_config()
+    };
+    let mut io = io::spawn(ConsulClient::new(&url).unwrap(), None, &config, &wake);
     let mut model = model_for(&url);
     let split = Split::from_pairs([("v1", 7000), ("v2", 3000)]);
     io.commands
-        .send(Command::SetSplit { service: "identity".into(), split: split.clone(), expected_index: 1190 })
+        .send(Command::SetSplit {
+            service: "identity".into(),
+            split: split.clone(),
+            expected_index: 1190,
+        })
         .await
         .unwrap();
     run_until(&mut io, &mut model, |m| m.writes.contains_key("identity")).await;
-    assert!(matches!(model.writes.get("identity"), Some(WriteState::Failed { error, .. }) if error.contains("read-only")));
-    assert!(seen.puts.lock().unwrap().is_empty(), "no write reached the registry");
+    assert!(
+        matches!(model.writes.get("identity"), Some(WriteState::Failed { error, .. }) if error.contains("read-only"))
+    );
+    assert!(
+        seen.puts.lock().unwrap().is_empty(),
+        "no write reached the registry"
+    );
 }
 
 #[tokio::test]
@@ -130,9 +193,17 @@ async fn registry_down_is_reported_and_retried() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let wake: Wake = Arc::new(|| {});
-    let mut io = io::spawn(ConsulClient::new(&url).unwrap(), None, fast_config(), wake);
+    let mut io = io::spawn(
+        ConsulClient::new(&url).unwrap(),
+        None,
+        &fast_config(),
+        &wake,
+    );
     let mut model = model_for(&url);
-    run_until(&mut io, &mut model, |m| m.registry_status.consecutive_failures >= 2).await;
+    run_until(&mut io, &mut model, |m| {
+        m.registry_status.consecutive_failures >= 2
+    })
+    .await;
     let error = model.registry_status.last_error.clone().unwrap();
     assert!(error.contains(&url), "error names the registry: {error}");
     assert!(model.registry_status.last_ok.is_none());

@@ -1,4 +1,6 @@
-//! UI tests: the real app driven through egui_kittest (AccessKit), no network.
+//! UI tests: the real app driven through `egui_kittest` (AccessKit), no network.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::time::{Duration, Instant};
 

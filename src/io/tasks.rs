@@ -74,8 +74,8 @@ async fn emit(tx: &mpsc::Sender<IoEvent>, wake: &Wake, event: IoEvent) -> bool {
 pub fn spawn<R: Registry + 'static>(
     registry: R,
     demo: Option<DemoSpine>,
-    config: IoConfig,
-    wake: Wake,
+    config: &IoConfig,
+    wake: &Wake,
 ) -> IoHandle {
     let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
     let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
@@ -96,14 +96,14 @@ pub fn spawn<R: Registry + 'static>(
             Arc::clone(&refresh),
             urls_tx,
             event_tx.clone(),
-            Arc::clone(&wake),
+            Arc::clone(wake),
         )),
         tokio::spawn(supervise_scrapers(
             urls_rx,
             http,
             config.clone(),
             event_tx.clone(),
-            Arc::clone(&wake),
+            Arc::clone(wake),
         )),
         tokio::spawn(handle_commands(
             registry,
@@ -112,13 +112,13 @@ pub fn spawn<R: Registry + 'static>(
             refresh,
             command_rx,
             event_tx.clone(),
-            Arc::clone(&wake),
+            Arc::clone(wake),
         )),
     ];
     if let Some(demo) = demo {
         // Tell the UI which demo instances exist, once, at start.
         let tx = event_tx;
-        let wake = Arc::clone(&wake);
+        let wake = Arc::clone(wake);
         tasks.push(tokio::spawn(async move {
             let event = IoEvent::DemoChanged {
                 instances: demo.instances(),
@@ -199,15 +199,15 @@ async fn supervise_scrapers(
             keep
         });
         for url in urls {
-            if !running.contains_key(&url) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = running.entry(url) {
                 let task = tokio::spawn(scrape_loop(
-                    url.clone(),
+                    slot.key().clone(),
                     http.clone(),
                     config.clone(),
                     tx.clone(),
                     Arc::clone(&wake),
                 ));
-                running.insert(url, task);
+                slot.insert(task);
             }
         }
         if urls_rx.changed().await.is_err() {

@@ -377,13 +377,11 @@ impl Model {
     #[must_use]
     pub fn configured_weight(&self, service: &str, version: &str) -> Option<u32> {
         let svc = self.services.get(service)?;
-        match &svc.split {
-            Some(cfg) => Some(cfg.split.weight_of(version).unwrap_or(0)),
-            None => {
-                let versions = svc.versions();
-                (versions.len() == 1 && versions[0] == version).then_some(types::FULL_WEIGHT)
-            }
+        if let Some(cfg) = &svc.split {
+            return Some(cfg.split.weight_of(version).unwrap_or(0));
         }
+        let versions = svc.versions();
+        (versions.len() == 1 && versions[0] == version).then_some(types::FULL_WEIGHT)
     }
 
     /// Observed share (0..1) of requests per version of `service`, over all callers'
@@ -474,4 +472,262 @@ pub fn split_text(split: &Split) -> String {
         .map(|e| format!("{} {}", e.subset, types::format_pct(e.weight)))
         .collect::<Vec<_>>()
         .join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{ClusterCounters, ClusterId, Histogram};
+    use types::{Health, Instance, RegistrySnapshot, SplitConfig};
+
+    fn inst(id: &str, service: &str, version: &str, url: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            service: service.into(),
+            version: version.into(),
+            address: "127.0.0.1".into(),
+            port: 1,
+            health: Health::Passing,
+            check_output: String::new(),
+            metrics_url: Some(url.into()),
+        }
+    }
+
+    fn model() -> Model {
+        let info = RegistryInfo {
+            kind: RegistryKind::Demo,
+            address: "http://x".into(),
+            datacenter: None,
+            writable: true,
+        };
+        let mut m = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
+        let snap = RegistrySnapshot {
+            services: vec![
+                ServiceEntry {
+                    name: "gateway".into(),
+                    instances: vec![
+                        inst("gw-1", "gateway", "v1", "http://gw1"),
+                        inst("gw-2", "gateway", "v1", "http://gw2"),
+                    ],
+                    subsets: vec![],
+                    split: None,
+                },
+                ServiceEntry {
+                    name: "identity".into(),
+                    instances: vec![
+                        inst("id-1", "identity", "v1", "http://id1"),
+                        inst("id-2", "identity", "v2", "http://id2"),
+                    ],
+                    subsets: vec!["v1".into(), "v2".into()],
+                    split: Some(SplitConfig {
+                        split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                        modify_index: 5,
+                    }),
+                },
+                ServiceEntry {
+                    name: "photo".into(),
+                    instances: vec![inst("photo-1", "photo", "v1", "http://p1")],
+                    subsets: vec![],
+                    split: None,
+                },
+            ],
+        };
+        m.apply(
+            IoEvent::Registry {
+                at: Instant::now(),
+                result: Ok(snap),
+            },
+            Instant::now(),
+        );
+        m
+    }
+
+    /// A cluster with `n` completed requests, `errors` of them 5xx, all in the 5 ms bucket.
+    fn cluster(service: &str, subset: &str, n: u64, errors: u64) -> ClusterCounters {
+        ClusterCounters {
+            id: ClusterId {
+                source: "gateway".into(),
+                service: service.into(),
+                subset: subset.into(),
+            },
+            rq_total: n,
+            rq_completed: n,
+            rq_xx: [0, n - errors, 0, 0, errors],
+            rq_time: Histogram {
+                buckets: vec![(5.0, n), (10.0, n), (f64::INFINITY, n)],
+                sum: 4.0 * n as f64,
+                count: n,
+            },
+            membership_healthy: Some(1),
+            membership_total: Some(1),
+            ejections_active: Some(0),
+            ..ClusterCounters::default()
+        }
+    }
+
+    fn scrape(m: &mut Model, url: &str, at: Instant, clusters: Vec<ClusterCounters>) {
+        let result = Ok(SidecarScrape {
+            clusters,
+            uptime_secs: None,
+        });
+        m.apply(
+            IoEvent::Scrape {
+                url: url.into(),
+                at,
+                result,
+            },
+            at,
+        );
+    }
+
+    #[test]
+    fn lanes_add_caller_sidecars_before_deriving() {
+        let mut m = model();
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        scrape(
+            &mut m,
+            "http://gw1",
+            t0,
+            vec![
+                cluster("identity", "v2", 100, 0),
+                cluster("photo", "", 100, 0),
+            ],
+        );
+        scrape(
+            &mut m,
+            "http://gw2",
+            t0,
+            vec![
+                cluster("identity", "v2", 1000, 0),
+                cluster("photo", "", 50, 0),
+            ],
+        );
+        // One window each: gw1 +10 requests (0 errors), gw2 +30 (3 errors).
+        scrape(
+            &mut m,
+            "http://gw1",
+            t1,
+            vec![
+                cluster("identity", "v2", 110, 0),
+                cluster("photo", "", 100, 0),
+            ],
+        );
+        scrape(
+            &mut m,
+            "http://gw2",
+            t1,
+            vec![
+                cluster("identity", "v2", 1030, 3),
+                cluster("photo", "", 50, 0),
+            ],
+        );
+        let key = LaneKey {
+            caller: "gateway".into(),
+            service: "identity".into(),
+            version: "v2".into(),
+        };
+        let stats = m.lanes[&key].stats.clone().expect("a window");
+        assert!(
+            (stats.rps - 40.0).abs() < 1e-9,
+            "rates add up: {}",
+            stats.rps
+        );
+        assert!((stats.err5xx_ratio.unwrap() - 3.0 / 40.0).abs() < 1e-9);
+        // An empty subset on a single-version service is that version's lane.
+        let photo = LaneKey {
+            caller: "gateway".into(),
+            service: "photo".into(),
+            version: "v1".into(),
+        };
+        assert_eq!(m.lanes[&photo].stats.as_ref().map(|s| s.rps), Some(0.0));
+        assert_eq!(m.configured_weight("identity", "v2"), Some(2000));
+        assert_eq!(m.configured_weight("photo", "v1"), Some(types::FULL_WEIGHT));
+        let share = m.observed_share("identity").unwrap();
+        assert!((share["v2"] - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_scrape_is_no_data_and_a_failed_sidecar_goes_stale() {
+        let mut m = model();
+        let t0 = Instant::now();
+        scrape(&mut m, "http://gw1", t0, vec![cluster("photo", "", 100, 0)]);
+        let photo = LaneKey {
+            caller: "gateway".into(),
+            service: "photo".into(),
+            version: "v1".into(),
+        };
+        assert_eq!(
+            m.lanes[&photo].stats, None,
+            "one scrape gives no window: no data, not 0 rps"
+        );
+        scrape(
+            &mut m,
+            "http://gw1",
+            t0 + Duration::from_secs(1),
+            vec![cluster("photo", "", 110, 0)],
+        );
+        assert!(m.lanes[&photo].stats.is_some());
+        let t2 = t0 + Duration::from_secs(2);
+        m.apply(
+            IoEvent::Scrape {
+                url: "http://gw1".into(),
+                at: t2,
+                result: Err("refused".into()),
+            },
+            t2,
+        );
+        assert_eq!(
+            m.lanes[&photo].stats, None,
+            "a failing sidecar contributes no window"
+        );
+        assert!(m.caller_stale("gateway", t2));
+        assert_eq!(
+            m.sidecars["http://gw1"].status.last_error.as_deref(),
+            Some("refused")
+        );
+    }
+
+    #[test]
+    fn counter_reset_is_a_gap() {
+        let mut m = model();
+        let t0 = Instant::now();
+        scrape(
+            &mut m,
+            "http://gw1",
+            t0,
+            vec![cluster("photo", "", 1000, 0)],
+        );
+        scrape(
+            &mut m,
+            "http://gw1",
+            t0 + Duration::from_secs(1),
+            vec![cluster("photo", "", 5, 0)],
+        );
+        let photo = LaneKey {
+            caller: "gateway".into(),
+            service: "photo".into(),
+            version: "v1".into(),
+        };
+        assert_eq!(m.lanes[&photo].stats, None);
+    }
+
+    #[test]
+    fn registry_errors_keep_last_good_data() {
+        let mut m = model();
+        let at = Instant::now();
+        m.apply(
+            IoEvent::Registry {
+                at,
+                result: Err("HTTP 403: ACL not found".into()),
+            },
+            at,
+        );
+        assert_eq!(m.services.len(), 3, "last good data kept");
+        assert!(m.registry_status.is_stale(at, m.registry_interval));
+        assert_eq!(
+            m.notices.back().map(|n| n.text.as_str()),
+            Some("registry: HTTP 403: ACL not found")
+        );
+    }
 }

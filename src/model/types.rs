@@ -192,7 +192,7 @@ pub enum SplitError {
 /// Formats hundredths of a percent as `80` or `33.33`.
 #[must_use]
 pub fn format_pct(w: WeightHundredths) -> String {
-    if w % 100 == 0 {
+    if w.is_multiple_of(100) {
         format!("{}", w / 100)
     } else {
         format!("{}.{:02}", w / 100, w % 100)

@@ -107,10 +107,10 @@ pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
                     ));
                 }
             });
-            if let Some((_, s)) = failing.first() {
-                if let Some(e) = &s.status.last_error {
-                    ui.colored_label(theme.error, format!("{}: {e}", s.instance_id));
-                }
+            if let Some((_, s)) = failing.first()
+                && let Some(e) = &s.status.last_error
+            {
+                ui.colored_label(theme.error, format!("{}: {e}", s.instance_id));
             }
         }
         if let Some(n) = model.notices.back() {

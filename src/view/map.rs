@@ -131,13 +131,13 @@ fn road_ui(
     painter: &egui::Painter,
     theme: &Theme,
     view: &mut ViewState,
-    a: Rect,
-    b: Rect,
+    from: Rect,
+    to: Rect,
     lanes: &[&LaneState],
     stale: bool,
 ) {
-    let start = pos2(a.right(), a.center().y);
-    let end = pos2(b.left(), b.center().y);
+    let start = pos2(from.right(), from.center().y);
+    let end = pos2(to.left(), to.center().y);
     let d = (end - start).normalized();
     let n = vec2(-d.y, d.x);
     let k = lanes.len() as f32;
@@ -181,11 +181,11 @@ fn road_ui(
         painter.galley(label_rect.min + vec2(2.0, 2.0), galley, theme.text);
 
         // Toll gate near the callee when the breaker is not closed.
-        if let Some(b) = stats.map(|s| s.breaker) {
-            if let Some(c) = theme.breaker_color(b) {
-                let at = p0 + (p1 - p0) * 0.82;
-                breaker_glyph(painter, at, n, b, faded(c, stale), theme);
-            }
+        if let Some(state) = stats.map(|s| s.breaker)
+            && let Some(color) = theme.breaker_color(state)
+        {
+            let at = p0 + (p1 - p0) * 0.82;
+            breaker_glyph(painter, at, n, state, faded(color, stale), theme);
         }
     }
 }

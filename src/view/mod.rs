@@ -60,7 +60,7 @@ pub fn root_ui(
             .resizable(true)
             .default_size(380.0)
             .show(ui, |ui| {
-                panel::inspector_ui(ui, model, view, &theme, commands, now)
+                panel::inspector_ui(ui, model, view, &theme, commands, now);
             });
     }
     egui::CentralPanel::no_frame().show(ui, |ui| map::map_ui(ui, model, view, &theme, now));
