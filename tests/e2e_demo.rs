@@ -113,8 +113,8 @@ async fn until(
         match tokio::time::timeout_at(deadline, io.events.recv()).await {
             Ok(Some(event)) => model.apply(event, Instant::now()),
             Ok(None) => panic!("io stopped"),
-            Err(_elapsed) => panic!(
-                "{what}: not reached within 30 s; lanes: {:#?}",
+            Err(elapsed) => panic!(
+                "{what}: not reached within 30 s ({elapsed}); lanes: {:#?}",
                 model
                     .lanes
                     .values()
