@@ -106,7 +106,7 @@ impl ConsulClient {
         let base = parse_base_url(base_url)?;
         let http = build_http(DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)?;
         Ok(Self {
-            base_url: redact_url(&base),
+            base_url: redact_url(&base).trim_end_matches('/').to_owned(),
             base,
             http,
             token: None,
@@ -143,7 +143,7 @@ impl ConsulClient {
         self
     }
 
-    /// The base URL (without any user-info).
+    /// The base URL as shown to the operator: no user-info, no trailing `/`.
     #[must_use]
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -1017,6 +1017,13 @@ mod tests {
     #[test]
     fn path_segments_are_encoded_and_base_paths_kept() {
         let client = ConsulClient::new("http://127.0.0.1:8500/consul/").unwrap();
+        assert_eq!(client.base_url(), "http://127.0.0.1:8500/consul");
+        let plain = ConsulClient::new("http://u:p@127.0.0.1:8500").unwrap();
+        assert_eq!(plain.base_url(), "http://127.0.0.1:8500");
+        assert_eq!(
+            plain.url(&["v1", "x"]).as_str(),
+            "http://u:p@127.0.0.1:8500/v1/x"
+        );
         assert_eq!(
             client.url(&["v1", "health", "service", "a b/c"]).as_str(),
             "http://127.0.0.1:8500/consul/v1/health/service/a%20b%2Fc"
