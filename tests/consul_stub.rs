@@ -1,0 +1,680 @@
+//! `ConsulClient` against stub Consul agents on 127.0.0.1 serving the fixture bodies:
+//! snapshot assembly, CAS writes (exact request captured), error statuses, timeouts,
+//! refused connections, bounded concurrency and the body size limit.
+
+// Test helpers outside #[test] fns may unwrap too (clippy.toml allows it only inside).
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use spine_dash::model::types::{
+    Health, Instance, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
+};
+use spine_dash::registry::consul::ConsulClient;
+use spine_dash::registry::{Registry, RegistryError, WriteOutcome};
+
+const TOKEN: &str = "SECRET-TOKEN-123";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/consul/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn json(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.to_owned(),
+    )
+        .into_response()
+}
+
+/// Serves `app` on a free loopback port; returns the base URL.
+async fn serve(app: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// A request the stub saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    method: &'static str,
+    path: String,
+    query: Option<String>,
+    token: Option<String>,
+    body: String,
+}
+
+#[derive(Clone, Default)]
+struct Stub {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Stub {
+    fn record(
+        &self,
+        method: &'static str,
+        path: String,
+        query: Option<String>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) {
+        self.seen.lock().unwrap().push(Seen {
+            method,
+            path,
+            query,
+            token: headers
+                .get("x-consul-token")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The fixture mesh: catalog, health per service, identity/photo resolvers, identity
+/// splitter, identity sidecars; every request is recorded. `put_answer` is the PUT
+/// /v1/config answer.
+fn mesh(stub: &Stub, put_answer: (StatusCode, &'static str)) -> Router {
+    async fn catalog(State(stub): State<Stub>, headers: HeaderMap) -> Response {
+        stub.record("GET", "/v1/catalog/services".into(), None, &headers, b"");
+        json(fixture("catalog_services.json"))
+    }
+    async fn health(
+        State(stub): State<Stub>,
+        Path(name): Path<String>,
+        headers: HeaderMap,
+    ) -> Response {
+        stub.record(
+            "GET",
+            format!("/v1/health/service/{name}"),
+            None,
+            &headers,
+            b"",
+        );
+        match name.as_str() {
+            "gateway" | "identity" | "notification" | "payment" | "photo" | "portal" => {
+                json(fixture(&format!("health_service_{name}.json")))
+            }
+            _ => json(b"[]".to_vec()),
+        }
+    }
+    async fn connect(
+        State(stub): State<Stub>,
+        Path(name): Path<String>,
+        headers: HeaderMap,
+    ) -> Response {
+        stub.record(
+            "GET",
+            format!("/v1/health/connect/{name}"),
+            None,
+            &headers,
+            b"",
+        );
+        match name.as_str() {
+            "identity" => json(fixture("crafted_health_connect_metrics.json")),
+            _ => json(b"[]".to_vec()),
+        }
+    }
+    async fn config(
+        State(stub): State<Stub>,
+        Path((kind, name)): Path<(String, String)>,
+        headers: HeaderMap,
+    ) -> Response {
+        stub.record(
+            "GET",
+            format!("/v1/config/{kind}/{name}"),
+            None,
+            &headers,
+            b"",
+        );
+        match (kind.as_str(), name.as_str()) {
+            ("service-resolver", "identity") => {
+                json(fixture("config_service_resolver_identity.json"))
+            }
+            ("service-resolver", "photo") => {
+                json(fixture("config_service_resolver_identity_tags.json"))
+            }
+            ("service-splitter", "identity") => {
+                json(fixture("config_service_splitter_identity.json"))
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                &format!("Config entry not found for {kind:?} / {name:?}"),
+            ),
+        }
+    }
+    let answer = move |State(stub): State<Stub>,
+                       RawQuery(query): RawQuery,
+                       headers: HeaderMap,
+                       body: Bytes| async move {
+        stub.record("PUT", "/v1/config".into(), query, &headers, &body);
+        let (status, text_body) = put_answer;
+        if status == StatusCode::OK {
+            json(text_body.as_bytes().to_vec())
+        } else {
+            text(status, text_body)
+        }
+    };
+    Router::new()
+        .route("/v1/catalog/services", get(catalog))
+        .route("/v1/health/service/{name}", get(health))
+        .route("/v1/health/connect/{name}", get(connect))
+        .route("/v1/config/{kind}/{name}", get(config))
+        .route("/v1/config", put(answer))
+        .with_state(stub.clone())
+}
+
+fn instance(id: &str, service: &str, version: &str, address: &str, port: u16) -> Instance {
+    Instance {
+        id: id.into(),
+        service: service.into(),
+        version: version.into(),
+        address: address.into(),
+        port,
+        health: Health::Passing,
+        check_output: String::new(),
+        metrics_url: None,
+    }
+}
+
+fn service(
+    name: &str,
+    instances: Vec<Instance>,
+    subsets: &[&str],
+    split: Option<SplitConfig>,
+) -> ServiceEntry {
+    ServiceEntry {
+        name: name.into(),
+        instances,
+        subsets: subsets.iter().map(|s| (*s).to_owned()).collect(),
+        split,
+    }
+}
+
+fn expected_mesh() -> RegistrySnapshot {
+    let mut v1a = instance("identity-v1-a", "identity", "v1", "10.0.1.11", 8080);
+    v1a.metrics_url = Some("http://10.0.1.11:9102/metrics".into());
+    let mut v1b = instance("identity-v1-b", "identity", "v1", "10.0.1.12", 8080);
+    v1b.metrics_url = Some("http://10.0.1.12:19001/stats/prometheus".into());
+    let mut v2b = instance("identity-v2-b", "identity", "v2", "10.0.1.12", 8081);
+    v2b.health = Health::Critical;
+    v2b.check_output = r#"HTTP GET http://10.0.1.12:8081/health: 503 Service Unavailable Output: {"status":"down","reason":"token signing key not loaded"}"#.into();
+    let mut photo2 = instance("photo-2", "photo", "v1", "10.0.2.12", 8080);
+    photo2.health = Health::Warning;
+    photo2.check_output = r#"HTTP GET http://10.0.2.12:8080/health: 429 Too Many Requests Output: {"status":"overloaded","queue":512}"#.into();
+    RegistrySnapshot {
+        services: vec![
+            service(
+                "gateway",
+                vec![instance("gateway-1", "gateway", "v1", "10.0.0.10", 8443)],
+                &[],
+                None,
+            ),
+            service(
+                "identity",
+                vec![
+                    v1a,
+                    v1b,
+                    instance("identity-v2-a", "identity", "v2", "10.0.1.13", 8080),
+                    v2b,
+                ],
+                &["v1", "v2"],
+                Some(SplitConfig {
+                    split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                    modify_index: 1190,
+                }),
+            ),
+            service(
+                "notification",
+                vec![instance(
+                    "notification-1",
+                    "notification",
+                    "v1",
+                    "10.0.4.11",
+                    8080,
+                )],
+                &[],
+                None,
+            ),
+            service(
+                "payment",
+                vec![
+                    instance("payment-1", "payment", "v1", "10.0.3.11", 8080),
+                    instance("payment-2", "payment", "v1", "10.0.3.12", 8080),
+                    instance("payment-3", "payment", "v1", "10.0.3.13", 8080),
+                ],
+                &[],
+                None,
+            ),
+            service(
+                "photo",
+                vec![
+                    instance("photo-1", "photo", "v1", "10.0.2.11", 8080),
+                    photo2,
+                ],
+                &["v1", "v2"],
+                None,
+            ),
+            service(
+                "portal",
+                vec![instance("portal-1", "portal", "v1", "10.0.5.11", 3000)],
+                &[],
+                None,
+            ),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn snapshot_builds_the_mesh() {
+    let stub = Stub::default();
+    let base = serve(mesh(&stub, (StatusCode::OK, "true"))).await;
+    let client = ConsulClient::new(&base)
+        .unwrap()
+        .with_token(Some(TOKEN.into()));
+    assert_eq!(client.snapshot().await.unwrap(), expected_mesh());
+
+    let seen = stub.seen();
+    // 1 catalog + 6 × (health, resolver, splitter) + a connect lookup per service whose
+    // instances lack metrics_url (all 6 here); never the sidecars or `consul`.
+    assert_eq!(seen.len(), 1 + 6 * 3 + 6, "{seen:#?}");
+    assert!(seen.iter().all(|s| s.token.as_deref() == Some(TOKEN)));
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.path.contains("sidecar") || s.path.ends_with("/consul"))
+    );
+}
+
+#[tokio::test]
+async fn cas_write_sends_the_exact_entry() {
+    let stub = Stub::default();
+    let base = serve(mesh(&stub, (StatusCode::OK, "true"))).await;
+    let client = ConsulClient::new(&base)
+        .unwrap()
+        .with_token(Some(TOKEN.into()));
+    let split = Split::from_pairs([("v1", 7000), ("v2", 3000)]);
+    assert_eq!(
+        client.write_split("identity", &split, 1190).await,
+        Ok(WriteOutcome::Applied)
+    );
+    assert_eq!(
+        stub.seen(),
+        [Seen {
+            method: "PUT",
+            path: "/v1/config".into(),
+            query: Some("cas=1190".into()),
+            token: Some(TOKEN.into()),
+            body: r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":70,"ServiceSubset":"v1"},{"Weight":30,"ServiceSubset":"v2"}]}"#.into(),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn cas_false_is_a_conflict() {
+    let stub = Stub::default();
+    let base = serve(mesh(&stub, (StatusCode::OK, "false"))).await;
+    let client = ConsulClient::new(&base).unwrap();
+    let split = Split::from_pairs([("v1", 6667), ("v2", 3333)]);
+    assert_eq!(
+        client.write_split("identity", &split, 1190).await,
+        Ok(WriteOutcome::Conflict)
+    );
+    let seen = stub.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].token, None);
+    assert_eq!(
+        seen[0].body,
+        r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":66.67,"ServiceSubset":"v1"},{"Weight":33.33,"ServiceSubset":"v2"}]}"#
+    );
+}
+
+#[tokio::test]
+async fn create_if_absent_uses_cas_zero() {
+    let stub = Stub::default();
+    let base = serve(mesh(&stub, (StatusCode::OK, "true"))).await;
+    let client = ConsulClient::new(&base).unwrap();
+    let split = Split::from_pairs([("v1", 10_000), ("v2", 0)]);
+    assert_eq!(
+        client.write_split("photo", &split, 0).await,
+        Ok(WriteOutcome::Applied)
+    );
+    let seen = stub.seen();
+    assert_eq!(seen[0].query.as_deref(), Some("cas=0"));
+    assert_eq!(
+        seen[0].body,
+        r#"{"Kind":"service-splitter","Name":"photo","Splits":[{"Weight":100,"ServiceSubset":"v1"},{"Weight":0,"ServiceSubset":"v2"}]}"#
+    );
+}
+
+#[tokio::test]
+async fn invalid_split_is_refused_locally() {
+    let stub = Stub::default();
+    let base = serve(mesh(&stub, (StatusCode::OK, "true"))).await;
+    let client = ConsulClient::new(&base).unwrap();
+    let split = Split::from_pairs([("v1", 8000), ("v2", 1999)]);
+    assert_eq!(
+        client.write_split("identity", &split, 1190).await,
+        Err(RegistryError::Invalid(
+            "split for \"identity\" not sent: the sum of all split weights must be 100, not 99.99"
+                .into()
+        ))
+    );
+    assert_eq!(
+        client
+            .write_split("identity", &Split::default(), 1190)
+            .await,
+        Err(RegistryError::Invalid(
+            "split for \"identity\" not sent: no splits configured".into()
+        ))
+    );
+    assert_eq!(stub.seen(), []);
+}
+
+#[tokio::test]
+async fn weights_500_passes_consul_text_through() {
+    let stub = Stub::default();
+    let body = "the sum of all split weights must be 100, not 90.000000";
+    let base = serve(mesh(&stub, (StatusCode::INTERNAL_SERVER_ERROR, body))).await;
+    let client = ConsulClient::new(&base).unwrap();
+    // A valid split locally; the stub plays a server that disagrees.
+    let err = client
+        .write_split(
+            "identity",
+            &Split::from_pairs([("v1", 5000), ("v2", 5000)]),
+            1190,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::Http {
+            status: 500,
+            body: body.into(),
+            hint: None
+        }
+    );
+    assert!(
+        err.to_string().contains("sum of all split weights"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn permission_denied_403_has_a_hint() {
+    let stub = Stub::default();
+    let body = "Permission denied: token with AccessorID 'e6a7c2d4-5b1f-4a3e-9c8d-2f7b6a1e0d94' lacks permission 'service:write' on \"identity\"";
+    let base = serve(mesh(&stub, (StatusCode::FORBIDDEN, body))).await;
+    let client = ConsulClient::new(&base)
+        .unwrap()
+        .with_token(Some(TOKEN.into()));
+    let err = client
+        .write_split(
+            "identity",
+            &Split::from_pairs([("v1", 5000), ("v2", 5000)]),
+            1190,
+        )
+        .await
+        .unwrap_err();
+    let RegistryError::Http {
+        status: 403,
+        body: shown,
+        hint: Some(hint),
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(shown, body);
+    assert!(hint.contains("'service:write' on \"identity\""), "{hint}");
+    assert!(!err.to_string().contains(TOKEN));
+}
+
+#[tokio::test]
+async fn acl_not_found_on_read_fails_the_snapshot() {
+    let app = Router::new().route(
+        "/v1/catalog/services",
+        get(|| async { text(StatusCode::FORBIDDEN, "ACL not found") }),
+    );
+    let base = serve(app).await;
+    let client = ConsulClient::new(&base)
+        .unwrap()
+        .with_token(Some(TOKEN.into()));
+    let err = client.snapshot().await.unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::Http {
+            status: 403,
+            body: "ACL not found".into(),
+            hint: Some(
+                "the ACL token is unknown to Consul: check the configured token (CONSUL_HTTP_TOKEN)".into()
+            ),
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = ConsulClient::new(&format!("http://{addr}"))
+        .unwrap()
+        .with_token(Some(TOKEN.into()))
+        .with_timeouts(Duration::from_secs(2), Duration::from_millis(300))
+        .unwrap();
+    let err = client.snapshot().await.unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::Transport {
+            message: "no answer within 300 ms".into(),
+            url: format!("http://{addr}/v1/catalog/services"),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("no answer within 300 ms (http://{addr}/v1/catalog/services)")
+    );
+}
+
+#[tokio::test]
+async fn connection_refused_never_shows_the_token() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }; // dropped: nothing listens on `port` now
+    let client = ConsulClient::new(&format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .with_token(Some(TOKEN.into()));
+    let err = client.snapshot().await.unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::Transport {
+            message: "connection refused".into(),
+            url: format!("http://127.0.0.1:{port}/v1/catalog/services"),
+        }
+    );
+    let err = client
+        .write_split("identity", &Split::from_pairs([("v1", 10_000)]), 7)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("connection refused (http://127.0.0.1:{port}/v1/config?cas=7)")
+    );
+    for shown in [err.to_string(), format!("{err:?}"), format!("{client:?}")] {
+        assert!(!shown.contains(TOKEN), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn snapshot_keeps_at_most_8_requests_in_flight() {
+    #[derive(Clone, Default)]
+    struct Gauge {
+        now: Arc<AtomicUsize>,
+        max: Arc<AtomicUsize>,
+        total: Arc<AtomicUsize>,
+    }
+    async fn slow(State(g): State<Gauge>) -> Response {
+        let n = g.now.fetch_add(1, Ordering::SeqCst) + 1;
+        g.max.fetch_max(n, Ordering::SeqCst);
+        g.total.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        g.now.fetch_sub(1, Ordering::SeqCst);
+        text(StatusCode::NOT_FOUND, "Config entry not found")
+    }
+    async fn empty_health(State(g): State<Gauge>) -> Response {
+        let _ = slow(State(g)).await;
+        json(b"[]".to_vec())
+    }
+    let names: Vec<String> = (0..20).map(|i| format!("svc-{i:02}")).collect();
+    let catalog = serde_json::to_vec(
+        &names
+            .iter()
+            .map(|n| (n.clone(), Vec::<String>::new()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+    .unwrap();
+    let gauge = Gauge::default();
+    let app = Router::new()
+        .route(
+            "/v1/catalog/services",
+            get(move || async move { json(catalog) }),
+        )
+        .route("/v1/health/service/{name}", get(empty_health))
+        .route("/v1/config/{kind}/{name}", get(slow))
+        .with_state(gauge.clone());
+    let base = serve(app).await;
+    let snapshot = ConsulClient::new(&base).unwrap().snapshot().await.unwrap();
+    let got: Vec<&str> = snapshot.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(got, names);
+    assert!(
+        snapshot
+            .services
+            .iter()
+            .all(|s| s.instances.is_empty() && s.split.is_none())
+    );
+    assert_eq!(gauge.total.load(Ordering::SeqCst), 60);
+    let max = gauge.max.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&max), "max in flight {max}");
+}
+
+#[tokio::test]
+async fn a_bad_body_is_a_decode_error() {
+    let app = Router::new()
+        .route(
+            "/v1/catalog/services",
+            get(|| async { json(br#"{"identity":["v1"]}"#.to_vec()) }),
+        )
+        .route(
+            "/v1/health/service/{name}",
+            get(|| async { json(b"<html>oops</html>".to_vec()) }),
+        );
+    let base = serve(app).await;
+    let err = ConsulClient::new(&base)
+        .unwrap()
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Decode(m) if m.starts_with("health/service: expected value")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_body_is_cut_off() {
+    // A chunked answer that never ends: the client must stop at its limit, not buffer on.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("400\r\n{}\r\n", " ".repeat(0x400));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    let client = ConsulClient::new(&format!("http://{addr}"))
+        .unwrap()
+        .with_max_body_bytes(64 * 1024);
+    let err = client.snapshot().await.unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::Decode(format!(
+            "response body larger than 64 KiB (http://{addr}/v1/catalog/services)"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn a_declared_oversized_body_is_refused_before_reading() {
+    let app = Router::new().route(
+        "/v1/catalog/services",
+        get(|| async { json(vec![b' '; 5000]) }),
+    );
+    let base = serve(app).await;
+    let err = ConsulClient::new(&base)
+        .unwrap()
+        .with_max_body_bytes(1000)
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::Decode(format!(
+            "response body larger than 1000 bytes ({base}/v1/catalog/services)"
+        ))
+    );
+}
+
+#[test]
+fn bad_addresses_are_invalid() {
+    for bad in [
+        "consul:8500",
+        "ftp://127.0.0.1:8500",
+        "http://",
+        "not a url",
+    ] {
+        let err = ConsulClient::new(bad).unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::Invalid(m) if m.starts_with("invalid Consul address")),
+            "{bad}: {err:?}"
+        );
+    }
+}
