@@ -1,11 +1,11 @@
 //! Envoy sidecar statistics: a literal Prometheus text-format (0.0.4) parser, the fold of
 //! Envoy's families into per-cluster counters, and rates / percentiles / breaker state from
-//! two scrapes (API_BRIEF.md §2.2–2.5). Pure functions: no I/O.
+//! two scrapes (`API_BRIEF.md` §2.2–2.5). Pure functions: no I/O.
 
 pub mod derive;
 pub mod parse;
 
-pub use derive::{LaneWindow, WindowStats, breaker_state, quantile_ms, window};
+pub use derive::{LaneWindow, WindowStats, breaker_state, quantile_ms, sidecar_windows, window};
 pub use parse::{StatsError, parse_envoy_stats};
 
 /// Identifies one upstream cluster as seen by one sidecar.
@@ -80,4 +80,15 @@ pub struct SidecarScrape {
     pub clusters: Vec<ClusterCounters>,
     /// `envoy_server_uptime` in seconds, when present (a decrease means a restart).
     pub uptime_secs: Option<f64>,
+}
+
+impl SidecarScrape {
+    /// The counters of one cluster (`clusters` is sorted by id).
+    #[must_use]
+    pub fn cluster(&self, id: &ClusterId) -> Option<&ClusterCounters> {
+        self.clusters
+            .binary_search_by(|c| c.id.cmp(id))
+            .ok()
+            .and_then(|i| self.clusters.get(i))
+    }
 }
