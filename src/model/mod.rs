@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::io::{DemoInstanceState, IoEvent};
-use crate::metrics::{LaneWindow, SidecarScrape, WindowStats, window};
+use crate::metrics::{LaneWindow, SidecarScrape, WindowStats, sidecar_windows};
 use crate::registry::WriteOutcome;
 use types::{
     BreakerState, DEFAULT_VERSION, HealthCounts, LaneKey, RegistryKind, ServiceEntry, Split,
@@ -309,34 +309,34 @@ impl Model {
             let Some((t_last, last)) = &sidecar.last else {
                 continue;
             };
+            let key_of = |id: &crate::metrics::ClusterId| LaneKey {
+                caller: id.source.clone(),
+                service: id.service.clone(),
+                version: self.lane_version(&id.service, &id.subset),
+            };
+            seen.extend(
+                last.clusters
+                    .iter()
+                    .filter(|c| !c.id.is_local())
+                    .map(|c| key_of(&c.id)),
+            );
             let fresh = !sidecar.status.is_stale(now, self.scrape_interval);
-            for cluster in last.clusters.iter().filter(|c| !c.id.is_local()) {
-                let key = LaneKey {
-                    caller: cluster.id.source.clone(),
-                    service: cluster.id.service.clone(),
-                    version: self.lane_version(&cluster.id.service, &cluster.id.subset),
-                };
-                seen.push(key.clone());
-                if !fresh {
-                    continue;
-                }
-                let Some((t_prev, prev)) = &sidecar.prev else {
+            let (true, Some((t_prev, prev))) = (fresh, &sidecar.prev) else {
+                continue;
+            };
+            let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
+            for (id, w) in sidecar_windows(prev, last, dt) {
+                let (false, Some(w)) = (id.is_local(), w) else {
                     continue;
                 };
-                let Some(before) = prev.clusters.iter().find(|c| c.id == cluster.id) else {
-                    continue;
-                };
-                let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
-                let Some(w) = window(before, cluster, dt) else {
-                    continue;
-                };
-                match windows.get_mut(&key) {
-                    Some((acc, at)) => {
+                match windows.entry(key_of(&id)) {
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        let (acc, at) = e.get_mut();
                         acc.merge(&w);
                         *at = (*at).max(*t_last);
                     }
-                    None => {
-                        windows.insert(key, (w, *t_last));
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert((w, *t_last));
                     }
                 }
             }
