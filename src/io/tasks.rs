@@ -144,12 +144,25 @@ async fn poll_registry<R: Registry>(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Log a failure when it starts or changes, and the recovery; not every retry.
+    let mut failing: Option<String> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = refresh.notified() => {}
         }
         let result = registry.snapshot().await;
+        match (&result, &failing) {
+            (Ok(_), Some(_)) => {
+                tracing::info!("registry answers again");
+                failing = None;
+            }
+            (Err(e), last) if last.as_deref() != Some(e.to_string().as_str()) => {
+                tracing::warn!("registry poll failed (retrying every {interval:?}): {e}");
+                failing = Some(e.to_string());
+            }
+            _ => {}
+        }
         let at = Instant::now();
         let result = match result {
             Ok(snapshot) => {
@@ -169,10 +182,7 @@ async fn poll_registry<R: Registry>(
                 });
                 Ok(snapshot)
             }
-            Err(e) => {
-                tracing::warn!("registry poll failed: {e}");
-                Err(e.to_string())
-            }
+            Err(e) => Err(e.to_string()),
         };
         if !emit(&tx, &wake, IoEvent::Registry { at, result }).await {
             return;

@@ -70,11 +70,11 @@ pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
     ui.horizontal(|ui| {
         let reg = &model.registry_status;
         let stale = reg.is_stale(now, model.registry_interval);
-        let reg_text = format!(
-            "registry: {} {}",
-            if stale { "STALE" } else { "ok" },
-            fmt_age(reg.age(now))
-        );
+        let reg_text = match reg.age(now) {
+            None => "registry: no answer yet".to_owned(),
+            Some(age) if stale => format!("registry: STALE, last answer {}", fmt_age(Some(age))),
+            Some(age) => format!("registry: ok {}", fmt_age(Some(age))),
+        };
         ui.colored_label(if stale { theme.error } else { theme.success }, reg_text);
         if let Some(e) = &reg.last_error {
             ui.colored_label(theme.error, e);
@@ -113,7 +113,12 @@ pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
                 ui.colored_label(theme.error, format!("{}: {e}", s.instance_id));
             }
         }
-        if let Some(n) = model.notices.back() {
+        // The newest notice, unless it only repeats the registry error shown above.
+        if let Some(n) = model
+            .notices
+            .back()
+            .filter(|n| !n.text.starts_with("registry: "))
+        {
             ui.separator();
             ui.colored_label(
                 if n.is_error {
