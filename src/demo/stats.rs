@@ -1,0 +1,424 @@
+//! Envoy-style cluster statistics of a demo sidecar and their rendering as Envoy's
+//! `/stats/prometheus` (text format 0.0.4) with Consul Connect's labels: one `# TYPE` line
+//! per family, counters then gauges then histograms, each group sorted by name, integer
+//! counters and gauges, `upstream_rq_time` with Envoy's default buckets in milliseconds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Upper bounds (ms) of Envoy's default histogram buckets, as Envoy prints them.
+const BUCKETS: [(f64, &str); 19] = [
+    (0.5, "0.5"),
+    (1.0, "1"),
+    (5.0, "5"),
+    (10.0, "10"),
+    (25.0, "25"),
+    (50.0, "50"),
+    (100.0, "100"),
+    (250.0, "250"),
+    (500.0, "500"),
+    (1000.0, "1000"),
+    (2500.0, "2500"),
+    (5000.0, "5000"),
+    (10_000.0, "10000"),
+    (30_000.0, "30000"),
+    (60_000.0, "60000"),
+    (300_000.0, "300000"),
+    (600_000.0, "600000"),
+    (1_800_000.0, "1.8e+06"),
+    (3_600_000.0, "3.6e+06"),
+];
+
+/// Counters and gauges of one Envoy cluster.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClusterStats {
+    /// Requests that reached an upstream connection.
+    pub rq_total: u64,
+    /// Responses, including local replies (circuit open, connect failure, timeout).
+    pub rq_completed: u64,
+    /// Responses by status code; `_xx` classes are derived from it.
+    pub rq_by_code: BTreeMap<u16, u64>,
+    /// Requests refused by a request limit (breaker overflow; none yet).
+    pub rq_pending_overflow: u64,
+    /// Connection attempts that failed.
+    pub cx_connect_fail: u64,
+    /// Requests answered locally because no host could take them.
+    pub cx_none_healthy: u64,
+    /// Requests that timed out upstream.
+    pub rq_timeout: u64,
+    /// Hosts ejected by outlier detection, ever.
+    pub ejections_enforced_total: u64,
+    /// Requests in flight.
+    pub rq_active: u64,
+    time_buckets: [u64; BUCKETS.len()],
+    time_count: u64,
+    time_sum_ms: f64,
+}
+
+impl ClusterStats {
+    /// Counts one response with `code` (completed, by code, by class).
+    pub(crate) fn count_response(&mut self, code: u16) {
+        self.rq_completed += 1;
+        *self.rq_by_code.entry(code).or_default() += 1;
+    }
+
+    /// Records an upstream request time.
+    pub(crate) fn record_time(&mut self, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        self.time_count += 1;
+        self.time_sum_ms += ms;
+        for (count, (bound, _)) in self.time_buckets.iter_mut().zip(BUCKETS) {
+            if ms <= bound {
+                *count += 1;
+            }
+        }
+    }
+
+    fn by_class(&self) -> BTreeMap<u16, u64> {
+        let mut out = BTreeMap::new();
+        for (code, n) in &self.rq_by_code {
+            *out.entry(code / 100).or_default() += n;
+        }
+        out
+    }
+}
+
+/// Gauges computed from the registry at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Membership {
+    /// Hosts not critical and not ejected.
+    pub healthy: u64,
+    /// All hosts of the cluster.
+    pub total: u64,
+    /// Hosts ejected now.
+    pub ejections_active: u64,
+}
+
+/// One cluster to render.
+pub(crate) struct ClusterView<'a> {
+    /// Labels before `envoy_response_code` (fixed + `consul_destination_*`), no braces.
+    pub labels: &'a str,
+    /// `envoy_cluster_name`: first dot-token of the cluster name.
+    pub cluster_name: &'a str,
+    /// Counters.
+    pub stats: &'a ClusterStats,
+    /// Membership gauges.
+    pub membership: Membership,
+    /// Whether the cluster has outlier detection (upstreams yes, `local_app` no).
+    pub outlier_detection: bool,
+}
+
+/// Escapes a label value for the text format.
+pub(crate) fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The labels every series of a Consul sidecar carries.
+pub(crate) fn fixed_labels(source_service: &str, datacenter: &str) -> String {
+    let s = escape_label(source_service);
+    format!(
+        "local_cluster=\"{s}\",consul_source_service=\"{s}\",consul_source_namespace=\"default\",\
+         consul_source_partition=\"default\",consul_source_datacenter=\"{}\"",
+        escape_label(datacenter)
+    )
+}
+
+/// Labels of an upstream cluster (fixed + `consul_destination_*`), and its
+/// `envoy_cluster_name` (the subset if any, else the service).
+pub(crate) fn upstream_labels(
+    fixed: &str,
+    service: &str,
+    subset: &str,
+    datacenter: &str,
+    trust_domain: &str,
+) -> (String, String) {
+    let target = if subset.is_empty() {
+        format!("{service}.default.{datacenter}")
+    } else {
+        format!("{subset}.{service}.default.{datacenter}")
+    };
+    let full_target = format!("{target}.internal.{trust_domain}");
+    let labels = format!(
+        "{fixed},consul_destination_custom_hash=\"\",consul_destination_service_subset=\"{}\",\
+         consul_destination_service=\"{}\",consul_destination_namespace=\"default\",\
+         consul_destination_partition=\"\",consul_destination_datacenter=\"{}\",\
+         consul_destination_routing_type=\"internal\",consul_destination_trust_domain=\"{}\",\
+         consul_destination_target=\"{}\",consul_destination_full_target=\"{}\"",
+        escape_label(subset),
+        escape_label(service),
+        escape_label(datacenter),
+        escape_label(trust_domain),
+        escape_label(&target),
+        escape_label(&full_target),
+    );
+    let cluster_name = target.split('.').next().unwrap_or_default().to_owned();
+    (labels, cluster_name)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Type {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Type {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+struct Families {
+    map: BTreeMap<(Type, &'static str), String>,
+}
+
+impl Families {
+    fn line(&mut self, ty: Type, name: &'static str, labels: &str, value: impl std::fmt::Display) {
+        let body = self.map.entry((ty, name)).or_default();
+        let _ = writeln!(body, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// Renders a whole `/stats/prometheus` page. With `used_only`, counters that are 0 and
+/// histograms without samples are left out (Envoy's `?usedonly`).
+pub(crate) fn render(
+    fixed: &str,
+    clusters: &[ClusterView<'_>],
+    uptime_secs: u64,
+    used_only: bool,
+) -> String {
+    let mut f = Families {
+        map: BTreeMap::new(),
+    };
+    for c in clusters {
+        let base = format!(
+            "{},envoy_cluster_name=\"{}\"",
+            c.labels,
+            escape_label(c.cluster_name)
+        );
+        let cn = escape_label(c.cluster_name);
+        let s = c.stats;
+        let mut counter = |name: &'static str, v: u64| {
+            if v > 0 || !used_only {
+                f.line(Type::Counter, name, &base, v);
+            }
+        };
+        counter("envoy_cluster_upstream_rq_total", s.rq_total);
+        counter("envoy_cluster_upstream_rq_completed", s.rq_completed);
+        counter(
+            "envoy_cluster_upstream_rq_pending_overflow",
+            s.rq_pending_overflow,
+        );
+        counter("envoy_cluster_upstream_cx_connect_fail", s.cx_connect_fail);
+        counter("envoy_cluster_upstream_cx_none_healthy", s.cx_none_healthy);
+        counter("envoy_cluster_upstream_rq_timeout", s.rq_timeout);
+        if c.outlier_detection {
+            counter(
+                "envoy_cluster_outlier_detection_ejections_enforced_total",
+                s.ejections_enforced_total,
+            );
+        }
+        for (class, n) in s.by_class() {
+            let labels = format!(
+                "{},envoy_response_code_class=\"{class}\",envoy_cluster_name=\"{cn}\"",
+                c.labels
+            );
+            f.line(Type::Counter, "envoy_cluster_upstream_rq_xx", &labels, n);
+        }
+        for (code, n) in &s.rq_by_code {
+            let labels = format!(
+                "{},envoy_response_code=\"{code}\",envoy_cluster_name=\"{cn}\"",
+                c.labels
+            );
+            f.line(Type::Counter, "envoy_cluster_upstream_rq", &labels, n);
+        }
+
+        let m = c.membership;
+        f.line(
+            Type::Gauge,
+            "envoy_cluster_membership_healthy",
+            &base,
+            m.healthy,
+        );
+        f.line(
+            Type::Gauge,
+            "envoy_cluster_membership_total",
+            &base,
+            m.total,
+        );
+        if c.outlier_detection {
+            f.line(
+                Type::Gauge,
+                "envoy_cluster_outlier_detection_ejections_active",
+                &base,
+                m.ejections_active,
+            );
+        }
+        for name in [
+            "envoy_cluster_circuit_breakers_default_cx_open",
+            "envoy_cluster_circuit_breakers_default_rq_open",
+            "envoy_cluster_circuit_breakers_default_rq_pending_open",
+        ] {
+            f.line(Type::Gauge, name, &base, 0);
+        }
+        f.line(
+            Type::Gauge,
+            "envoy_cluster_upstream_rq_active",
+            &base,
+            s.rq_active,
+        );
+
+        if s.time_count > 0 || !used_only {
+            let name = "envoy_cluster_upstream_rq_time";
+            let body = f.map.entry((Type::Histogram, name)).or_default();
+            for (count, (_, le)) in s.time_buckets.iter().zip(BUCKETS) {
+                let _ = writeln!(body, "{name}_bucket{{{base},le=\"{le}\"}} {count}");
+            }
+            let _ = writeln!(body, "{name}_bucket{{{base},le=\"+Inf\"}} {}", s.time_count);
+            let _ = writeln!(body, "{name}_sum{{{base}}} {}", s.time_sum_ms);
+            let _ = writeln!(body, "{name}_count{{{base}}} {}", s.time_count);
+        }
+    }
+    f.line(Type::Gauge, "envoy_server_uptime", fixed, uptime_secs);
+    f.line(Type::Gauge, "envoy_server_live", fixed, 1);
+
+    let mut out = String::new();
+    for ((ty, name), body) in &f.map {
+        let _ = writeln!(out, "# TYPE {name} {}", ty.as_str());
+        out.push_str(body);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> String {
+        let fixed = fixed_labels("gateway", "dc1");
+        let (labels, name) = upstream_labels(&fixed, "identity", "v2", "dc1", "td");
+        let mut stats = ClusterStats {
+            rq_total: 3,
+            ..ClusterStats::default()
+        };
+        stats.count_response(200);
+        stats.count_response(200);
+        stats.count_response(503);
+        stats.record_time(Duration::from_millis(7));
+        let (photo_labels, photo_name) = upstream_labels(&fixed, "photo", "", "dc1", "td");
+        let idle = ClusterStats::default();
+        let views = [
+            ClusterView {
+                labels: &labels,
+                cluster_name: &name,
+                stats: &stats,
+                membership: Membership {
+                    healthy: 1,
+                    total: 1,
+                    ejections_active: 0,
+                },
+                outlier_detection: true,
+            },
+            ClusterView {
+                labels: &photo_labels,
+                cluster_name: &photo_name,
+                stats: &idle,
+                membership: Membership::default(),
+                outlier_detection: true,
+            },
+        ];
+        render(&fixed, &views, 12, false)
+    }
+
+    #[test]
+    fn families_are_grouped_by_type_then_sorted_by_name() {
+        let text = sample();
+        let types: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        let rank = |t: &str| {
+            ["counter", "gauge", "histogram"]
+                .iter()
+                .position(|x| *x == t)
+        };
+        for pair in types.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert!(
+                (rank(a.1), a.0) < (rank(b.1), b.0),
+                "{a:?} must come before {b:?}"
+            );
+        }
+        assert!(types.contains(&("envoy_cluster_upstream_rq_time", "histogram")));
+        assert!(types.contains(&("envoy_server_uptime", "gauge")));
+    }
+
+    #[test]
+    fn labels_follow_consul_and_cluster_name_is_the_first_token() {
+        let text = sample();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("envoy_cluster_upstream_rq{") && l.contains("\"503\""))
+            .unwrap();
+        assert_eq!(
+            line,
+            "envoy_cluster_upstream_rq{local_cluster=\"gateway\",consul_source_service=\"gateway\",\
+             consul_source_namespace=\"default\",consul_source_partition=\"default\",\
+             consul_source_datacenter=\"dc1\",consul_destination_custom_hash=\"\",\
+             consul_destination_service_subset=\"v2\",consul_destination_service=\"identity\",\
+             consul_destination_namespace=\"default\",consul_destination_partition=\"\",\
+             consul_destination_datacenter=\"dc1\",consul_destination_routing_type=\"internal\",\
+             consul_destination_trust_domain=\"td\",consul_destination_target=\"v2.identity.default.dc1\",\
+             consul_destination_full_target=\"v2.identity.default.dc1.internal.td\",\
+             envoy_response_code=\"503\",envoy_cluster_name=\"v2\"} 1"
+        );
+        assert!(text.contains("envoy_response_code_class=\"2\",envoy_cluster_name=\"v2\"} 2\n"));
+        assert!(text.contains(
+            "consul_destination_service_subset=\"\",consul_destination_service=\"photo\""
+        ));
+        assert!(text.contains("envoy_cluster_name=\"photo\"} 0\n"));
+    }
+
+    #[test]
+    fn histogram_is_cumulative_with_envoy_bounds() {
+        let text = sample();
+        let buckets: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("envoy_cluster_upstream_rq_time_bucket") && l.contains("\"v2\"")
+            })
+            .collect();
+        assert_eq!(buckets.len(), 20);
+        assert!(buckets[2].ends_with("le=\"5\"} 0"));
+        assert!(buckets[3].ends_with("le=\"10\"} 1"));
+        assert!(buckets[17].ends_with("le=\"1.8e+06\"} 1"));
+        assert!(buckets[19].ends_with("le=\"+Inf\"} 1"));
+        assert!(text.contains("envoy_cluster_name=\"v2\"} 7\n"), "sum in ms");
+    }
+
+    #[test]
+    fn used_only_drops_zero_counters_and_empty_histograms() {
+        let fixed = fixed_labels("portal", "dc1");
+        let (labels, name) = upstream_labels(&fixed, "gateway", "", "dc1", "td");
+        let stats = ClusterStats::default();
+        let views = [ClusterView {
+            labels: &labels,
+            cluster_name: &name,
+            stats: &stats,
+            membership: Membership::default(),
+            outlier_detection: true,
+        }];
+        let text = render(&fixed, &views, 1, true);
+        assert!(!text.contains("envoy_cluster_upstream_rq_total"));
+        assert!(!text.contains("upstream_rq_time"));
+        assert!(text.contains("envoy_cluster_membership_total"));
+    }
+}
