@@ -43,7 +43,7 @@ async fn bad_sidecars_fail_alone() {
             .route(
                 "/hang/stats/prometheus",
                 get(|| async {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    tokio::time::sleep(Duration::from_hours(1)).await;
                     ""
                 }),
             ),

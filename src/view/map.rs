@@ -368,62 +368,62 @@ fn station_ui(
     theme: &Theme,
     xf: Xform,
     name: &str,
-    r: Rect,
+    rect: Rect,
     stale: bool,
 ) {
     let Some(svc) = model.services.get(name) else {
         return;
     };
-    let s = xf.scale;
+    let zoom = xf.scale;
     let mut counts = HealthCounts::default();
-    for i in &svc.instances {
-        counts.add(i.health);
+    for inst in &svc.instances {
+        counts.add(inst.health);
     }
     let selected = view.selected.as_deref() == Some(name);
     let ring = counts
         .worst()
         .map_or(theme.node_stroke, |h| theme.health_color(h));
-    painter.rect_filled(r, 8.0 * s, faded(theme.node_fill, stale));
+    painter.rect_filled(rect, 8.0 * zoom, faded(theme.node_fill, stale));
     painter.rect_stroke(
-        r,
-        8.0 * s,
+        rect,
+        8.0 * zoom,
         Stroke::new(if selected { 3.0 } else { 2.0 }, faded(ring, stale)),
         StrokeKind::Inside,
     );
     if selected {
         painter.rect_stroke(
-            r.expand(4.0),
-            10.0 * s,
+            rect.expand(4.0),
+            10.0 * zoom,
             Stroke::new(1.5, theme.selection),
             StrokeKind::Outside,
         );
     }
     painter.text(
-        r.left_top() + vec2(10.0, 8.0) * s,
+        rect.left_top() + vec2(10.0, 8.0) * zoom,
         Align2::LEFT_TOP,
         name,
         xf.font(15.0),
         faded(theme.text, stale),
     );
     // One dot per instance, grouped by version.
-    let mut x = r.left() + 10.0 * s;
-    let y = r.bottom() - 14.0 * s;
+    let mut x = rect.left() + 10.0 * zoom;
+    let y = rect.bottom() - 14.0 * zoom;
     for version in svc.versions() {
         let galley = painter.layout_no_wrap(version.clone(), xf.font(11.0), theme.text_dim);
         let w = galley.size().x;
         painter.galley(pos2(x, y - galley.size().y / 2.0), galley, theme.text_dim);
-        x += w + 4.0 * s;
+        x += w + 4.0 * zoom;
         for inst in svc.instances.iter().filter(|i| i.version == version) {
             painter.circle_filled(
-                pos2(x + 4.0 * s, y),
-                4.0 * s,
+                pos2(x + 4.0 * zoom, y),
+                4.0 * zoom,
                 faded(theme.health_color(inst.health), stale),
             );
-            x += 11.0 * s;
+            x += 11.0 * zoom;
         }
-        x += 8.0 * s;
+        x += 8.0 * zoom;
     }
-    let resp = ui.interact(r, ui.scope_id().with(("station", name)), Sense::click());
+    let resp = ui.interact(rect, ui.scope_id().with(("station", name)), Sense::click());
     resp.widget_info(|| {
         egui::WidgetInfo::labeled(egui::Role::Button, true, format!("station {name}"))
     });
