@@ -464,7 +464,7 @@ mod tests {
         let a = xf.rect(world_rect(&layout, "a").unwrap());
         let b = xf.rect(world_rect(&layout, "b").unwrap());
         assert!(
-            ((a.left() + b.right()) / 2.0 - 1000.0).abs() < 0.5,
+            (f32::midpoint(a.left(), b.right()) - 1000.0).abs() < 0.5,
             "centred"
         );
         let small = Rect::from_min_size(Pos2::ZERO, vec2(300.0, 300.0));
