@@ -81,7 +81,7 @@ impl Xform {
     }
 
     fn font(self, size: f32) -> FontId {
-        FontId::proportional((size * self.scale).max(7.0))
+        FontId::proportional((size * self.scale).max(9.0))
     }
 }
 
@@ -306,9 +306,15 @@ fn road_ui<'a>(
             None => format!("{} · no data", lane.key.version),
         };
         let galley = painter.layout_no_wrap(label, xf.font(11.0), faded(theme.text, stale));
-        let place = [0.5_f32, 0.35, 0.65, 0.25, 0.75].into_iter().find_map(|t| {
+        // Along the lane first, then nudged sideways (lanes of one road run close).
+        let nudge = galley.size().y + 4.0;
+        let candidates = [0.0_f32, 1.0, -1.0]
+            .into_iter()
+            .flat_map(|side| [0.5_f32, 0.35, 0.65, 0.25, 0.75].map(|t| (t, side)));
+        let place = candidates.into_iter().find_map(|(t, side)| {
+            let at = p0 + (p1 - p0) * t + vec2(0.0, side * nudge);
             let r = Align2::CENTER_CENTER
-                .anchor_size(p0 + (p1 - p0) * t, galley.size())
+                .anchor_size(at, galley.size())
                 .expand(2.0);
             (!occupied.iter().any(|o| o.intersects(r))).then_some(r)
         });

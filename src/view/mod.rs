@@ -58,7 +58,7 @@ pub fn root_ui(
     {
         egui::Panel::right("inspector")
             .resizable(true)
-            .default_size(380.0)
+            .default_size(360.0)
             .show(ui, |ui| {
                 panel::inspector_ui(ui, model, view, &theme, commands, now);
             });

@@ -194,6 +194,7 @@ fn weights_ui(
     let mut release = false;
     let mut edited = false;
     let coupled = weights.len() == 2;
+    ui.spacing_mut().slider_width = 200.0;
     for i in 0..weights.len() {
         let (version, w) = weights[i].clone();
         let mut pct = f64::from(w) / 100.0;
