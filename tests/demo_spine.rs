@@ -472,8 +472,12 @@ async fn stopping_both_photo_instances_opens_the_breaker_and_start_heals_it() {
         .map(|e| e["Service"]["Port"].as_u64().unwrap())
         .collect();
 
-    spine.stop_instance("photo-1").await.unwrap();
-    spine.stop_instance("photo-2").await.unwrap();
+    for id in ["photo-1", "photo-2"] {
+        tokio::time::timeout(DEADLINE, spine.stop_instance(id))
+            .await
+            .expect("stop_instance returns")
+            .unwrap();
+    }
     let stopped = Instant::now();
     for port in &photo_ports {
         assert!(
@@ -533,8 +537,12 @@ async fn stopping_both_photo_instances_opens_the_breaker_and_start_heals_it() {
         .to_owned();
     assert!(output.contains("connect: connection refused"), "{output}");
 
-    spine.start_instance("photo-1").await.unwrap();
-    spine.start_instance("photo-2").await.unwrap();
+    for id in ["photo-1", "photo-2"] {
+        tokio::time::timeout(DEADLINE, spine.start_instance(id))
+            .await
+            .expect("start_instance returns")
+            .unwrap();
+    }
     let started = Instant::now();
     wait_for("photo membership back to 2, no ejections", || async {
         let gw = scrape(&http, &spine, "gateway-1").await;
