@@ -112,6 +112,9 @@ async fn scrape(http: &reqwest::Client, spine: &DemoSpine, id: &str) -> Vec<Samp
     parse_stats(&a.body)
 }
 
+/// Compiles only for values that can move into a spawned task.
+fn assert_send<T: Send + 'static>(_: T) {}
+
 /// Polls `check` every 100 ms until it holds; returns how long that took.
 async fn wait_for<F, Fut>(what: &str, mut check: F) -> Duration
 where
@@ -315,6 +318,12 @@ async fn registry_speaks_the_consul_api_subset() {
         ("identity", "v2")
     );
     assert!(spine.sidecar_stats_url("nope").is_none());
+    // The io layer drives the controls from spawned tasks.
+    assert_send(spine.clone());
+    let s = spine.clone();
+    assert_send(async move { s.stop_instance("photo-1").await });
+    let s = spine.clone();
+    assert_send(async move { s.start_instance("photo-1").await });
     assert!(matches!(
         spine.stop_instance("nope").await,
         Err(DemoError::UnknownInstance(_))
