@@ -112,6 +112,9 @@ async fn scrape(http: &reqwest::Client, spine: &DemoSpine, id: &str) -> Vec<Samp
     parse_stats(&a.body)
 }
 
+/// Compiles only for values that can move into a spawned task.
+fn assert_send<T: Send + 'static>(_: T) {}
+
 /// Polls `check` every 100 ms until it holds; returns how long that took.
 async fn wait_for<F, Fut>(what: &str, mut check: F) -> Duration
 where
@@ -315,6 +318,12 @@ async fn registry_speaks_the_consul_api_subset() {
         ("identity", "v2")
     );
     assert!(spine.sidecar_stats_url("nope").is_none());
+    // The io layer drives the controls from spawned tasks.
+    assert_send(spine.clone());
+    let s = spine.clone();
+    assert_send(async move { s.stop_instance("photo-1").await });
+    let s = spine.clone();
+    assert_send(async move { s.start_instance("photo-1").await });
     assert!(matches!(
         spine.stop_instance("nope").await,
         Err(DemoError::UnknownInstance(_))
@@ -472,8 +481,12 @@ async fn stopping_both_photo_instances_opens_the_breaker_and_start_heals_it() {
         .map(|e| e["Service"]["Port"].as_u64().unwrap())
         .collect();
 
-    spine.stop_instance("photo-1").await.unwrap();
-    spine.stop_instance("photo-2").await.unwrap();
+    for id in ["photo-1", "photo-2"] {
+        tokio::time::timeout(DEADLINE, spine.stop_instance(id))
+            .await
+            .expect("stop_instance returns")
+            .unwrap();
+    }
     let stopped = Instant::now();
     for port in &photo_ports {
         assert!(
@@ -533,8 +546,12 @@ async fn stopping_both_photo_instances_opens_the_breaker_and_start_heals_it() {
         .to_owned();
     assert!(output.contains("connect: connection refused"), "{output}");
 
-    spine.start_instance("photo-1").await.unwrap();
-    spine.start_instance("photo-2").await.unwrap();
+    for id in ["photo-1", "photo-2"] {
+        tokio::time::timeout(DEADLINE, spine.start_instance(id))
+            .await
+            .expect("start_instance returns")
+            .unwrap();
+    }
     let started = Instant::now();
     wait_for("photo membership back to 2, no ejections", || async {
         let gw = scrape(&http, &spine, "gateway-1").await;
