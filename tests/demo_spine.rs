@@ -131,8 +131,12 @@ where
     }
 }
 
+/// Each test starts a whole spine: run them one at a time on 2 cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_speaks_the_consul_api_subset() {
+    let _serial = SERIAL.lock().await;
     let spine = DemoSpine::start(DemoConfig {
         traffic_rps: 0.0,
         ..DemoConfig::default()
@@ -350,6 +354,7 @@ async fn registry_speaks_the_consul_api_subset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_sidecar_splits_identity_80_20() {
+    let _serial = SERIAL.lock().await;
     let spine = DemoSpine::start(DemoConfig::default()).await.unwrap();
     let http = client();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -451,6 +456,7 @@ async fn photo_critical(http: &reqwest::Client, base: &str, want: &str) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_both_photo_instances_opens_the_breaker_and_start_heals_it() {
+    let _serial = SERIAL.lock().await;
     let spine = DemoSpine::start(DemoConfig::default()).await.unwrap();
     let http = client();
     let base = spine.registry_url();
