@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::io::DemoInstanceState;
+use crate::model::types::DemoInstanceState;
 use crate::model::types::Health;
 use app::{AppCtx, UpstreamCall};
 use net::ServerHandle;

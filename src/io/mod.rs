@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::metrics::SidecarScrape;
+pub use crate::model::types::DemoInstanceState;
 use crate::model::types::{RegistrySnapshot, Split};
 use crate::registry::WriteOutcome;
 
@@ -43,19 +44,6 @@ pub enum IoEvent {
         /// Error text if the control failed.
         error: Option<String>,
     },
-}
-
-/// Running state of one demo instance, for the stop / start buttons.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DemoInstanceState {
-    /// Registry id.
-    pub id: String,
-    /// Service name.
-    pub service: String,
-    /// Version.
-    pub version: String,
-    /// Whether its HTTP server is up.
-    pub running: bool,
 }
 
 /// What the operator asked for, from a widget.

@@ -7,11 +7,12 @@ pub mod types;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::io::{DemoInstanceState, IoEvent};
+use crate::io::IoEvent;
 use crate::metrics::{LaneWindow, SidecarScrape, WindowStats, sidecar_windows};
 use crate::registry::WriteOutcome;
 use types::{
-    BreakerState, DEFAULT_VERSION, HealthCounts, LaneKey, RegistryKind, ServiceEntry, Split,
+    BreakerState, DEFAULT_VERSION, DemoInstanceState, HealthCounts, LaneKey, RegistryKind,
+    ServiceEntry, Split,
 };
 
 /// How many notices (write results, errors) the model keeps.

@@ -332,6 +332,19 @@ pub struct LaneKey {
     pub version: String,
 }
 
+/// Running state of one demo instance, for the stop / start buttons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoInstanceState {
+    /// Registry id.
+    pub id: String,
+    /// Service name.
+    pub service: String,
+    /// Version.
+    pub version: String,
+    /// Whether its HTTP server is up.
+    pub running: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
