@@ -7,5 +7,6 @@ pub mod demo;
 pub mod io;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod registry;
 pub mod view;

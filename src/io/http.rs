@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::net::{BodyError, describe_transport, read_body};
+
 /// Why a fetch failed; the text is shown to the operator as is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FetchError {
@@ -73,27 +75,21 @@ async fn fetch_inner(
     limit: usize,
 ) -> Result<String, FetchError> {
     let transport = |e: &reqwest::Error| FetchError::Transport {
-        message: describe(e),
+        message: describe_transport(e),
         url: url.to_owned(),
     };
     let mut resp = client.get(url).send().await.map_err(|e| transport(&e))?;
     let status = resp.status();
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(FetchError::TooLarge {
-            limit,
-            url: url.to_owned(),
-        });
-    }
-    let mut body: Vec<u8> = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e))? {
-        if body.len() + chunk.len() > limit {
+    let body = match read_body(&mut resp, limit, !status.is_success()).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
             return Err(FetchError::TooLarge {
                 limit,
                 url: url.to_owned(),
             });
         }
-        body.extend_from_slice(&chunk);
-    }
+        Err(BodyError::Transport(e)) => return Err(transport(&e)),
+    };
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
         let text: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
@@ -106,29 +102,4 @@ async fn fetch_inner(
     String::from_utf8(body).map_err(|_| FetchError::NotText {
         url: url.to_owned(),
     })
-}
-
-/// A short description of a reqwest error without the URL (added by the caller).
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_connect() {
-        "connection failed".to_owned()
-    } else if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_body() || e.is_decode() {
-        "broken response body".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    // The innermost cause says what really happened ("Connection refused (os error 111)").
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut innermost = None;
-    while let Some(s) = source {
-        innermost = Some(s.to_string());
-        source = s.source();
-    }
-    if let Some(cause) = innermost {
-        text.push_str(": ");
-        text.push_str(&cause);
-    }
-    text
 }

@@ -38,6 +38,7 @@ use crate::model::types::{
     DEFAULT_VERSION, Health, Instance, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
     SplitEntry,
 };
+use crate::net::{self, BodyError};
 
 /// Default time allowed to open a TCP (and TLS) connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -191,32 +192,17 @@ impl ConsulClient {
             .await
             .map_err(|e| self.transport_error(&e, url))?;
         let status = resp.status();
-        let limit = if status.is_success() {
-            self.max_body_bytes
+        // An error text is kept truncated; a success body must fit whole.
+        let (limit, truncate) = if status.is_success() {
+            (self.max_body_bytes, false)
         } else {
-            MAX_ERROR_BODY_BYTES
+            (MAX_ERROR_BODY_BYTES, true)
         };
-        if status.is_success() && resp.content_length().is_some_and(|len| len > limit as u64) {
-            return Err(body_too_large(limit, url));
-        }
-        let mut buf = Vec::new();
-        loop {
-            let chunk = resp
-                .chunk()
-                .await
-                .map_err(|e| self.transport_error(&e, url))?;
-            let Some(chunk) = chunk else { break };
-            if buf.len() + chunk.len() > limit {
-                if status.is_success() {
-                    return Err(body_too_large(limit, url));
-                }
-                // An error text: keep what fits, it is truncated for display anyway.
-                let room = limit - buf.len();
-                buf.extend_from_slice(&chunk[..room]);
-                break;
-            }
-            buf.extend_from_slice(&chunk);
-        }
+        let buf = match net::read_body(&mut resp, limit, truncate).await {
+            Ok(buf) => buf,
+            Err(BodyError::TooLarge) => return Err(body_too_large(limit, url)),
+            Err(BodyError::Transport(e)) => return Err(self.transport_error(&e, url)),
+        };
         Ok((status, buf))
     }
 
@@ -295,19 +281,8 @@ impl ConsulClient {
             } else {
                 format!("no answer within {}", format_duration(self.request_timeout))
             }
-        } else if err.is_connect() {
-            if has_io_kind(err, std::io::ErrorKind::ConnectionRefused) {
-                "connection refused".to_owned()
-            } else {
-                format!("cannot connect: {}", innermost_message(err))
-            }
-        } else if err.is_body() || err.is_decode() {
-            format!(
-                "connection broken while reading the answer: {}",
-                innermost_message(err)
-            )
         } else {
-            format!("request failed: {}", innermost_message(err))
+            net::describe_transport(err)
         };
         RegistryError::Transport {
             message,
@@ -417,7 +392,7 @@ fn build_http(connect: Duration, request: Duration) -> Result<reqwest::Client, R
         .map_err(|e| {
             RegistryError::Invalid(format!(
                 "cannot set up the HTTP client: {}",
-                innermost_message(&e)
+                net::innermost_message(&e)
             ))
         })
 }
@@ -447,30 +422,6 @@ fn redact_url(url: &Url) -> String {
         let _ = shown.set_password(None);
     }
     shown.to_string()
-}
-
-/// Whether an `io::Error` of `kind` is somewhere in the error's source chain.
-fn has_io_kind(err: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == kind)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// The text of the deepest cause (reqwest's own text carries the URL, which we add
-/// ourselves, last).
-fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut last: &(dyn std::error::Error + 'static) = err;
-    while let Some(next) = last.source() {
-        last = next;
-    }
-    last.to_string()
 }
 
 /// `3 s`, `250 ms`.

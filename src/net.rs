@@ -1,0 +1,81 @@
+//! HTTP client helpers shared by the registry clients and the sidecar scrapers: a body
+//! read with a size limit, and short operator-facing texts for transport errors.
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Larger than the limit; reading stopped there.
+    TooLarge,
+    /// The connection failed while reading.
+    Transport(reqwest::Error),
+}
+
+/// Reads `resp`'s body, at most `limit` bytes. A longer body is [`BodyError::TooLarge`],
+/// or, with `truncate`, cut at the limit (for error texts that are shortened anyway).
+pub async fn read_body(
+    resp: &mut reqwest::Response,
+    limit: usize,
+    truncate: bool,
+) -> Result<Vec<u8>, BodyError> {
+    if !truncate && resp.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if buf.len() + chunk.len() > limit {
+            if !truncate {
+                return Err(BodyError::TooLarge);
+            }
+            let room = limit - buf.len();
+            buf.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// A short text for a failed request, without the URL (callers add it, last):
+/// `connection refused`, `cannot connect: …`, `connection broken while reading the answer: …`.
+/// Timeouts are described by the caller, who knows the deadline.
+#[must_use]
+pub fn describe_transport(err: &reqwest::Error) -> String {
+    if err.is_connect() {
+        if has_io_kind(err, std::io::ErrorKind::ConnectionRefused) {
+            "connection refused".to_owned()
+        } else {
+            format!("cannot connect: {}", innermost_message(err))
+        }
+    } else if err.is_body() || err.is_decode() {
+        format!(
+            "connection broken while reading the answer: {}",
+            innermost_message(err)
+        )
+    } else {
+        format!("request failed: {}", innermost_message(err))
+    }
+}
+
+/// Whether an `io::Error` of `kind` is somewhere in the error's source chain.
+fn has_io_kind(err: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == kind)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The text of the deepest cause of an error (reqwest's own text carries the URL, which callers add
+/// themselves, last).
+pub fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
