@@ -28,19 +28,9 @@ fn instance(id: &str, service: &str, version: &str, health: Health) -> Instance 
     }
 }
 
-/// A model that knows identity (v1 ×2, v2 ×1, split 80/20 at index 1190) and gateway.
-fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Command>) {
-    let info = RegistryInfo {
-        kind: RegistryKind::Consul,
-        address: "http://127.0.0.1:8500".into(),
-        datacenter: None,
-        writable: true,
-    };
-    let model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
-    let (event_tx, event_rx) = mpsc::channel(16);
-    let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let mut app = SpineApp::with_channels(model, event_rx, cmd_tx);
-    let snapshot = RegistrySnapshot {
+/// gateway, and identity (v1 ×2, v2 ×1, split 80/20 at index 1190).
+fn identity_snapshot() -> RegistrySnapshot {
+    RegistrySnapshot {
         services: vec![
             ServiceEntry {
                 name: "gateway".into(),
@@ -62,7 +52,22 @@ fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Comma
                 }),
             },
         ],
+    }
+}
+
+/// A model that knows identity (v1 ×2, v2 ×1, split 80/20 at index 1190) and gateway.
+fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Command>) {
+    let info = RegistryInfo {
+        kind: RegistryKind::Consul,
+        address: "http://127.0.0.1:8500".into(),
+        datacenter: None,
+        writable: true,
     };
+    let model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
+    let (event_tx, event_rx) = mpsc::channel(16);
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let mut app = SpineApp::with_channels(model, event_rx, cmd_tx);
+    let snapshot = identity_snapshot();
     event_tx
         .try_send(IoEvent::Registry {
             at: Instant::now(),
@@ -143,4 +148,106 @@ fn clicking_a_station_opens_the_inspector() {
         h.query_by_label("identity-v2-a").is_some(),
         "instances listed"
     );
+}
+
+#[test]
+fn registry_down_at_start_is_said_then_the_map_fills_in() {
+    let info = RegistryInfo {
+        kind: RegistryKind::Consul,
+        address: "http://127.0.0.1:8500".into(),
+        datacenter: None,
+        writable: true,
+    };
+    let model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
+    let (event_tx, event_rx) = mpsc::channel(16);
+    let (cmd_tx, _cmd_rx) = mpsc::channel(16);
+    let app = SpineApp::with_channels(model, event_rx, cmd_tx);
+    let mut h = harness(app);
+    let error = "connection refused (http://127.0.0.1:8500/v1/catalog/services)";
+    event_tx
+        .try_send(IoEvent::Registry {
+            at: Instant::now(),
+            result: Err(error.into()),
+        })
+        .unwrap();
+    h.state_mut().drain_events();
+    h.run();
+    assert!(
+        h.query_by_label_contains("registry: no answer yet")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label(error).is_some(),
+        "the real error text is shown"
+    );
+    assert!(h.query_by_label("station identity").is_none());
+
+    // The registry answers: the same app fills the map in.
+    event_tx
+        .try_send(IoEvent::Registry {
+            at: Instant::now(),
+            result: Ok(identity_snapshot()),
+        })
+        .unwrap();
+    h.state_mut().drain_events();
+    h.run();
+    assert!(h.query_by_label_contains("registry: ok").is_some());
+    h.get_by_role_and_label(Role::Button, "station identity");
+}
+
+#[test]
+fn a_cas_conflict_is_shown_and_reapplying_uses_the_current_index() {
+    let (mut app, events, mut commands) = app_with_identity();
+    app.view_mut().selected = Some("identity".into());
+    let mine = Split::from_pairs([("v1", 5000), ("v2", 5000)]);
+    // A colleague moved identity to 70/30 (index 1203) before our write landed.
+    let theirs = ServiceEntry {
+        name: "identity".into(),
+        instances: app.model().services["identity"].instances.clone(),
+        subsets: vec!["v1".into(), "v2".into()],
+        split: Some(SplitConfig {
+            split: Split::from_pairs([("v1", 7000), ("v2", 3000)]),
+            modify_index: 1203,
+        }),
+    };
+    events
+        .try_send(IoEvent::WriteFinished {
+            service: "identity".into(),
+            split: mine.clone(),
+            result: Ok(spine_dash::registry::WriteOutcome::Conflict),
+        })
+        .unwrap();
+    events
+        .try_send(IoEvent::Registry {
+            at: Instant::now(),
+            result: Ok(RegistrySnapshot {
+                services: vec![theirs],
+            }),
+        })
+        .unwrap();
+    app.drain_events();
+    let mut h = harness(app);
+    h.run();
+    assert!(
+        h.query_by_label_contains(
+            "Conflict: the registry changed to v1 70 / v2 30; your v1 50 / v2 50 was not written"
+        )
+        .is_some()
+    );
+    assert!(
+        commands.try_recv().is_err(),
+        "nothing was re-sent on its own"
+    );
+    h.get_by_label("Re-apply mine on top of theirs").click();
+    h.run();
+    let Ok(Command::SetSplit {
+        split,
+        expected_index,
+        ..
+    }) = commands.try_recv()
+    else {
+        panic!("re-apply emits a write");
+    };
+    assert_eq!(split, mine);
+    assert_eq!(expected_index, 1203, "on top of theirs: CAS on their index");
 }
