@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::io::{Command, IoEvent, IoHandle};
+use crate::io::{Command, IoEvent, IoHandle, IoTasks};
 use crate::model::Model;
 use crate::view::{ViewState, root_ui};
 
@@ -21,25 +21,27 @@ pub struct SpineApp {
     events: Option<mpsc::Receiver<IoEvent>>,
     commands: mpsc::Sender<Command>,
     /// Keeps the io tasks alive while the app runs.
-    _io: Option<IoHandle>,
+    _io: Option<IoTasks>,
 }
 
 impl SpineApp {
     /// An app fed by the io layer. Takes the view state persisted by eframe, if any.
     #[must_use]
-    pub fn new(model: Model, mut io: IoHandle, storage: Option<&dyn eframe::Storage>) -> Self {
+    pub fn new(model: Model, io: IoHandle, storage: Option<&dyn eframe::Storage>) -> Self {
         let view = storage
             .and_then(|s| eframe::get_value(s, VIEW_KEY))
             .unwrap_or_default();
-        let commands = io.commands.clone();
-        let (_, placeholder) = mpsc::channel(1);
-        let events = std::mem::replace(&mut io.events, placeholder);
+        let IoHandle {
+            events,
+            commands,
+            tasks,
+        } = io;
         Self {
             model,
             view,
             events: Some(events),
             commands,
-            _io: Some(io),
+            _io: Some(tasks),
         }
     }
 

@@ -76,4 +76,4 @@ mod http;
 mod tasks;
 
 pub use http::{FetchError, fetch_text};
-pub use tasks::{IoConfig, IoHandle, Wake, spawn};
+pub use tasks::{IoConfig, IoHandle, IoTasks, Wake, spawn};

@@ -52,12 +52,16 @@ pub struct IoHandle {
     pub events: mpsc::Receiver<IoEvent>,
     /// Commands to the io layer.
     pub commands: mpsc::Sender<Command>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The running tasks.
+    pub tasks: IoTasks,
 }
 
-impl Drop for IoHandle {
+/// The io tasks; dropping this aborts them.
+pub struct IoTasks(Vec<JoinHandle<()>>);
+
+impl Drop for IoTasks {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in &self.0 {
             t.abort();
         }
     }
@@ -130,7 +134,7 @@ pub fn spawn<R: Registry + 'static>(
     IoHandle {
         events,
         commands,
-        tasks,
+        tasks: IoTasks(tasks),
     }
 }
 
