@@ -73,8 +73,14 @@ fn main() -> Result<()> {
         (RegistryChoice::Demo, None) => bail!("demo spine missing"),
     };
     tracing::info!("registry: {} at {address}", choice.kind().as_str());
-    let client =
-        ConsulClient::new(&address).map_err(|e| anyhow::anyhow!("registry address: {e}"))?;
+    // A Consul token comes from the environment only (never a flag: flags show in `ps`).
+    let token = match choice {
+        RegistryChoice::Consul(_) => std::env::var("CONSUL_HTTP_TOKEN").ok(),
+        RegistryChoice::Demo => None,
+    };
+    let client = ConsulClient::new(&address)
+        .map_err(|e| anyhow::anyhow!("registry address: {e}"))?
+        .with_token(token);
     let config = IoConfig {
         read_only: cli.read_only,
         ..IoConfig::default()
