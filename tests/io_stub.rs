@@ -68,6 +68,12 @@ fn fast_config() -> IoConfig {
     }
 }
 
+/// The io tasks on a Consul client for `url`, without a UI to wake.
+fn spawn_io(url: &str, config: &IoConfig) -> IoHandle {
+    let wake: Wake = Arc::new(|| {});
+    io::spawn(ConsulClient::new(url).unwrap(), None, config, &wake)
+}
+
 /// Applies events until `done(model)` or the deadline; returns the time it took.
 async fn run_until(
     io: &mut IoHandle,
@@ -89,13 +95,7 @@ async fn run_until(
 #[tokio::test]
 async fn cas_conflict_reaches_the_model_as_conflict() {
     let (url, seen) = start_stub("false").await;
-    let wake: Wake = Arc::new(|| {});
-    let mut io = io::spawn(
-        ConsulClient::new(&url).unwrap(),
-        None,
-        &fast_config(),
-        &wake,
-    );
+    let mut io = spawn_io(&url, &fast_config());
     let mut model = model_for(&url);
     let split = Split::from_pairs([("v1", 5000), ("v2", 5000)]);
     model.mark_write_pending("identity", split.clone());
@@ -133,13 +133,7 @@ async fn cas_conflict_reaches_the_model_as_conflict() {
 #[tokio::test]
 async fn cas_success_reaches_the_model_as_applied() {
     let (url, _seen) = start_stub("true").await;
-    let wake: Wake = Arc::new(|| {});
-    let mut io = io::spawn(
-        ConsulClient::new(&url).unwrap(),
-        None,
-        &fast_config(),
-        &wake,
-    );
+    let mut io = spawn_io(&url, &fast_config());
     let mut model = model_for(&url);
     let split = Split::from_pairs([("v1", 7000), ("v2", 3000)]);
     io.commands
@@ -160,12 +154,11 @@ async fn cas_success_reaches_the_model_as_applied() {
 #[tokio::test]
 async fn read_only_refuses_without_sending() {
     let (url, seen) = start_stub("true").await;
-    let wake: Wake = Arc::new(|| {});
     let config = IoConfig {
         read_only: true,
         ..fast_config()
     };
-    let mut io = io::spawn(ConsulClient::new(&url).unwrap(), None, &config, &wake);
+    let mut io = spawn_io(&url, &config);
     let mut model = model_for(&url);
     let split = Split::from_pairs([("v1", 7000), ("v2", 3000)]);
     io.commands
@@ -192,13 +185,7 @@ async fn registry_down_is_reported_and_retried() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let wake: Wake = Arc::new(|| {});
-    let mut io = io::spawn(
-        ConsulClient::new(&url).unwrap(),
-        None,
-        &fast_config(),
-        &wake,
-    );
+    let mut io = spawn_io(&url, &fast_config());
     let mut model = model_for(&url);
     run_until(&mut io, &mut model, |m| {
         m.registry_status.consecutive_failures >= 2

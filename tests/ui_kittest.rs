@@ -55,8 +55,8 @@ fn identity_snapshot() -> RegistrySnapshot {
     }
 }
 
-/// A model that knows identity (v1 ×2, v2 ×1, split 80/20 at index 1190) and gateway.
-fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Command>) {
+/// An app on a writable Consul registry that knows nothing yet, with its channel ends.
+fn empty_app() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Command>) {
     let info = RegistryInfo {
         kind: RegistryKind::Consul,
         address: "http://127.0.0.1:8500".into(),
@@ -66,7 +66,16 @@ fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Comma
     let model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
     let (event_tx, event_rx) = mpsc::channel(16);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let mut app = SpineApp::with_channels(model, event_rx, cmd_tx);
+    (
+        SpineApp::with_channels(model, event_rx, cmd_tx),
+        event_tx,
+        cmd_rx,
+    )
+}
+
+/// A model that knows identity (v1 ×2, v2 ×1, split 80/20 at index 1190) and gateway.
+fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Command>) {
+    let (mut app, event_tx, cmd_rx) = empty_app();
     let snapshot = identity_snapshot();
     event_tx
         .try_send(IoEvent::Registry {
@@ -152,16 +161,7 @@ fn clicking_a_station_opens_the_inspector() {
 
 #[test]
 fn registry_down_at_start_is_said_then_the_map_fills_in() {
-    let info = RegistryInfo {
-        kind: RegistryKind::Consul,
-        address: "http://127.0.0.1:8500".into(),
-        datacenter: None,
-        writable: true,
-    };
-    let model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
-    let (event_tx, event_rx) = mpsc::channel(16);
-    let (cmd_tx, _cmd_rx) = mpsc::channel(16);
-    let app = SpineApp::with_channels(model, event_rx, cmd_tx);
+    let (app, event_tx, _cmd_rx) = empty_app();
     let mut h = harness(app);
     let error = "connection refused (http://127.0.0.1:8500/v1/catalog/services)";
     event_tx
