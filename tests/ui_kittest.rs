@@ -80,7 +80,8 @@ fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Comma
     event_tx
         .try_send(IoEvent::Registry {
             at: Instant::now(),
-            result: Ok(snapshot),
+            result: Ok(Some(snapshot)),
+            next_within: Duration::from_secs(1),
         })
         .unwrap();
     app.drain_events();
@@ -168,6 +169,7 @@ fn registry_down_at_start_is_said_then_the_map_fills_in() {
         .try_send(IoEvent::Registry {
             at: Instant::now(),
             result: Err(error.into()),
+            next_within: Duration::from_secs(1),
         })
         .unwrap();
     h.state_mut().drain_events();
@@ -186,7 +188,8 @@ fn registry_down_at_start_is_said_then_the_map_fills_in() {
     event_tx
         .try_send(IoEvent::Registry {
             at: Instant::now(),
-            result: Ok(identity_snapshot()),
+            result: Ok(Some(identity_snapshot())),
+            next_within: Duration::from_secs(1),
         })
         .unwrap();
     h.state_mut().drain_events();
@@ -220,9 +223,10 @@ fn a_cas_conflict_is_shown_and_reapplying_uses_the_current_index() {
     events
         .try_send(IoEvent::Registry {
             at: Instant::now(),
-            result: Ok(RegistrySnapshot {
+            result: Ok(Some(RegistrySnapshot {
                 services: vec![theirs],
-            }),
+            })),
+            next_within: Duration::from_secs(1),
         })
         .unwrap();
     app.drain_events();

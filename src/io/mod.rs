@@ -2,7 +2,7 @@
 //! [`IoEvent`]s over a bounded channel and wakes the UI; receives [`Command`]s. Knows a
 //! wake callback, never the egui context.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::metrics::SidecarScrape;
 pub use crate::model::types::DemoInstanceState;
@@ -12,12 +12,15 @@ use crate::registry::WriteOutcome;
 /// Something a source produced, for `Model::apply`.
 #[derive(Debug, Clone)]
 pub enum IoEvent {
-    /// One poll of the registry finished.
+    /// The registry reported: a new snapshot, "still connected, nothing new", or a failure.
     Registry {
         /// When the answer arrived.
         at: Instant,
-        /// The snapshot, or the error text to show.
-        result: Result<RegistrySnapshot, String>,
+        /// The snapshot (`None` = unchanged since the last one), or the error text to show.
+        result: Result<Option<RegistrySnapshot>, String>,
+        /// While the source is healthy its next report comes within this time (the poll
+        /// interval, or a blocking query's wait): the model's freshness deadline.
+        next_within: Duration,
     },
     /// One scrape of one sidecar's stats finished.
     Scrape {

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::{Command, DemoInstanceState, IoEvent, fetch_text};
 use crate::demo::DemoSpine;
 use crate::metrics::parse_envoy_stats;
-use crate::registry::Registry;
+use crate::registry::{FeedUpdate, FollowContext, Registry};
 
 /// Wakes the UI after events were sent (`ctx.request_repaint_after(~10 ms)` in the app).
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
@@ -146,51 +146,63 @@ async fn poll_registry<R: Registry>(
     tx: mpsc::Sender<IoEvent>,
     wake: Wake,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Log a failure when it starts or changes, and the recovery; not every retry.
-    let mut failing: Option<String> = None;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = refresh.notified() => {}
-        }
-        let result = registry.snapshot().await;
-        match (&result, &failing) {
-            (Ok(_), Some(_)) => {
-                tracing::info!("registry answers again");
-                failing = None;
-            }
-            (Err(e), last) if last.as_deref() != Some(e.to_string().as_str()) => {
-                tracing::warn!("registry poll failed (retrying every {interval:?}): {e}");
-                failing = Some(e.to_string());
-            }
-            _ => {}
-        }
-        let at = Instant::now();
-        let result = match result {
-            Ok(snapshot) => {
-                let urls: BTreeSet<String> = snapshot
-                    .services
-                    .iter()
-                    .flat_map(|s| s.instances.iter())
-                    .filter_map(|i| i.metrics_url.clone())
-                    .collect();
-                urls_tx.send_if_modified(|cur| {
-                    if *cur == urls {
-                        false
-                    } else {
-                        *cur = urls;
-                        true
+    let (feed_tx, mut feed_rx) = mpsc::channel::<FeedUpdate>(4);
+    let follow = registry.follow(FollowContext {
+        interval,
+        refresh,
+        out: feed_tx,
+    });
+    let forward = async move {
+        // Log a failure when it starts or changes, and the recovery; not every retry.
+        let mut failing: Option<String> = None;
+        while let Some(update) = feed_rx.recv().await {
+            let at = Instant::now();
+            let result = match update.result {
+                Ok(snapshot) => {
+                    if failing.take().is_some() {
+                        tracing::info!("registry answers again");
                     }
-                });
-                Ok(snapshot)
+                    if let Some(snapshot) = &snapshot {
+                        let urls: BTreeSet<String> = snapshot
+                            .services
+                            .iter()
+                            .flat_map(|s| s.instances.iter())
+                            .filter_map(|i| i.metrics_url.clone())
+                            .collect();
+                        urls_tx.send_if_modified(|cur| {
+                            if *cur == urls {
+                                false
+                            } else {
+                                *cur = urls;
+                                true
+                            }
+                        });
+                    }
+                    Ok(snapshot)
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if failing.as_deref() != Some(text.as_str()) {
+                        tracing::warn!("registry read failed (retrying): {text}");
+                        failing = Some(text.clone());
+                    }
+                    Err(text)
+                }
+            };
+            let event = IoEvent::Registry {
+                at,
+                result,
+                next_within: update.next_within,
+            };
+            if !emit(&tx, &wake, event).await {
+                return;
             }
-            Err(e) => Err(e.to_string()),
-        };
-        if !emit(&tx, &wake, IoEvent::Registry { at, result }).await {
-            return;
         }
+    };
+    // `forward` ends when the UI is gone; dropping `feed_rx` then ends `follow`.
+    tokio::select! {
+        () = follow => {}
+        () = forward => {}
     }
 }
 

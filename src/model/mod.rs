@@ -154,7 +154,8 @@ pub struct Model {
     pub demo_instances: Vec<DemoInstanceState>,
     /// Recent notices, oldest first.
     pub notices: VecDeque<Notice>,
-    /// Registry poll interval (for freshness).
+    /// Longest expected gap between two registry reports (poll interval or blocking-query
+    /// wait, updated by each report): freshness deadline.
     pub registry_interval: Duration,
     /// Sidecar scrape interval (for freshness).
     pub scrape_interval: Duration,
@@ -185,8 +186,17 @@ impl Model {
     /// Applies one event from the io layer.
     pub fn apply(&mut self, event: IoEvent, now: Instant) {
         match event {
-            IoEvent::Registry { at, result } => match result {
-                Ok(snapshot) => {
+            IoEvent::Registry {
+                at,
+                result,
+                next_within,
+            } => match result {
+                Ok(None) => {
+                    self.registry_interval = next_within;
+                    self.registry_status.record_ok(at);
+                }
+                Ok(Some(snapshot)) => {
+                    self.registry_interval = next_within;
                     self.registry_status.record_ok(at);
                     self.services = snapshot
                         .services
@@ -536,7 +546,8 @@ mod tests {
         m.apply(
             IoEvent::Registry {
                 at: Instant::now(),
-                result: Ok(snap),
+                result: Ok(Some(snap)),
+                next_within: Duration::from_secs(1),
             },
             Instant::now(),
         );
@@ -721,6 +732,7 @@ mod tests {
             IoEvent::Registry {
                 at,
                 result: Err("HTTP 403: ACL not found".into()),
+                next_within: Duration::from_secs(1),
             },
             at,
         );

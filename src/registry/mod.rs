@@ -4,6 +4,11 @@
 
 pub mod consul;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+
 use crate::model::types::{RegistrySnapshot, Split};
 
 /// Result of a compare-and-set split write that reached the registry.
@@ -53,8 +58,37 @@ pub struct RegistryTarget {
     pub address: String,
 }
 
+/// One report of a followed registry (see [`Registry::follow`]).
+#[derive(Debug, Clone)]
+pub struct FeedUpdate {
+    /// A new snapshot, `None` = still connected and nothing changed, or the failure.
+    pub result: Result<Option<RegistrySnapshot>, RegistryError>,
+    /// While healthy, the next report comes within this time (poll interval, or a
+    /// blocking query's wait plus its slack): the UI's freshness deadline.
+    pub next_within: Duration,
+}
+
+/// What [`Registry::follow`] is given by the io layer.
+#[derive(Debug, Clone)]
+pub struct FollowContext {
+    /// Poll interval (polling backends), or the retry pace after a failure.
+    pub interval: Duration,
+    /// Fires when the operator asks for a refresh or after a write: read again now.
+    pub refresh: Arc<Notify>,
+    /// Where reports go; `follow` returns when the receiver is gone.
+    pub out: mpsc::Sender<FeedUpdate>,
+}
+
 /// Operations every registry backend offers to the io layer.
 pub trait Registry: Send + Sync {
+    /// Follows the registry until `ctx.out` closes: sends a snapshot whenever the data
+    /// may have changed, `Ok(None)` while connected with nothing new, and each failure.
+    /// The default polls [`Registry::snapshot`] every `ctx.interval` (and on refresh);
+    /// backends with blocking queries or watches override it.
+    fn follow(&self, ctx: FollowContext) -> impl std::future::Future<Output = ()> + Send {
+        poll_loop(self, ctx)
+    }
+
     /// Reads every service with instances, health, resolver subsets and split.
     fn snapshot(
         &self,
@@ -68,4 +102,24 @@ pub trait Registry: Send + Sync {
         split: &Split,
         expected_index: u64,
     ) -> impl std::future::Future<Output = Result<WriteOutcome, RegistryError>> + Send;
+}
+
+/// Polls `registry.snapshot()` every `ctx.interval` and on refresh, until `ctx.out` closes.
+pub async fn poll_loop<R: Registry + ?Sized>(registry: &R, ctx: FollowContext) {
+    let mut ticker = tokio::time::interval(ctx.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = ctx.refresh.notified() => {}
+            () = ctx.out.closed() => return,
+        }
+        let update = FeedUpdate {
+            result: registry.snapshot().await.map(Some),
+            next_within: ctx.interval,
+        };
+        if ctx.out.send(update).await.is_err() {
+            return;
+        }
+    }
 }
