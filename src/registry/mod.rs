@@ -3,6 +3,7 @@
 //! splits with compare-and-set.
 
 pub mod consul;
+pub mod sdk;
 
 use std::sync::Arc;
 use std::time::Duration;
