@@ -20,6 +20,8 @@ pub struct SpineApp {
     view: ViewState,
     events: Option<mpsc::Receiver<IoEvent>>,
     commands: mpsc::Sender<Command>,
+    /// The model as it was when the operator paused the display (collection goes on).
+    frozen: Option<(Model, Instant)>,
     /// Keeps the io tasks alive while the app runs.
     _io: Option<IoTasks>,
 }
@@ -41,6 +43,7 @@ impl SpineApp {
             view,
             events: Some(events),
             commands,
+            frozen: None,
             _io: Some(tasks),
         }
     }
@@ -57,6 +60,7 @@ impl SpineApp {
             view: ViewState::default(),
             events: Some(events),
             commands,
+            frozen: None,
             _io: None,
         }
     }
@@ -100,10 +104,18 @@ impl SpineApp {
     /// Draws everything into `ui` and sends the commands the view emitted.
     pub fn ui_root(&mut self, ui: &mut egui::Ui) {
         let mut out = Vec::new();
-        if ui.input(|i| i.key_pressed(egui::Key::Escape)) && !ui.ctx().egui_wants_keyboard_input() {
-            self.view.selected = None;
+        let now = Instant::now();
+        match (&self.frozen, self.view.paused) {
+            (None, true) => self.frozen = Some((self.model.clone(), now)),
+            (Some(_), false) => self.frozen = None,
+            _ => {}
         }
-        root_ui(ui, &self.model, &mut self.view, &mut out, Instant::now());
+        // Paused: the model and the clock as they were, so nothing ages on screen.
+        let (shown, at) = self
+            .frozen
+            .as_ref()
+            .map_or((&self.model, now), |(m, t)| (m, *t));
+        root_ui(ui, shown, &mut self.view, &mut out, at);
         for command in out {
             if let Command::SetSplit { service, split, .. } = &command {
                 self.model.mark_write_pending(service, split.clone());

@@ -2,6 +2,7 @@
 //! source freshness. No I/O, no egui; time is passed in.
 
 pub mod snapshot;
+pub mod synthetic;
 pub mod types;
 
 use std::collections::{BTreeMap, VecDeque};

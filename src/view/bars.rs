@@ -56,12 +56,36 @@ pub fn header_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme
         ui.label("Filter:");
         let resp = ui.add(
             egui::TextEdit::singleline(&mut view.filter)
-                .desired_width(140.0)
-                .hint_text("service name"),
+                .desired_width(240.0)
+                .hint_text("/  name  err>1%  p99>250ms  version:v2"),
         );
+        if std::mem::take(&mut view.focus_filter) {
+            resp.request_focus();
+        }
         if resp.has_focus() && ui.input(|i| i.key_pressed(egui::Key::Escape)) {
             view.filter.clear();
+            resp.surrender_focus();
         }
+        if view.paused {
+            ui.label(
+                RichText::new(" PAUSED (Space) ")
+                    .background_color(theme.lane_degraded)
+                    .color(theme.map_bg)
+                    .strong(),
+            );
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            if ui.button("?").on_hover_text("keyboard and mouse").clicked() {
+                view.help_open = !view.help_open;
+            }
+            if ui
+                .selectable_label(view.tape_open, "breaker tape")
+                .on_hover_text("b")
+                .clicked()
+            {
+                view.tape_open = !view.tape_open;
+            }
+        });
     });
 }
 

@@ -1,7 +1,10 @@
 //! Deterministic layered layout: callers left, callees right. Computed from the topology
-//! only (names and roads), never from time or hash order.
+//! only (names and roads), never from time or hash order; then kept: [`Placement`] gives a
+//! new service a free slot and never moves a placed one.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
 
 /// Column and row of every service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,6 +52,101 @@ pub fn layered(services: &BTreeSet<String>, roads: &[(String, String)]) -> Layou
         }
     }
     out
+}
+
+/// Where a service sits: its layer (column) and its row in half-row units (rows of the
+/// first layout are centred on 0, so a layer of two sits at -1 and +1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Column, 0 leftmost.
+    pub layer: usize,
+    /// Row in half-row units.
+    pub row2: i32,
+    /// Placed before the service had any road: it moves once, when its first road shows.
+    pub provisional: bool,
+}
+
+/// The kept slots of every service ever placed (persisted with the view).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    /// Slot per service name.
+    pub slots: BTreeMap<String, Slot>,
+}
+
+impl Placement {
+    /// Places the services that have no slot (or a provisional one and now a road), keeping
+    /// every other slot. When nothing settled exists yet, lays out everything at once
+    /// (centred rows); later, each new service takes the first free row below its layer.
+    /// Returns whether a slot was added or moved.
+    pub fn update(&mut self, services: &BTreeSet<String>, roads: &[(String, String)]) -> bool {
+        let has_road: BTreeSet<&str> = roads
+            .iter()
+            .filter(|(a, b)| a != b && services.contains(a) && services.contains(b))
+            .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+            .collect();
+        let todo: Vec<&String> = services
+            .iter()
+            .filter(|s| match self.slots.get(*s) {
+                None => true,
+                Some(slot) => slot.provisional && has_road.contains(s.as_str()),
+            })
+            .collect();
+        if todo.is_empty() {
+            return false;
+        }
+        let all: BTreeSet<String> = self.slots.keys().chain(services.iter()).cloned().collect();
+        let wanted = layered(&all, roads);
+        let settled = self.slots.values().any(|s| !s.provisional);
+        if !settled {
+            // Fresh layout of everything placed so far: rows centred per layer.
+            let mut per_layer: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+            for name in &all {
+                if let Some(&(layer, _)) = wanted.slots.get(name) {
+                    per_layer.entry(layer).or_default().push(name);
+                }
+            }
+            for (layer, names) in per_layer {
+                let n = names.len() as i32;
+                for (i, name) in names.into_iter().enumerate() {
+                    self.slots.insert(
+                        name.clone(),
+                        Slot {
+                            layer,
+                            row2: 2 * i as i32 - (n - 1),
+                            provisional: !has_road.contains(name.as_str()),
+                        },
+                    );
+                }
+            }
+            return true;
+        }
+        for name in todo {
+            self.slots.remove(name);
+            let layer = wanted.slots.get(name).map_or(0, |&(l, _)| l);
+            let row2 = self
+                .slots
+                .values()
+                .filter(|s| s.layer == layer)
+                .map(|s| s.row2 + 2)
+                .max()
+                .unwrap_or(0);
+            self.slots.insert(
+                name.clone(),
+                Slot {
+                    layer,
+                    row2,
+                    provisional: !has_road.contains(name.as_str()),
+                },
+            );
+        }
+        true
+    }
+
+    /// Drops a service's slot (its ghost expired); the row becomes free.
+    pub fn forget(&mut self, name: &str) {
+        self.slots.remove(name);
+    }
 }
 
 #[cfg(test)]
@@ -102,5 +200,107 @@ mod tests {
         let s = set(&["a", "b"]);
         let l = layered(&s, &roads(&[("a", "b"), ("b", "a")]));
         assert_eq!(l.slots.len(), 2);
+    }
+
+    fn demo() -> (BTreeSet<String>, Vec<(String, String)>) {
+        (
+            set(&[
+                "portal",
+                "gateway",
+                "identity",
+                "photo",
+                "payment",
+                "notification",
+            ]),
+            roads(&[
+                ("portal", "gateway"),
+                ("gateway", "identity"),
+                ("gateway", "photo"),
+                ("gateway", "payment"),
+                ("payment", "notification"),
+            ]),
+        )
+    }
+
+    #[test]
+    fn placement_is_the_same_whatever_the_insertion_order() {
+        let (s, r) = demo();
+        let mut a = Placement::default();
+        a.update(&s, &r);
+        let mut r2 = r.clone();
+        r2.reverse();
+        let s2: BTreeSet<String> = s.iter().rev().cloned().collect();
+        let mut b = Placement::default();
+        b.update(&s2, &r2);
+        assert_eq!(a, b);
+        assert_eq!(
+            a.slots["gateway"],
+            Slot {
+                layer: 1,
+                row2: 0,
+                provisional: false
+            }
+        );
+        assert_eq!(
+            [
+                a.slots["identity"].row2,
+                a.slots["payment"].row2,
+                a.slots["photo"].row2
+            ],
+            [-2, 0, 2]
+        );
+    }
+
+    #[test]
+    fn a_new_service_takes_a_free_slot_and_moves_nobody() {
+        let (mut s, mut r) = demo();
+        let mut p = Placement::default();
+        p.update(&s, &r);
+        let before = p.clone();
+        s.insert("billing".into());
+        r.push(("gateway".into(), "billing".into()));
+        assert!(p.update(&s, &r));
+        for (name, slot) in &before.slots {
+            assert_eq!(p.slots[name], *slot, "{name} moved");
+        }
+        assert_eq!(
+            p.slots["billing"],
+            Slot {
+                layer: 2,
+                row2: 4,
+                provisional: false
+            }
+        );
+        // Nothing new: nothing changes.
+        assert!(!p.update(&s, &r));
+    }
+
+    #[test]
+    fn services_seen_before_their_roads_settle_once() {
+        let (s, r) = demo();
+        let mut p = Placement::default();
+        p.update(&s, &[]);
+        assert!(p.slots.values().all(|x| x.provisional && x.layer == 0));
+        assert!(p.update(&s, &r), "first roads settle the layout");
+        let mut fresh = Placement::default();
+        fresh.update(&s, &r);
+        assert_eq!(p, fresh);
+        // A service without traffic stays provisional, in a free row, until its road shows.
+        let mut s2 = s.clone();
+        s2.insert("audit".into());
+        p.update(&s2, &r);
+        assert!(p.slots["audit"].provisional);
+        let mut r2 = r.clone();
+        r2.push(("payment".into(), "audit".into()));
+        p.update(&s2, &r2);
+        assert_eq!(
+            p.slots["audit"],
+            Slot {
+                layer: 3,
+                row2: 2,
+                provisional: false
+            }
+        );
+        assert_eq!(p.slots["notification"], fresh.slots["notification"]);
     }
 }

@@ -6,14 +6,14 @@
 //! into the available area with one uniform scale, so opening a panel shrinks the map
 //! instead of squeezing its columns.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Ui, Vec2, pos2, vec2};
 
-use super::ViewState;
-use super::layout::{Layout, layered};
+use super::bars::fmt_age;
 use super::theme::Theme;
+use super::{Camera, ViewState};
 use crate::model::types::{BreakerState, Health, HealthCounts, LaneKey};
 use crate::model::{LaneState, Model};
 
@@ -29,6 +29,11 @@ const LANE_SPACING: f32 = 14.0;
 const MARGIN: f32 = 30.0;
 /// A pointer this close to a lane (screen points, beyond its half width) hovers it.
 const LANE_HIT: f32 = 6.0;
+/// Zoom limits (screen points per world unit).
+const MIN_SCALE: f32 = 0.1;
+const MAX_SCALE: f32 = 4.0;
+/// Frame pace while particles move (only when the window has focus).
+const PARTICLE_FRAME: std::time::Duration = std::time::Duration::from_millis(33);
 
 /// Lane width in world units from requests per second (log scale), `None` = no data.
 #[must_use]
@@ -85,37 +90,48 @@ impl Xform {
     }
 }
 
-/// World rectangle of a station: layers left to right, rows centred on y = 0.
-fn world_rect(layout: &Layout, name: &str) -> Option<Rect> {
-    let &(layer, row) = layout.slots.get(name)?;
-    let rows = layout
-        .slots
-        .values()
-        .filter(|(l, _)| *l == layer)
-        .count()
-        .max(1);
-    let x = layer as f32 * COLUMN_PITCH;
-    let y = (row as f32 - (rows as f32 - 1.0) / 2.0) * ROW_PITCH;
-    Some(Rect::from_center_size(
-        pos2(x + NODE_SIZE.x / 2.0, y),
-        NODE_SIZE,
-    ))
+/// World rectangle of a station: where the operator pinned it, else its kept slot.
+fn world_rect(view: &ViewState, name: &str) -> Option<Rect> {
+    if let Some([x, y]) = view.pins.get(name) {
+        return Some(Rect::from_center_size(pos2(*x, *y), NODE_SIZE));
+    }
+    let slot = view.placement.slots.get(name)?;
+    let x = slot.layer as f32 * COLUMN_PITCH + NODE_SIZE.x / 2.0;
+    let y = slot.row2 as f32 * ROW_PITCH / 2.0;
+    Some(Rect::from_center_size(pos2(x, y), NODE_SIZE))
 }
 
-/// Fits the world bounds into `area` (never enlarging past 1:1), centred.
-fn fit(layout: &Layout, area: Rect) -> Xform {
-    let mut bounds = Rect::NOTHING;
-    for name in layout.slots.keys() {
-        if let Some(r) = world_rect(layout, name) {
-            bounds = bounds.union(r);
-        }
-    }
+/// The camera that fits `bounds` (world) into `area` (never enlarging past 1:1), centred.
+fn fit(bounds: Rect, area: Rect) -> Camera {
     let inner = area.shrink(MARGIN);
     let scale = (inner.width() / bounds.width().max(1.0))
         .min(inner.height() / bounds.height().max(1.0))
-        .clamp(0.2, 1.0);
-    let offset = inner.center().to_vec2() - bounds.center().to_vec2() * scale;
-    Xform { scale, offset }
+        .clamp(MIN_SCALE, 1.0);
+    let offset = inner.center() - area.min - bounds.center().to_vec2() * scale;
+    Camera {
+        scale,
+        offset: [offset.x, offset.y],
+    }
+}
+
+fn xform(cam: Camera, area: Rect) -> Xform {
+    Xform {
+        scale: cam.scale,
+        offset: area.min.to_vec2() + vec2(cam.offset[0], cam.offset[1]),
+    }
+}
+
+/// Zooms by `factor` keeping the world point under `pointer` where it is.
+fn zoom_at(cam: Camera, area: Rect, pointer: Pos2, factor: f32) -> Camera {
+    let scale = (cam.scale * factor).clamp(MIN_SCALE, MAX_SCALE);
+    let off = vec2(cam.offset[0], cam.offset[1]);
+    let local = pointer - area.min;
+    let world = (local - off) / cam.scale;
+    let offset = local - world * scale;
+    Camera {
+        scale,
+        offset: [offset.x, offset.y],
+    }
 }
 
 /// One drawn lane, for hit testing.
@@ -132,9 +148,88 @@ fn distance_to_segment(p: Pos2, a: Pos2, b: Pos2) -> f32 {
     (a + ab * t).distance(p)
 }
 
+/// A move of the keyboard selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// To a caller of the selected station.
+    Left,
+    /// To a callee of the selected station.
+    Right,
+    /// To the station above in the same column.
+    Up,
+    /// To the station below in the same column.
+    Down,
+}
+
+/// Where an arrow key takes the selection: along roads (left = a caller, right = a callee,
+/// the topmost first) or within the column. Nothing selected: the top-left station.
+#[must_use]
+pub fn step_selection(model: &Model, view: &ViewState, step: Step) -> Option<String> {
+    let slot = |n: &str| view.placement.slots.get(n).map(|s| (s.layer, s.row2));
+    let known = |n: &&String| model.services.contains_key(n.as_str());
+    let Some(cur) = view
+        .selected
+        .as_deref()
+        .filter(|s| model.services.contains_key(*s))
+    else {
+        return model
+            .services
+            .keys()
+            .filter_map(|n| slot(n).map(|p| (p, n)))
+            .min()
+            .map(|(_, n)| n.clone());
+    };
+    let roads = model.roads();
+    let pick = |names: Vec<&String>| {
+        names
+            .into_iter()
+            .filter(known)
+            .filter_map(|n| slot(n).map(|p| (p, n)))
+            .min()
+            .map(|(_, n)| n.clone())
+    };
+    let (layer, row) = slot(cur)?;
+    match step {
+        Step::Right => pick(
+            roads
+                .iter()
+                .filter(|(a, _)| a == cur)
+                .map(|(_, b)| b)
+                .collect(),
+        ),
+        Step::Left => pick(
+            roads
+                .iter()
+                .filter(|(_, b)| b == cur)
+                .map(|(a, _)| a)
+                .collect(),
+        ),
+        Step::Up | Step::Down => {
+            let mut column: Vec<(i32, &String)> = model
+                .services
+                .keys()
+                .filter_map(|n| {
+                    view.placement
+                        .slots
+                        .get(n)
+                        .filter(|s| s.layer == layer)
+                        .map(|s| (s.row2, n))
+                })
+                .collect();
+            column.sort();
+            let next = if step == Step::Down {
+                column.iter().find(|(r, _)| *r > row)
+            } else {
+                column.iter().rev().find(|(r, _)| *r < row)
+            };
+            next.map(|(_, n)| (*n).clone())
+        }
+    }
+}
+
 /// Draws the map into the remaining space of `ui`.
 pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, now: Instant) {
-    let (rect, bg) = ui.allocate_exact_size(ui.available_size(), Sense::click());
+    let (rect, bg) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 0.0, theme.map_bg);
 
@@ -142,7 +237,7 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
     if services.is_empty() {
         let msg = if model.registry_status.last_ok.is_none() {
             match &model.registry_status.last_error {
-                Some(e) => format!("Registry not reachable yet — retrying every second\n{e}"),
+                Some(e) => format!("Registry not reachable yet — retrying\n{e}"),
                 None => "Connecting to the registry…".to_owned(),
             }
         } else {
@@ -158,21 +253,49 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         return;
     }
     let roads = model.roads();
-    let layout = layered(&services, &roads);
-    let xf = fit(&layout, rect);
-    let screen_rect = |name: &str| world_rect(&layout, name).map(|r| xf.rect(r));
+    view.placement.update(&services, &roads);
+
+    // Camera: kept across refreshes; fitted only at first sight or on `f`.
+    let mut cam = view.camera.unwrap_or_else(|| {
+        let bounds = services
+            .iter()
+            .filter_map(|n| world_rect(view, n))
+            .fold(Rect::NOTHING, Rect::union);
+        fit(bounds, rect)
+    });
+    if let Some(p) = ui
+        .input(|i| i.pointer.hover_pos())
+        .filter(|p| rect.contains(*p))
+        && ui.ui_contains_pointer()
+    {
+        let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+        let factor = pinch * (scroll / 400.0).exp();
+        if (factor - 1.0).abs() > 1e-4 {
+            cam = zoom_at(cam, rect, p, factor);
+        }
+    }
+    if bg.dragged() {
+        let d = bg.drag_delta();
+        cam.offset[0] += d.x;
+        cam.offset[1] += d.y;
+    }
+    view.camera = Some(cam);
+    let xf = xform(cam, rect);
+    let screen_rects: BTreeMap<String, Rect> = services
+        .iter()
+        .filter_map(|n| world_rect(view, n).map(|r| (n.clone(), xf.rect(r))))
+        .collect();
     let registry_stale = model.registry_status.is_stale(now, model.registry_interval);
+    let time = ui.input(|i| i.time);
+    let animate = view.particles && !view.paused;
+    let mut moving = false;
 
     // Labels must not cover stations or each other.
-    let mut occupied: Vec<Rect> = services
-        .iter()
-        .filter_map(|s| screen_rect(s))
-        .map(|r| r.expand(2.0))
-        .collect();
+    let mut occupied: Vec<Rect> = screen_rects.values().map(|r| r.expand(2.0)).collect();
     let mut geoms: Vec<LaneGeom> = Vec::new();
     // Roads first, stations on top.
     for (caller, callee) in &roads {
-        let (Some(a), Some(b)) = (screen_rect(caller), screen_rect(callee)) else {
+        let (Some(a), Some(b)) = (screen_rects.get(caller), screen_rects.get(callee)) else {
             continue;
         };
         let lanes: Vec<&LaneState> = model
@@ -182,21 +305,24 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             .filter(|l| view.filter_matches(&l.key.service) || view.filter_matches(&l.key.caller))
             .collect();
         let stale = model.caller_stale(caller, now);
-        road_ui(
+        let road = Road {
+            from: *a,
+            to: *b,
+            stale,
+            time: animate.then_some(time),
+        };
+        moving |= road_ui(
             &painter,
             theme,
             view,
             xf,
-            a,
-            b,
+            &road,
             &lanes,
-            stale,
             &mut occupied,
             &mut geoms,
         );
     }
-    for name in &services {
-        let Some(r) = screen_rect(name) else { continue };
+    for (name, r) in &screen_rects {
         if view.filter_matches(name) {
             station_ui(
                 ui,
@@ -206,10 +332,14 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
                 theme,
                 xf,
                 name,
-                r,
+                *r,
                 registry_stale,
+                now,
             );
         }
+    }
+    if moving && ui.input(|i| i.viewport().focused.unwrap_or(true)) {
+        ui.ctx().request_repaint_after(PARTICLE_FRAME);
     }
 
     // Hover and click on lanes: the nearest lane under the pointer.
@@ -222,7 +352,8 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             .map(|(_, g)| g.lane)
     });
     if bg.clicked() {
-        view.selected = hovered.map(|l| l.key.service.clone());
+        view.select(hovered.map(|l| l.key.service.clone()));
+        view.selected_lane = hovered.map(|l| l.key.clone());
     }
     if let Some(lane) = hovered {
         bg.on_hover_ui_at_pointer(|ui| lane_tooltip_ui(ui, model, &lane.key, lane));
@@ -259,40 +390,82 @@ fn lane_tooltip_ui(ui: &mut Ui, model: &Model, key: &LaneKey, lane: &LaneState) 
     }
 }
 
+/// One road as drawn: its stations' screen rectangles, staleness and the animation clock.
+struct Road {
+    from: Rect,
+    to: Rect,
+    stale: bool,
+    /// Seconds since start when particles move, `None` when they don't.
+    time: Option<f64>,
+}
+
+/// Particles on a lane: count by request rate (log), speed by latency (slower when slow).
+fn particles(rps: f64, p50_ms: Option<f64>) -> (usize, f32) {
+    let count = ((1.0 + rps).log2() * 1.5).round().clamp(1.0, 14.0) as usize;
+    let speed = (260.0 / (1.0 + p50_ms.unwrap_or(20.0) / 40.0)).clamp(20.0, 220.0) as f32;
+    (count, speed)
+}
+
+/// Draws one road's lanes; returns whether particles are moving on it.
 #[allow(clippy::too_many_arguments)]
 fn road_ui<'a>(
     painter: &egui::Painter,
     theme: &Theme,
     view: &ViewState,
     xf: Xform,
-    from: Rect,
-    to: Rect,
+    road: &Road,
     lanes: &[&'a LaneState],
-    stale: bool,
     occupied: &mut Vec<Rect>,
     geoms: &mut Vec<LaneGeom<'a>>,
-) {
+) -> bool {
+    let (from, to, stale) = (road.from, road.to, road.stale);
     let start = pos2(from.right(), from.center().y);
     let end = pos2(to.left(), to.center().y);
     let d = (end - start).normalized();
     let n = vec2(-d.y, d.x);
     let k = lanes.len() as f32;
+    let mut moving = false;
     for (i, lane) in lanes.iter().enumerate() {
         let offset = (i as f32 - (k - 1.0) / 2.0) * LANE_SPACING * xf.scale;
         let (p0, p1) = (start + n * offset, end + n * offset);
         let stats = lane.stats.as_ref();
-        let color = faded(
-            theme.lane_color(stats.and_then(|s| s.err5xx_ratio), view.thresholds),
-            stale,
-        );
+        let base = theme.lane_color(stats.and_then(|s| s.err5xx_ratio), view.thresholds);
+        let color = faded(base, stale);
         let width = lane_width(stats.map(|s| s.rps)) * xf.scale;
-        painter.line_segment([p0, p1], Stroke::new(width, color));
+        if view.selected_lane.as_ref() == Some(&lane.key) {
+            painter.line_segment([p0, p1], Stroke::new(width + 5.0, theme.selection));
+        }
+        if stale || stats.is_none() {
+            // Stale or no data: dashed, so it never reads as a quiet healthy lane.
+            painter.extend(egui::Shape::dashed_line(
+                &[p0, p1],
+                Stroke::new(width, color),
+                8.0 * xf.scale,
+                6.0 * xf.scale,
+            ));
+        } else {
+            painter.line_segment([p0, p1], Stroke::new(width, color));
+        }
         geoms.push(LaneGeom {
             lane,
             p0,
             p1,
             half_width: width / 2.0,
         });
+        if let (Some(time), Some(s)) = (road.time, stats)
+            && !stale
+            && s.rps > 0.0
+        {
+            let (count, speed) = particles(s.rps, s.p50_ms);
+            let len = (p1 - p0).length().max(1.0);
+            let phase = (time * f64::from(speed * xf.scale) / f64::from(len)).fract() as f32;
+            let dot = theme.text.gamma_multiply(0.8);
+            for j in 0..count {
+                let t = (phase + j as f32 / count as f32).fract();
+                painter.circle_filled(p0 + (p1 - p0) * t, (width * 0.35).clamp(1.5, 4.0), dot);
+            }
+            moving = true;
+        }
 
         // Label: version, rps, p99 (or why there is none), where it covers nothing.
         let label = match stats {
@@ -332,6 +505,7 @@ fn road_ui<'a>(
             breaker_glyph(painter, xf, at, n, state, faded(color, stale), theme);
         }
     }
+    moving
 }
 
 fn breaker_glyph(
@@ -376,6 +550,7 @@ fn station_ui(
     name: &str,
     rect: Rect,
     stale: bool,
+    now: Instant,
 ) {
     let Some(svc) = model.services.get(name) else {
         return;
@@ -429,13 +604,64 @@ fn station_ui(
         }
         x += 8.0 * zoom;
     }
-    let resp = ui.interact(rect, ui.scope_id().with(("station", name)), Sense::click());
+    health_ring(
+        painter,
+        rect.right_top() + vec2(-16.0, 16.0) * zoom,
+        9.0 * zoom,
+        &counts,
+        theme,
+    );
+    if stale {
+        hatch(
+            painter,
+            rect,
+            10.0 * zoom,
+            theme.text_dim.gamma_multiply(0.35),
+        );
+        let since = fmt_age(model.registry_status.age(now));
+        painter.text(
+            rect.center_bottom() + vec2(0.0, 4.0),
+            Align2::CENTER_TOP,
+            format!("stale · last good {since}"),
+            xf.font(10.0),
+            theme.text_dim,
+        );
+    }
+    let pinned = view.pins.contains_key(name);
+    if pinned {
+        let at = rect.left_top() + vec2(2.0, 2.0) * zoom;
+        painter.circle_filled(at, 3.5 * zoom.max(0.5), theme.selection);
+    }
+    let resp = ui.interact(
+        rect,
+        ui.scope_id().with(("station", name)),
+        Sense::click_and_drag(),
+    );
     resp.widget_info(|| {
         egui::WidgetInfo::labeled(egui::Role::Button, true, format!("station {name}"))
     });
     if resp.clicked() {
-        view.selected = Some(name.to_owned());
+        view.select(Some(name.to_owned()));
     }
+    if resp.dragged() {
+        // Drag = move and pin (world units).
+        let c = rect.center() + resp.drag_delta();
+        let world = (c - xf.offset) / xf.scale;
+        view.pins.insert(name.to_owned(), [world.x, world.y]);
+    }
+    resp.context_menu(|ui| {
+        if ui
+            .add_enabled(pinned, egui::Button::new("Unpin (back to its slot)"))
+            .clicked()
+        {
+            view.pins.remove(name);
+            ui.close();
+        }
+        if ui.button("Select").clicked() {
+            view.select(Some(name.to_owned()));
+            ui.close();
+        }
+    });
     resp.on_hover_ui(|ui| {
         ui.strong(name);
         ui.label(format!(
@@ -456,25 +682,109 @@ fn station_ui(
     });
 }
 
+/// Diagonal hatching over `rect`: the mark of stale data.
+fn hatch(painter: &egui::Painter, rect: Rect, spacing: f32, color: Color32) {
+    let p = painter.with_clip_rect(rect.intersect(painter.clip_rect()));
+    let spacing = spacing.max(4.0);
+    let h = rect.height();
+    let mut x = rect.left() - h;
+    while x < rect.right() {
+        p.line_segment(
+            [pos2(x, rect.bottom()), pos2(x + h, rect.top())],
+            Stroke::new(1.0, color),
+        );
+        x += spacing;
+    }
+}
+
+/// The health ring: arcs for passing / warning / critical instances, by count.
+fn health_ring(painter: &egui::Painter, c: Pos2, r: f32, counts: &HealthCounts, theme: &Theme) {
+    let total = counts.passing + counts.warning + counts.critical;
+    if total == 0 {
+        painter.circle_stroke(c, r, Stroke::new(2.0, theme.lane_no_data));
+        return;
+    }
+    let mut a0 = -std::f32::consts::FRAC_PI_2;
+    for (n, h) in [
+        (counts.critical, Health::Critical),
+        (counts.warning, Health::Warning),
+        (counts.passing, Health::Passing),
+    ] {
+        if n == 0 {
+            continue;
+        }
+        let span = std::f32::consts::TAU * n as f32 / total as f32;
+        let steps = ((span / 0.2).ceil() as usize).max(2);
+        let pts: Vec<Pos2> = (0..=steps)
+            .map(|k| {
+                let a = a0 + span * k as f32 / steps as f32;
+                c + vec2(a.cos(), a.sin()) * r
+            })
+            .collect();
+        painter.add(egui::Shape::line(
+            pts,
+            Stroke::new((r * 0.45).max(2.0), theme.health_color(h)),
+        ));
+        a0 += span;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn view_of(names: &[&str], roads: &[(&str, &str)]) -> ViewState {
+        let services: BTreeSet<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let roads: Vec<(String, String)> = roads
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        let mut view = ViewState::default();
+        view.placement.update(&services, &roads);
+        view
+    }
+
     #[test]
     fn fit_never_enlarges_and_centres() {
-        let services: BTreeSet<String> = ["a", "b"].iter().map(|s| (*s).to_owned()).collect();
-        let layout = layered(&services, &[("a".into(), "b".into())]);
-        let area = Rect::from_min_size(Pos2::ZERO, vec2(2000.0, 1000.0));
-        let xf = fit(&layout, area);
+        let view = view_of(&["a", "b"], &[("a", "b")]);
+        let bounds = world_rect(&view, "a")
+            .unwrap()
+            .union(world_rect(&view, "b").unwrap());
+        let area = Rect::from_min_size(pos2(10.0, 20.0), vec2(2000.0, 1000.0));
+        let xf = xform(fit(bounds, area), area);
         assert!((xf.scale - 1.0).abs() < f32::EPSILON);
-        let a = xf.rect(world_rect(&layout, "a").unwrap());
-        let b = xf.rect(world_rect(&layout, "b").unwrap());
+        let a = xf.rect(world_rect(&view, "a").unwrap());
+        let b = xf.rect(world_rect(&view, "b").unwrap());
         assert!(
-            (f32::midpoint(a.left(), b.right()) - 1000.0).abs() < 0.5,
+            (f32::midpoint(a.left(), b.right()) - 1010.0).abs() < 0.5,
             "centred"
         );
         let small = Rect::from_min_size(Pos2::ZERO, vec2(300.0, 300.0));
-        assert!(fit(&layout, small).scale < 1.0);
+        assert!(fit(bounds, small).scale < 1.0);
+    }
+
+    #[test]
+    fn zoom_keeps_the_point_under_the_pointer() {
+        let area = Rect::from_min_size(pos2(0.0, 40.0), vec2(800.0, 600.0));
+        let cam = Camera {
+            scale: 0.5,
+            offset: [30.0, 10.0],
+        };
+        let pointer = pos2(300.0, 200.0);
+        let before = (pointer - xform(cam, area).offset) / cam.scale;
+        let zoomed = zoom_at(cam, area, pointer, 2.0);
+        assert!((zoomed.scale - 1.0).abs() < 1e-6);
+        let after = (pointer - xform(zoomed, area).offset) / zoomed.scale;
+        assert!((before - after).length() < 1e-3);
+        assert!((zoom_at(cam, area, pointer, 1000.0).scale - MAX_SCALE).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_pin_overrides_the_slot() {
+        let mut view = view_of(&["a", "b"], &[("a", "b")]);
+        view.pins.insert("b".into(), [5.0, 7.0]);
+        assert_eq!(world_rect(&view, "b").unwrap().center(), pos2(5.0, 7.0));
+        assert!(world_rect(&view, "a").unwrap().center().y.abs() < 1e-6);
     }
 
     #[test]

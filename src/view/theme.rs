@@ -92,6 +92,32 @@ impl Theme {
         }
     }
 
+    /// The light theme: the same tokens, for a bright room or a projector.
+    #[must_use]
+    pub fn light() -> Self {
+        Self {
+            map_bg: Color32::from_rgb(244, 246, 249),
+            node_fill: Color32::from_rgb(255, 255, 255),
+            node_stroke: Color32::from_rgb(150, 158, 170),
+            selection: Color32::from_rgb(30, 110, 220),
+            text: Color32::from_rgb(25, 30, 38),
+            text_dim: Color32::from_rgb(95, 103, 115),
+            lane_ok: Color32::from_rgb(30, 150, 85),
+            lane_degraded: Color32::from_rgb(200, 140, 0),
+            lane_failing: Color32::from_rgb(210, 45, 40),
+            lane_no_data: Color32::from_rgb(170, 175, 185),
+            health_passing: Color32::from_rgb(30, 150, 85),
+            health_warning: Color32::from_rgb(200, 140, 0),
+            health_critical: Color32::from_rgb(210, 45, 40),
+            breaker_open: Color32::from_rgb(210, 45, 40),
+            breaker_saturated: Color32::from_rgb(220, 100, 10),
+            breaker_ejecting: Color32::from_rgb(200, 140, 0),
+            error: Color32::from_rgb(200, 40, 35),
+            success: Color32::from_rgb(30, 140, 75),
+            demo_badge: Color32::from_rgb(120, 80, 210),
+        }
+    }
+
     /// Colour of a lane by its 5xx ratio (`None` = no data).
     #[must_use]
     pub fn lane_color(&self, err_ratio: Option<f64>, t: Thresholds) -> Color32 {
