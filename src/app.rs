@@ -22,6 +22,8 @@ pub struct SpineApp {
     commands: mpsc::Sender<Command>,
     /// The model as it was when the operator paused the display (collection goes on).
     frozen: Option<(Model, Instant)>,
+    /// A fixed clock (image snapshots); `None` = the real one.
+    clock: Option<Instant>,
     /// Keeps the io tasks alive while the app runs.
     _io: Option<IoTasks>,
 }
@@ -44,6 +46,7 @@ impl SpineApp {
             events: Some(events),
             commands,
             frozen: None,
+            clock: None,
             _io: Some(tasks),
         }
     }
@@ -61,6 +64,7 @@ impl SpineApp {
             events: Some(events),
             commands,
             frozen: None,
+            clock: None,
             _io: None,
         }
     }
@@ -75,6 +79,11 @@ impl SpineApp {
     #[must_use]
     pub fn selected(&self) -> Option<&str> {
         self.view.selected.as_deref()
+    }
+
+    /// Draws as if it were always `at` (image snapshots: ages and freshness stay put).
+    pub fn set_clock(&mut self, at: Instant) {
+        self.clock = Some(at);
     }
 
     /// The view state (for tests).
@@ -104,7 +113,7 @@ impl SpineApp {
     /// Draws everything into `ui` and sends the commands the view emitted.
     pub fn ui_root(&mut self, ui: &mut egui::Ui) {
         let mut out = Vec::new();
-        let now = Instant::now();
+        let now = self.clock.unwrap_or_else(Instant::now);
         match (&self.frozen, self.view.paused) {
             (None, true) => self.frozen = Some((self.model.clone(), now)),
             (Some(_), false) => self.frozen = None,
