@@ -66,7 +66,10 @@ fn question_mark_opens_the_help_and_esc_closes_it() {
     let h = &mut ui.harness;
     assert!(h.query_by_label("Keyboard and mouse").is_none());
     type_text(h, "?");
-    assert!(h.query_by_label("Keyboard and mouse").is_some(), "help open");
+    assert!(
+        h.query_by_label("Keyboard and mouse").is_some(),
+        "help open"
+    );
     // Every binding is listed.
     for (keys, _) in spine_dash::view::BINDINGS {
         assert!(
@@ -76,7 +79,10 @@ fn question_mark_opens_the_help_and_esc_closes_it() {
     }
     h.key_press(Key::Escape);
     h.run_steps(2);
-    assert!(h.query_by_label("Keyboard and mouse").is_none(), "help closed");
+    assert!(
+        h.query_by_label("Keyboard and mouse").is_none(),
+        "help closed"
+    );
 }
 
 #[test]
@@ -158,7 +164,10 @@ fn dragging_a_station_pins_it_and_moves_nobody_else() {
     h.run_steps(2);
     assert!(h.state_mut().view_mut().pins.contains_key("photo"));
     let moved = station_rect(h, "photo");
-    assert!(moved.center().y > photo.center().y + 30.0, "{moved:?} vs {photo:?}");
+    assert!(
+        moved.center().y > photo.center().y + 30.0,
+        "{moved:?} vs {photo:?}"
+    );
     for (n, before) in ["portal", "gateway", "identity", "payment"]
         .iter()
         .zip(&others)
@@ -182,4 +191,3 @@ fn space_pauses_the_display_and_the_theme_toggles() {
     assert!(!h.state_mut().view_mut().dark, "t toggles to light");
     assert_eq!(h.ctx.theme(), egui::Theme::Light);
 }
-

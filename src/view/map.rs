@@ -29,6 +29,8 @@ const LANE_SPACING: f32 = 14.0;
 const MARGIN: f32 = 30.0;
 /// A pointer this close to a lane (screen points, beyond its half width) hovers it.
 const LANE_HIT: f32 = 6.0;
+/// Below this zoom lane labels are not drawn (they would be unreadable clutter).
+const LABEL_MIN_SCALE: f32 = 0.45;
 /// Zoom limits (screen points per world unit).
 const MIN_SCALE: f32 = 0.1;
 const MAX_SCALE: f32 = 4.0;
@@ -293,18 +295,28 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
     // Labels must not cover stations or each other.
     let mut occupied: Vec<Rect> = screen_rects.values().map(|r| r.expand(2.0)).collect();
     let mut geoms: Vec<LaneGeom> = Vec::new();
-    // Roads first, stations on top.
-    for (caller, callee) in &roads {
+    // Roads first, stations on top. Lanes are sorted by (caller, service, version): one
+    // pass groups them into roads.
+    let mut stale_callers: BTreeMap<&str, bool> = BTreeMap::new();
+    let lanes_all: Vec<&LaneState> = model.lanes.values().collect();
+    for road_lanes in
+        lanes_all.chunk_by(|a, b| a.key.caller == b.key.caller && a.key.service == b.key.service)
+    {
+        let (caller, callee) = (&road_lanes[0].key.caller, &road_lanes[0].key.service);
         let (Some(a), Some(b)) = (screen_rects.get(caller), screen_rects.get(callee)) else {
             continue;
         };
-        let lanes: Vec<&LaneState> = model
-            .lanes
-            .values()
-            .filter(|l| &l.key.caller == caller && &l.key.service == callee)
+        if !rect.intersects(a.union(*b)) {
+            continue; // off screen
+        }
+        let lanes: Vec<&LaneState> = road_lanes
+            .iter()
+            .copied()
             .filter(|l| view.filter_matches(&l.key.service) || view.filter_matches(&l.key.caller))
             .collect();
-        let stale = model.caller_stale(caller, now);
+        let stale = *stale_callers
+            .entry(caller.as_str())
+            .or_insert_with(|| model.caller_stale(caller, now));
         let road = Road {
             from: *a,
             to: *b,
@@ -323,7 +335,7 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         );
     }
     for (name, r) in &screen_rects {
-        if view.filter_matches(name) {
+        if view.filter_matches(name) && rect.intersects(*r) {
             station_ui(
                 ui,
                 &painter,
@@ -467,7 +479,19 @@ fn road_ui<'a>(
             moving = true;
         }
 
-        // Label: version, rps, p99 (or why there is none), where it covers nothing.
+        // Toll gate near the callee when the breaker is not closed.
+        if let Some(state) = stats.map(|s| s.breaker)
+            && let Some(color) = theme.breaker_color(state)
+        {
+            let at = p0 + (p1 - p0) * 0.85;
+            breaker_glyph(painter, xf, at, n, state, faded(color, stale), theme);
+        }
+
+        // Label: version, rps, p99 (or why there is none), where it covers nothing; only
+        // when zoomed in enough to read it (the tooltip always has the numbers).
+        if xf.scale < LABEL_MIN_SCALE {
+            continue;
+        }
         let label = match stats {
             Some(s) if !stale => format!(
                 "{} · {} · p99 {}",
@@ -495,14 +519,6 @@ fn road_ui<'a>(
             occupied.push(r);
             painter.rect_filled(r, 3.0, theme.map_bg.gamma_multiply(0.85));
             painter.galley(r.min + vec2(2.0, 2.0), galley, theme.text);
-        }
-
-        // Toll gate near the callee when the breaker is not closed.
-        if let Some(state) = stats.map(|s| s.breaker)
-            && let Some(color) = theme.breaker_color(state)
-        {
-            let at = p0 + (p1 - p0) * 0.85;
-            breaker_glyph(painter, xf, at, n, state, faded(color, stale), theme);
         }
     }
     moving
