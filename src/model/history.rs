@@ -1,0 +1,477 @@
+//! History of lane stats in bounded rings: one [`Series`] per lane, and one per
+//! (service, version) aggregated over callers, for the inspector's charts.
+//!
+//! One point per scrape interval ("slot"): the slot grid of a series starts half an
+//! interval before its first point, so a sidecar scraped every interval lands mid-slot and
+//! jitter does not split or merge its windows. Several updates within one slot (lanes fed
+//! by several sidecars with their own phases) keep the latest, so a series holds at most
+//! one point per interval. A slot whose lane had no data (stale callers, counter reset,
+//! lane gone) is a point with `None`s: charts show a gap, never a zero. A slot that saw no
+//! update at all has no point; points are timestamped, so charts may also break lines
+//! where two neighbours are more than two intervals apart.
+//!
+//! The ring holds [`HISTORY_SPAN`] (15 min) at the scrape interval, preallocated; older
+//! points are dropped. A series whose newest data point is older than the span is
+//! forgotten.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::Model;
+use super::types::LaneKey;
+use crate::metrics::{LaneWindow, WindowStats};
+
+/// How far back a series reaches.
+pub const HISTORY_SPAN: Duration = Duration::from_mins(15);
+
+/// Upper bound on the points of one series, whatever the interval.
+const MAX_POINTS: usize = 100_000;
+
+/// Stats of one completed window; all `None` when the window had no data (a gap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistoryPoint {
+    /// End of the window (for a gap: when it was noticed).
+    pub at: Instant,
+    /// Completed requests per second.
+    pub rps: Option<f64>,
+    /// 5xx share in percent (0–100); `None` also when the window had no request.
+    pub err_pct: Option<f64>,
+    /// Median latency.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile latency.
+    pub p99_ms: Option<f64>,
+}
+
+impl HistoryPoint {
+    /// A window without data.
+    #[must_use]
+    pub fn gap(at: Instant) -> Self {
+        Self {
+            at,
+            rps: None,
+            err_pct: None,
+            p50_ms: None,
+            p95_ms: None,
+            p99_ms: None,
+        }
+    }
+
+    /// A window with data.
+    #[must_use]
+    pub fn from_stats(at: Instant, stats: &WindowStats) -> Self {
+        Self {
+            at,
+            rps: Some(stats.rps),
+            err_pct: stats.err5xx_ratio.map(|r| r * 100.0),
+            p50_ms: stats.p50_ms,
+            p95_ms: stats.p95_ms,
+            p99_ms: stats.p99_ms,
+        }
+    }
+
+    /// Whether this point is a gap (no data in its window).
+    #[must_use]
+    pub fn is_gap(&self) -> bool {
+        self.rps.is_none()
+    }
+}
+
+/// A bounded ring of [`HistoryPoint`]s, oldest first, at most one per interval.
+#[derive(Debug, Clone)]
+pub struct Series {
+    points: VecDeque<HistoryPoint>,
+    capacity: usize,
+    interval: Duration,
+    span: Duration,
+    /// Start of slot 0: half an interval before the first point.
+    origin: Instant,
+    /// Slot of the newest point.
+    last_slot: u128,
+    /// Source time (`updated_at`) of the newest data recorded, to skip unchanged lanes.
+    last_source: Option<Instant>,
+    /// Time of the newest data point, or creation while there is none (for forgetting).
+    last_data_at: Instant,
+}
+
+impl Series {
+    /// An empty ring for points every `interval`, holding `span`; `first_at` anchors the
+    /// slot grid (usually the time of the first point).
+    #[must_use]
+    pub fn new(interval: Duration, span: Duration, first_at: Instant) -> Self {
+        let interval = if interval.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            interval
+        };
+        let capacity = ((span.as_secs_f64() / interval.as_secs_f64()).ceil() as usize)
+            .saturating_add(1)
+            .min(MAX_POINTS);
+        Self {
+            points: VecDeque::with_capacity(capacity),
+            capacity,
+            interval,
+            span,
+            origin: first_at.checked_sub(interval / 2).unwrap_or(first_at),
+            last_slot: 0,
+            last_source: None,
+            last_data_at: first_at,
+        }
+    }
+
+    /// All points, oldest first.
+    #[must_use]
+    pub fn points(&self) -> &VecDeque<HistoryPoint> {
+        &self.points
+    }
+
+    /// Points no older than `window` before `now`, oldest first.
+    #[must_use = "an iterator does nothing unless consumed"]
+    pub fn points_since(
+        &self,
+        now: Instant,
+        window: Duration,
+    ) -> impl DoubleEndedIterator<Item = &HistoryPoint> {
+        let start = now.checked_sub(window);
+        let first = start.map_or(0, |s| self.points.partition_point(|p| p.at < s));
+        self.points.range(first..)
+    }
+
+    /// The newest point.
+    #[must_use]
+    pub fn latest(&self) -> Option<&HistoryPoint> {
+        self.points.back()
+    }
+
+    /// How many points the ring holds at most.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of points held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether the ring holds no point.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    fn slot_of(&self, at: Instant) -> u128 {
+        at.saturating_duration_since(self.origin).as_nanos() / self.interval.as_nanos()
+    }
+
+    /// Adds a point: a new slot pushes (dropping the oldest when full), the same slot
+    /// replaces the newest point, except that a gap never replaces data. Times never go
+    /// backwards in the ring.
+    pub fn record(&mut self, mut point: HistoryPoint) {
+        let slot = self.slot_of(point.at);
+        if let Some(last) = self.points.back_mut() {
+            point.at = point.at.max(last.at);
+            if slot <= self.last_slot {
+                if !point.is_gap() || last.is_gap() {
+                    *last = point;
+                }
+                if !point.is_gap() {
+                    self.last_data_at = point.at;
+                }
+                return;
+            }
+        }
+        if self.points.len() >= self.capacity {
+            self.points.pop_front();
+        }
+        while let Some(front) = self.points.front()
+            && point.at.saturating_duration_since(front.at) > self.span
+        {
+            self.points.pop_front();
+        }
+        self.last_slot = slot;
+        if !point.is_gap() {
+            self.last_data_at = point.at;
+        }
+        self.points.push_back(point);
+    }
+
+    /// Records a lane's or version's current data: new data (a source time not recorded
+    /// yet) as a point at that time, no data as a gap at `now`; unchanged data is skipped.
+    fn observe(&mut self, now: Instant, data: Option<(Option<Instant>, WindowStats)>) {
+        match data {
+            Some((Some(source), stats)) => {
+                if self.last_source != Some(source) {
+                    self.last_source = Some(source);
+                    self.record(HistoryPoint::from_stats(source, &stats));
+                }
+            }
+            // A source without window times: one point per slot, latest wins.
+            Some((None, stats)) => self.record(HistoryPoint::from_stats(now, &stats)),
+            None => self.record(HistoryPoint::gap(now)),
+        }
+    }
+
+    /// Whether the newest data point has aged out of the span.
+    fn forgotten(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_data_at) > self.span
+    }
+}
+
+/// A version's windows merged over callers, and the newest source time among them.
+type MergedWindow = (LaneWindow, Option<Instant>);
+
+/// All history rings of the model.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct History {
+    lanes: BTreeMap<LaneKey, Series>,
+    /// service → version → series.
+    versions: BTreeMap<String, BTreeMap<String, Series>>,
+}
+
+impl History {
+    pub(crate) fn lane(&self, key: &LaneKey) -> Option<&Series> {
+        self.lanes.get(key)
+    }
+}
+
+impl Model {
+    /// History of one lane, oldest first.
+    #[must_use]
+    pub fn lane_history(&self, key: &LaneKey) -> Option<&Series> {
+        self.history.lanes.get(key)
+    }
+
+    /// History of one version of `service`, aggregated over all callers (windows merged
+    /// before percentiles, never averaged).
+    #[must_use]
+    pub fn version_history(&self, service: &str, version: &str) -> Option<&Series> {
+        self.history.versions.get(service)?.get(version)
+    }
+
+    /// Adds this update's points to every lane and version series (see module docs).
+    pub(super) fn record_history(&mut self, now: Instant) {
+        let interval = self.scrape_interval;
+        let history = &mut self.history;
+
+        for (key, lane) in &self.lanes {
+            let data = lane.stats.clone().map(|s| (lane.updated_at, s));
+            history
+                .lanes
+                .entry(key.clone())
+                .or_insert_with(|| Series::new(interval, HISTORY_SPAN, now))
+                .observe(now, data);
+        }
+        for (key, series) in &mut history.lanes {
+            if !self.lanes.contains_key(key) {
+                series.observe(now, None);
+            }
+        }
+        history.lanes.retain(|_, s| !s.forgotten(now));
+
+        // Per version: merge the windows of every caller's lane with data.
+        let mut merged: BTreeMap<(&str, &str), Option<MergedWindow>> = BTreeMap::new();
+        for lane in self.lanes.values() {
+            let slot = merged
+                .entry((lane.key.service.as_str(), lane.key.version.as_str()))
+                .or_default();
+            let (Some(_), Some(window)) = (&lane.stats, &lane.window) else {
+                continue;
+            };
+            match slot {
+                Some((acc, at)) => {
+                    acc.merge(window);
+                    *at = (*at).max(lane.updated_at);
+                }
+                None => *slot = Some((window.clone(), lane.updated_at)),
+            }
+        }
+        for ((service, version), data) in &merged {
+            let data = data.as_ref().map(|(w, at)| (*at, w.stats()));
+            history
+                .versions
+                .entry((*service).to_owned())
+                .or_default()
+                .entry((*version).to_owned())
+                .or_insert_with(|| Series::new(interval, HISTORY_SPAN, now))
+                .observe(now, data);
+        }
+        for (service, versions) in &mut history.versions {
+            for (version, series) in versions.iter_mut() {
+                if !merged.contains_key(&(service.as_str(), version.as_str())) {
+                    series.observe(now, None);
+                }
+            }
+            versions.retain(|_, s| !s.forgotten(now));
+        }
+        history.versions.retain(|_, v| !v.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LaneState;
+    use crate::model::tests_support::{lane_key, stats_window, test_model};
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn point(at: Instant, rps: f64) -> HistoryPoint {
+        HistoryPoint {
+            at,
+            rps: Some(rps),
+            err_pct: Some(0.0),
+            p50_ms: Some(1.0),
+            p95_ms: Some(2.0),
+            p99_ms: Some(3.0),
+        }
+    }
+
+    #[test]
+    fn ring_is_preallocated_bounded_and_drops_oldest() {
+        let t0 = Instant::now();
+        let mut s = Series::new(SEC, Duration::from_secs(10), t0);
+        assert_eq!(s.capacity(), 11);
+        assert!(s.points.capacity() >= 11, "preallocated");
+        for i in 0..30_u32 {
+            s.record(point(t0 + SEC * i, f64::from(i)));
+        }
+        assert_eq!(s.len(), 11);
+        let rps: Vec<f64> = s.points().iter().filter_map(|p| p.rps).collect();
+        assert_eq!(rps, (19..30).map(f64::from).collect::<Vec<_>>());
+        // Fifteen minutes at 1 s: 901 points.
+        assert_eq!(Series::new(SEC, HISTORY_SPAN, t0).capacity(), 901);
+        // A sparse series drops points older than the span even before it is full.
+        let mut sparse = Series::new(SEC, Duration::from_secs(10), t0);
+        sparse.record(point(t0, 1.0));
+        sparse.record(point(t0 + SEC * 5, 2.0));
+        sparse.record(point(t0 + SEC * 14, 3.0));
+        let rps: Vec<f64> = sparse.points().iter().filter_map(|p| p.rps).collect();
+        assert_eq!(rps, vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn one_point_per_slot_latest_wins_and_gaps_never_hide_data() {
+        let t0 = Instant::now();
+        let mut s = Series::new(SEC, HISTORY_SPAN, t0);
+        s.record(point(t0, 1.0));
+        // Jitter around the interval stays one point per scrape.
+        s.record(point(t0 + Duration::from_millis(1_400), 2.0));
+        s.record(point(t0 + Duration::from_millis(1_450), 3.0)); // same slot: replaces
+        s.record(HistoryPoint::gap(t0 + Duration::from_millis(1_480))); // ignored
+        s.record(point(t0 + Duration::from_millis(1_600), 4.0)); // next slot
+        s.record(HistoryPoint::gap(t0 + Duration::from_secs(3)));
+        s.record(point(t0 + Duration::from_millis(3_100), 5.0)); // same slot: replaces the gap
+        let got: Vec<Option<f64>> = s.points().iter().map(|p| p.rps).collect();
+        assert_eq!(got, vec![Some(1.0), Some(3.0), Some(4.0), Some(5.0)]);
+        // Times never go backwards.
+        s.record(point(t0, 6.0));
+        assert_eq!(
+            s.latest().map(|p| p.at),
+            Some(t0 + Duration::from_millis(3_100))
+        );
+    }
+
+    #[test]
+    fn points_since_cuts_the_window() {
+        let t0 = Instant::now();
+        let mut s = Series::new(SEC, HISTORY_SPAN, t0);
+        for i in 0..120_u32 {
+            s.record(point(t0 + SEC * i, f64::from(i)));
+        }
+        let now = t0 + SEC * 119;
+        let last_min: Vec<f64> = s
+            .points_since(now, Duration::from_mins(1))
+            .filter_map(|p| p.rps)
+            .collect();
+        assert_eq!(last_min, (59..120).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(s.points_since(now, Duration::from_hours(1)).count(), 120);
+    }
+
+    #[test]
+    fn lanes_and_versions_record_one_point_per_window_with_gaps() {
+        let mut m = test_model();
+        let t0 = Instant::now();
+        let gw = lane_key("gateway", "identity", "v1");
+        let portal = lane_key("portal", "identity", "v1");
+        // Two callers of identity v1: 10 rps in the 5 ms bucket, 10 rps (1 error) in the
+        // 50 ms one.
+        let set = |m: &mut Model, key: &LaneKey, at: Instant, w: Option<LaneWindow>| {
+            m.lanes.insert(
+                key.clone(),
+                LaneState {
+                    key: key.clone(),
+                    stats: w.as_ref().map(LaneWindow::stats),
+                    updated_at: w.as_ref().map(|_| at),
+                    window: w,
+                },
+            );
+        };
+        let fast = stats_window(10.0, 0.0, 5.0);
+        set(&mut m, &gw, t0, Some(fast.clone()));
+        set(&mut m, &portal, t0, Some(stats_window(10.0, 1.0, 50.0)));
+        m.lanes_updated(t0, m.wall_at(t0));
+        // An update caused by someone else's scrape changes nothing.
+        let later = t0 + Duration::from_millis(300);
+        m.lanes_updated(later, m.wall_at(later));
+        let t1 = t0 + SEC;
+        set(&mut m, &gw, t1, None); // gateway's sidecars went stale
+        m.lanes_updated(t1, m.wall_at(t1));
+
+        let lane = m.lane_history(&gw).expect("gateway lane history");
+        assert_eq!(
+            lane.points().iter().copied().collect::<Vec<_>>(),
+            vec![
+                HistoryPoint::from_stats(t0, &fast.stats()),
+                HistoryPoint::gap(t1),
+            ]
+        );
+        assert_eq!(lane.points()[0].p50_ms, Some(2.5));
+        let version = m.version_history("identity", "v1").expect("v1 history");
+        let points: Vec<HistoryPoint> = version.points().iter().copied().collect();
+        assert_eq!(points.len(), 1, "portal's lane did not change at t1");
+        // Merged: 20 rps, 1 error in 20, p50 from the summed buckets (rank 10 of 20 is the
+        // top of the 5 ms bucket), not the mean of the callers' 2.5 and 30 ms.
+        assert_eq!(
+            points[0],
+            HistoryPoint {
+                at: t0,
+                rps: Some(20.0),
+                err_pct: Some(1.0 / 20.0 * 100.0),
+                p50_ms: Some(5.0),
+                ..points[0]
+            }
+        );
+        assert!(m.version_history("identity", "v2").is_none());
+    }
+
+    #[test]
+    fn a_lane_without_data_is_forgotten_after_the_span() {
+        let mut m = test_model();
+        let t0 = Instant::now();
+        let key = lane_key("gateway", "photo", "v1");
+        m.lanes.insert(
+            key.clone(),
+            LaneState {
+                key: key.clone(),
+                stats: Some(stats_window(1.0, 0.0, 5.0).stats()),
+                window: Some(stats_window(1.0, 0.0, 5.0)),
+                updated_at: Some(t0),
+            },
+        );
+        m.lanes_updated(t0, m.wall_at(t0));
+        m.lanes.clear(); // the lane vanished
+        let t1 = t0 + SEC * 60;
+        m.lanes_updated(t1, m.wall_at(t1));
+        let s = m
+            .lane_history(&key)
+            .expect("kept while its data is within the span");
+        assert_eq!(s.latest(), Some(&HistoryPoint::gap(t1)));
+        let t2 = t0 + HISTORY_SPAN + SEC;
+        m.lanes_updated(t2, m.wall_at(t2));
+        assert!(m.lane_history(&key).is_none());
+        assert!(m.version_history("photo", "v1").is_none());
+    }
+}
