@@ -128,6 +128,17 @@ impl Model {
                 .get(name)
                 .is_some_and(|svc| svc.split.is_some())
         });
+        // Request rates per service and version, over the lanes with data (any caller).
+        let mut rates: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+        for lane in self.lanes.values() {
+            if let Some(stats) = &lane.stats {
+                *rates
+                    .entry(lane.key.service.as_str())
+                    .or_default()
+                    .entry(lane.key.version.as_str())
+                    .or_default() += stats.rps;
+            }
+        }
         for svc in self.services.values() {
             let Some(cfg) = &svc.split else { continue };
             let entry =
@@ -152,13 +163,10 @@ impl Model {
                     entry.samples.pop_front();
                 }
             }
-            let mut rates: BTreeMap<&str, f64> = BTreeMap::new();
-            for lane in self.lanes.values().filter(|l| l.key.service == svc.name) {
-                if let Some(stats) = &lane.stats {
-                    *rates.entry(lane.key.version.as_str()).or_default() += stats.rps;
-                }
-            }
-            if rates.is_empty() || span.is_zero() {
+            let Some(rates) = rates.get(svc.name.as_str()) else {
+                continue; // no lane into the service has data
+            };
+            if span.is_zero() {
                 continue;
             }
             let secs = span.as_secs_f64();
@@ -180,7 +188,12 @@ impl Model {
             sample.ended = now;
             sample.covered_secs += secs;
             for (version, rps) in rates {
-                *sample.requests.entry(version.to_owned()).or_default() += rps * secs;
+                match sample.requests.get_mut(*version) {
+                    Some(n) => *n += rps * secs,
+                    None => {
+                        sample.requests.insert((*version).to_owned(), rps * secs);
+                    }
+                }
             }
         }
     }

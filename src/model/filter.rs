@@ -284,9 +284,7 @@ impl Model {
         }
         let fresh_within = self.scrape_interval * 2;
         let fresh: Vec<&WindowStats> = self
-            .lanes
-            .values()
-            .filter(|l| l.key.service == service)
+            .lanes_into(service)
             .filter_map(|l| {
                 let stats = l.stats.as_ref()?;
                 let age = now.saturating_duration_since(l.updated_at?);

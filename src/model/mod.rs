@@ -5,6 +5,7 @@ pub mod drift;
 pub mod filter;
 pub mod gone;
 pub mod history;
+pub mod index;
 pub mod snapshot;
 pub mod tape;
 #[cfg(test)]
@@ -176,6 +177,8 @@ pub struct Model {
     drift: drift::DriftTracker,
     /// Services that vanished from the registry, and when (`gone.rs`).
     gone: BTreeMap<String, Instant>,
+    /// Lanes by called service (`index.rs`).
+    lane_index: index::LaneIndex,
 }
 
 impl Model {
@@ -203,6 +206,7 @@ impl Model {
             tape: tape::Tape::default(),
             drift: drift::DriftTracker::default(),
             gone: BTreeMap::new(),
+            lane_index: index::LaneIndex::default(),
         }
     }
 
@@ -228,8 +232,9 @@ impl Model {
     /// other): call it once after `self.lanes` changed. Records history points, breaker
     /// transitions and drift samples. `wall` is the wall-clock time of `now`.
     pub fn lanes_updated(&mut self, now: Instant, wall: SystemTime) {
-        self.record_history(now);
-        self.record_tape(now, wall);
+        self.reindex_lanes();
+        let forgot_lanes = self.record_history(now);
+        self.record_tape(now, wall, forgot_lanes);
         self.record_drift(now);
     }
 
@@ -830,7 +835,7 @@ mod tests {
         };
         let rps: Vec<Option<f64>> = m
             .lane_history(&key)
-            .map(|s| s.points().iter().map(|p| p.rps).collect())
+            .map(|s| s.points().map(|p| p.rps).collect())
             .unwrap_or_default();
         assert_eq!(
             rps,
@@ -839,7 +844,7 @@ mod tests {
         );
         let v2: Vec<Option<f64>> = m
             .version_history("identity", "v2")
-            .map(|s| s.points().iter().map(|p| p.err_pct).collect())
+            .map(|s| s.points().map(|p| p.err_pct).collect())
             .unwrap_or_default();
         assert_eq!(v2, vec![None, Some(0.0), Some(50.0)]);
         assert_eq!(

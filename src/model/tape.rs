@@ -107,17 +107,24 @@ impl Model {
     }
 
     /// Appends the transitions this update shows (see module docs). Runs after
-    /// `record_history`, whose forgetting it follows.
-    pub(super) fn record_tape(&mut self, now: Instant, wall: SystemTime) {
+    /// `record_history`; when that forgot lanes, their last states and trips go too.
+    pub(super) fn record_tape(&mut self, now: Instant, wall: SystemTime, forgot_lanes: bool) {
         for (key, lane) in &self.lanes {
             let Some(stats) = &lane.stats else {
                 continue; // no data: not a state
             };
             let to = stats.breaker;
-            let from = self.tape.last_state.insert(key.clone(), to);
-            if from == Some(to) || (from.is_none() && to == BreakerState::Closed) {
-                continue;
-            }
+            let from = match self.tape.last_state.get_mut(key) {
+                Some(known) if *known == to => continue,
+                Some(known) => Some(std::mem::replace(known, to)),
+                None => {
+                    self.tape.last_state.insert(key.clone(), to);
+                    if to == BreakerState::Closed {
+                        continue; // first seen closed: nothing to tell
+                    }
+                    None
+                }
+            };
             let at = lane.updated_at.unwrap_or(now).min(now);
             let entry_wall = wall.checked_sub(now.duration_since(at)).unwrap_or(wall);
             self.tape.push(TapeEntry {
@@ -129,11 +136,13 @@ impl Model {
                 detail: breaker_detail(stats, lane.window.as_ref()),
             });
         }
-        let history = &self.history;
-        self.tape
-            .last_state
-            .retain(|k, _| history.lane(k).is_some());
-        self.tape.last_trip.retain(|k, _| history.lane(k).is_some());
+        if forgot_lanes {
+            let history = &self.history;
+            self.tape
+                .last_state
+                .retain(|k, _| history.lane(k).is_some());
+            self.tape.last_trip.retain(|k, _| history.lane(k).is_some());
+        }
     }
 }
 
