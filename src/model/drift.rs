@@ -65,43 +65,72 @@ pub(crate) struct DriftTracker {
     services: BTreeMap<String, ServiceSamples>,
 }
 
+/// Observed share of requests per version over the drift window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowedShare {
+    /// Percent (0–100) of the window's requests per version.
+    pub pct: BTreeMap<String, f64>,
+    /// Seconds of data the window holds.
+    pub window_secs: f64,
+}
+
 impl Model {
-    /// The worst drift of `service`'s split: `Some` when some version's observed share
-    /// differs from its weight by more than 5 points over a window holding ≥ 30 s of data.
-    /// `None` without a split, without traffic, or before 30 s of data.
+    /// Share of requests per version of `service` summed over the drift window (up to
+    /// 60 s), whatever its length — the number to show beside the configured weight, so it
+    /// agrees with [`Model::drift`]. `None` without a split or without requests.
     #[must_use]
-    pub fn drift(&self, service: &str) -> Option<Drift> {
+    pub fn windowed_share(&self, service: &str) -> Option<WindowedShare> {
         let s = self.drift.services.get(service)?;
-        let window_secs: f64 = s.samples.iter().map(|x| x.covered_secs).sum();
-        if window_secs < DRIFT_MIN_SECS {
-            return None;
-        }
-        let mut requests: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut requests: BTreeMap<String, f64> = BTreeMap::new();
         for sample in &s.samples {
             for (v, n) in &sample.requests {
-                *requests.entry(v.as_str()).or_default() += n;
+                match requests.get_mut(v) {
+                    Some(sum) => *sum += n,
+                    None => {
+                        requests.insert(v.clone(), *n);
+                    }
+                }
             }
         }
         let total: f64 = requests.values().sum();
         if total <= 0.0 {
             return None;
         }
+        for n in requests.values_mut() {
+            *n = *n * 100.0 / total;
+        }
+        Some(WindowedShare {
+            pct: requests,
+            window_secs: s.samples.iter().map(|x| x.covered_secs).sum(),
+        })
+    }
+
+    /// The worst drift of `service`'s split: `Some` when some version's observed share
+    /// differs from its weight by more than 5 points over a window holding ≥ 30 s of data.
+    /// `None` without a split, without traffic, or before 30 s of data.
+    #[must_use]
+    pub fn drift(&self, service: &str) -> Option<Drift> {
+        let split = &self.drift.services.get(service)?.split;
+        let share = self.windowed_share(service)?;
+        if share.window_secs < DRIFT_MIN_SECS {
+            return None;
+        }
         // The split's versions in its order, then versions it does not name (weight 0).
-        let configured = s
-            .split
+        let configured = split
             .entries
             .iter()
             .map(|e| (e.subset.as_str(), e.weight))
             .chain(
-                requests
+                share
+                    .pct
                     .keys()
-                    .filter(|v| s.split.weight_of(v).is_none())
-                    .map(|v| (*v, 0)),
+                    .filter(|v| split.weight_of(v).is_none())
+                    .map(|v| (v.as_str(), 0)),
             );
         let mut worst: Option<Drift> = None;
         for (version, weight) in configured {
             let configured_pct = f64::from(weight) * 100.0 / f64::from(FULL_WEIGHT);
-            let observed_pct = requests.get(version).copied().unwrap_or(0.0) * 100.0 / total;
+            let observed_pct = share.pct.get(version).copied().unwrap_or(0.0);
             let diff = (observed_pct - configured_pct).abs();
             if diff > DRIFT_THRESHOLD_PCT
                 && worst
@@ -112,7 +141,7 @@ impl Model {
                     version: version.to_owned(),
                     configured_pct,
                     observed_pct,
-                    window_secs,
+                    window_secs: share.window_secs,
                 });
             }
         }
@@ -257,6 +286,14 @@ mod tests {
         let mut m = test_model();
         run(&mut m, Instant::now(), 10, 60.0, 40.0);
         assert_eq!(m.drift("identity"), None);
+        // The share is there to show, with its window.
+        assert_eq!(
+            m.windowed_share("identity"),
+            Some(WindowedShare {
+                pct: [("v1".to_owned(), 60.0), ("v2".to_owned(), 40.0)].into(),
+                window_secs: 10.0,
+            })
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::types::LaneKey;
+use super::types::{BreakerState, LaneKey};
 use super::{LaneState, Model};
 use crate::metrics::WindowStats;
 
@@ -342,7 +342,7 @@ impl Model {
             let group = groups
                 .entry((lane.key.service.as_str(), lane.key.version.as_str()))
                 .or_default();
-            if lane.stats.is_some() && lane.window.is_some() {
+            if lane.stats.is_some() {
                 group.0 = group.0.max(lane.updated_at);
                 group.1.push(lane);
             }
@@ -355,20 +355,14 @@ impl Model {
             let Some(series) = get_or_insert(versions, version, new_series) else {
                 continue;
             };
-            let mut windows = lanes.iter().filter_map(|l| l.window.as_ref());
-            let Some(first) = windows.next() else {
+            if lanes.is_empty() {
                 series.observe(now, None);
                 continue;
-            };
+            }
             if newest.is_some() && series.last_source == *newest {
                 continue; // nothing new: skip the merge
             }
-            // Windows merged (counts and buckets added) before percentiles.
-            let mut merged = first.clone();
-            for w in windows {
-                merged.merge(w);
-            }
-            series.observe(now, Some((*newest, merged.stats())));
+            series.observe(now, Some((*newest, version_stats(lanes))));
         }
         for (service, versions) in &mut history.versions {
             for (version, series) in versions.iter_mut() {
@@ -380,6 +374,48 @@ impl Model {
         }
         history.versions.retain(|_, v| !v.is_empty());
         forgot_lanes
+    }
+}
+
+/// Stats of one version over its callers' lanes with data: windows merged (counts and
+/// buckets added) before percentiles. A lane source without windows (stats only) gives
+/// summed rates and the request-weighted 5xx share, and no percentiles unless there is a
+/// single lane: percentiles are never averaged.
+fn version_stats(lanes: &[&LaneState]) -> WindowStats {
+    let windows: Vec<_> = lanes.iter().filter_map(|l| l.window.as_ref()).collect();
+    if let [first, rest @ ..] = windows.as_slice()
+        && windows.len() == lanes.len()
+    {
+        let mut merged = (*first).clone();
+        for w in rest {
+            merged.merge(w);
+        }
+        return merged.stats();
+    }
+    let stats: Vec<&WindowStats> = lanes.iter().filter_map(|l| l.stats.as_ref()).collect();
+    if let [only] = stats.as_slice() {
+        return (*only).clone();
+    }
+    let rps: f64 = stats.iter().map(|s| s.rps).sum();
+    let errors: f64 = stats
+        .iter()
+        .filter_map(|s| s.err5xx_ratio.map(|r| r * s.rps))
+        .sum();
+    let answered: f64 = stats
+        .iter()
+        .filter(|s| s.err5xx_ratio.is_some())
+        .map(|s| s.rps)
+        .sum();
+    WindowStats {
+        rps,
+        err5xx_ratio: (answered > 0.0).then(|| errors / answered),
+        p50_ms: None,
+        p95_ms: None,
+        p99_ms: None,
+        breaker: stats
+            .iter()
+            .map(|s| s.breaker)
+            .fold(BreakerState::Closed, BreakerState::worst),
     }
 }
 
@@ -547,6 +583,38 @@ mod tests {
             }
         );
         assert!(m.version_history("identity", "v2").is_none());
+    }
+
+    #[test]
+    fn versions_from_a_source_without_windows_never_average_percentiles() {
+        let stats = |rps: f64, err: f64, p99: f64| WindowStats {
+            rps,
+            err5xx_ratio: Some(err),
+            p50_ms: Some(p99 / 2.0),
+            p95_ms: Some(p99),
+            p99_ms: Some(p99),
+            breaker: BreakerState::Closed,
+        };
+        let lane = |caller: &str, s: WindowStats| LaneState {
+            key: lane_key(caller, "identity", "v1"),
+            stats: Some(s),
+            window: None,
+            updated_at: None,
+        };
+        let a = lane("gateway", stats(30.0, 0.0, 8.0));
+        let b = lane("portal", stats(10.0, 0.5, 100.0));
+        assert_eq!(version_stats(&[&a]), stats(30.0, 0.0, 8.0));
+        assert_eq!(
+            version_stats(&[&a, &b]),
+            WindowStats {
+                rps: 40.0,
+                err5xx_ratio: Some(5.0 / 40.0),
+                p50_ms: None,
+                p95_ms: None,
+                p99_ms: None,
+                breaker: BreakerState::Closed,
+            }
+        );
     }
 
     #[test]
