@@ -1,12 +1,20 @@
 //! Pure data and rules: services, instances, versions, splits, breaker states, lanes,
 //! source freshness. No I/O, no egui; time is passed in.
 
+pub mod drift;
+pub mod filter;
+pub mod gone;
+pub mod history;
+pub mod index;
 pub mod snapshot;
 pub mod synthetic;
+pub mod tape;
+#[cfg(test)]
+mod tests_support;
 pub mod types;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::io::IoEvent;
 use crate::metrics::{LaneWindow, SidecarScrape, WindowStats, sidecar_windows};
@@ -160,6 +168,18 @@ pub struct Model {
     pub registry_interval: Duration,
     /// Sidecar scrape interval (for freshness).
     pub scrape_interval: Duration,
+    /// `Instant` ↔ wall clock pair, to show when things happened (see [`Model::wall_at`]).
+    clock_anchor: (Instant, SystemTime),
+    /// Per-lane and per-version history rings (`history.rs`).
+    history: history::History,
+    /// Breaker transitions (`tape.rs`).
+    tape: tape::Tape,
+    /// Requests per version over a trailing window, per service with a split (`drift.rs`).
+    drift: drift::DriftTracker,
+    /// Services that vanished from the registry, and when (`gone.rs`).
+    gone: BTreeMap<String, Instant>,
+    /// Lanes by called service (`index.rs`).
+    lane_index: index::LaneIndex,
 }
 
 impl Model {
@@ -181,7 +201,42 @@ impl Model {
             notices: VecDeque::new(),
             registry_interval,
             scrape_interval,
+            // The model's only clock reading: an anchor for wall-clock display.
+            clock_anchor: (Instant::now(), SystemTime::now()),
+            history: history::History::default(),
+            tape: tape::Tape::default(),
+            drift: drift::DriftTracker::default(),
+            gone: BTreeMap::new(),
+            lane_index: index::LaneIndex::default(),
         }
+    }
+
+    /// Sets the `Instant` ↔ wall-clock pair used by [`Model::wall_at`] (tests inject one;
+    /// [`Model::new`] reads both clocks once).
+    pub fn set_clock_anchor(&mut self, at: Instant, wall: SystemTime) {
+        self.clock_anchor = (at, wall);
+    }
+
+    /// Wall-clock time of `at`, for display (tape entries, chart axes).
+    #[must_use]
+    pub fn wall_at(&self, at: Instant) -> SystemTime {
+        let (anchor, wall) = self.clock_anchor;
+        if at >= anchor {
+            wall + at.duration_since(anchor)
+        } else {
+            wall.checked_sub(anchor.duration_since(at))
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        }
+    }
+
+    /// Hook for every source of lane stats (sidecar scrapes via `recompute_lanes`, or any
+    /// other): call it once after `self.lanes` changed. Records history points, breaker
+    /// transitions and drift samples. `wall` is the wall-clock time of `now`.
+    pub fn lanes_updated(&mut self, now: Instant, wall: SystemTime) {
+        self.reindex_lanes();
+        let forgot_lanes = self.record_history(now);
+        self.record_tape(now, wall, forgot_lanes);
+        self.record_drift(now);
     }
 
     /// Applies one event from the io layer.
@@ -199,6 +254,7 @@ impl Model {
                 Ok(Some(snapshot)) => {
                     self.registry_interval = next_within;
                     self.registry_status.record_ok(at);
+                    self.track_gone(&snapshot.services, at);
                     self.services = snapshot
                         .services
                         .into_iter()
@@ -370,6 +426,8 @@ impl Model {
             );
         }
         self.lanes = lanes;
+        let wall = self.wall_at(now);
+        self.lanes_updated(now, wall);
     }
 
     /// Health counts of one version of a service.
@@ -743,5 +801,67 @@ mod tests {
             m.notices.back().map(|n| n.text.as_str()),
             Some("registry: HTTP 403: ACL not found")
         );
+    }
+
+    #[test]
+    fn scrapes_feed_history_and_the_breaker_tape() {
+        let mut m = model();
+        let t0 = Instant::now();
+        let wall0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        m.set_clock_anchor(t0, wall0);
+        let sec = |n: u64| t0 + Duration::from_secs(n);
+        let ejecting = |n: u64, errors: u64| ClusterCounters {
+            ejections_active: Some(1),
+            membership_total: Some(2),
+            membership_healthy: Some(1),
+            ..cluster("identity", "v2", n, errors)
+        };
+        scrape(
+            &mut m,
+            "http://gw1",
+            sec(0),
+            vec![cluster("identity", "v2", 100, 0)],
+        );
+        scrape(
+            &mut m,
+            "http://gw1",
+            sec(1),
+            vec![cluster("identity", "v2", 110, 0)],
+        );
+        scrape(&mut m, "http://gw1", sec(2), vec![ejecting(130, 10)]);
+        let key = LaneKey {
+            caller: "gateway".into(),
+            service: "identity".into(),
+            version: "v2".into(),
+        };
+        let rps: Vec<Option<f64>> = m
+            .lane_history(&key)
+            .map(|s| s.points().map(|p| p.rps).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            rps,
+            vec![None, Some(10.0), Some(20.0)],
+            "first scrape: no window"
+        );
+        let v2: Vec<Option<f64>> = m
+            .version_history("identity", "v2")
+            .map(|s| s.points().map(|p| p.err_pct).collect())
+            .unwrap_or_default();
+        assert_eq!(v2, vec![None, Some(0.0), Some(50.0)]);
+        assert_eq!(
+            m.tape().iter().cloned().collect::<Vec<_>>(),
+            vec![tape::TapeEntry {
+                at: sec(2),
+                wall: wall0 + Duration::from_secs(2),
+                lane: key.clone(),
+                from: Some(BreakerState::Closed),
+                to: BreakerState::Ejecting {
+                    ejected: 1,
+                    total: 2
+                },
+                detail: "1 of 2 hosts ejected · 5xx 50.0 % · 20.0 rps · p99 5.0 ms".into(),
+            }]
+        );
+        assert_eq!(m.last_trip(&key), Some(sec(2)));
     }
 }

@@ -302,8 +302,9 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
     for road_lanes in
         lanes_all.chunk_by(|a, b| a.key.caller == b.key.caller && a.key.service == b.key.service)
     {
-        let (caller, callee) = (&road_lanes[0].key.caller, &road_lanes[0].key.service);
-        let (Some(a), Some(b)) = (screen_rects.get(caller), screen_rects.get(callee)) else {
+        let first = &road_lanes[0].key;
+        let (caller, service) = (&first.caller, &first.service);
+        let (Some(a), Some(b)) = (screen_rects.get(caller), screen_rects.get(service)) else {
             continue;
         };
         if !rect.intersects(a.union(*b)) {

@@ -1,0 +1,647 @@
+//! History of lane stats in bounded rings: one [`Series`] per lane, and one per
+//! (service, version) aggregated over callers, for the inspector's charts.
+//!
+//! One point per scrape interval ("slot"): the slot grid of a series starts half an
+//! interval before its first point, so a sidecar scraped every interval lands mid-slot and
+//! jitter does not split or merge its windows. Several updates within one slot (lanes fed
+//! by several sidecars with their own phases) keep the latest, so a series holds at most
+//! one point per interval. A slot whose lane had no data (stale callers, counter reset,
+//! lane gone) is a point with `None`s: charts show a gap, never a zero. A slot that saw no
+//! update at all has no point; points are timestamped, so charts may also break lines
+//! where two neighbours are more than two intervals apart.
+//!
+//! The ring holds [`HISTORY_SPAN`] (15 min) at the scrape interval, preallocated; older
+//! points are dropped. A series whose newest data point is older than the span is
+//! forgotten.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::types::{BreakerState, LaneKey};
+use super::{LaneState, Model};
+use crate::metrics::WindowStats;
+
+/// How far back a series reaches.
+pub const HISTORY_SPAN: Duration = Duration::from_mins(15);
+
+/// Upper bound on the points of one series, whatever the interval.
+const MAX_POINTS: usize = 100_000;
+
+/// Stats of one completed window; all `None` when the window had no data (a gap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistoryPoint {
+    /// End of the window (for a gap: when it was noticed).
+    pub at: Instant,
+    /// Completed requests per second.
+    pub rps: Option<f64>,
+    /// 5xx share in percent (0–100); `None` also when the window had no request.
+    pub err_pct: Option<f64>,
+    /// Median latency.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile latency.
+    pub p99_ms: Option<f64>,
+}
+
+impl HistoryPoint {
+    /// A window without data.
+    #[must_use]
+    pub fn gap(at: Instant) -> Self {
+        Self {
+            at,
+            rps: None,
+            err_pct: None,
+            p50_ms: None,
+            p95_ms: None,
+            p99_ms: None,
+        }
+    }
+
+    /// A window with data.
+    #[must_use]
+    pub fn from_stats(at: Instant, stats: &WindowStats) -> Self {
+        Self {
+            at,
+            rps: Some(stats.rps),
+            err_pct: stats.err5xx_ratio.map(|r| r * 100.0),
+            p50_ms: stats.p50_ms,
+            p95_ms: stats.p95_ms,
+            p99_ms: stats.p99_ms,
+        }
+    }
+
+    /// Whether this point is a gap (no data in its window).
+    #[must_use]
+    pub fn is_gap(&self) -> bool {
+        self.rps.is_none()
+    }
+}
+
+/// A point as stored: offset from the series' origin, values as `f32` (`NaN` = `None`).
+/// 28 bytes instead of 96: a 500-service mesh keeps thousands of 900-point rings.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    secs: u32,
+    nanos: u32,
+    /// rps, err %, p50, p95, p99.
+    values: [f32; 5],
+}
+
+/// Bytes one stored point takes in a ring.
+pub const POINT_BYTES: usize = std::mem::size_of::<Stored>();
+
+fn pack(v: Option<f64>) -> f32 {
+    v.map_or(f32::NAN, |v| v as f32)
+}
+
+fn unpack(v: f32) -> Option<f64> {
+    (!v.is_nan()).then_some(f64::from(v))
+}
+
+/// A bounded ring of [`HistoryPoint`]s, oldest first, at most one per interval. Values are
+/// kept as `f32` (7 significant digits, plenty for charts).
+#[derive(Debug, Clone)]
+pub struct Series {
+    points: VecDeque<Stored>,
+    capacity: usize,
+    interval: Duration,
+    span: Duration,
+    /// Start of slot 0, half an interval before the first point; stored times are offsets
+    /// from it.
+    origin: Instant,
+    /// Slot of the newest point.
+    last_slot: u128,
+    /// Source time (`updated_at`) of the newest data recorded, to skip unchanged lanes.
+    last_source: Option<Instant>,
+    /// Time of the newest data point, or creation while there is none (for forgetting).
+    last_data_at: Instant,
+}
+
+impl Series {
+    /// An empty ring for points every `interval`, holding `span` (preallocated);
+    /// `created` counts as the newest data until there is some (for forgetting).
+    #[must_use]
+    pub fn new(interval: Duration, span: Duration, created: Instant) -> Self {
+        let interval = if interval.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            interval
+        };
+        let capacity = ((span.as_secs_f64() / interval.as_secs_f64()).ceil() as usize)
+            .saturating_add(1)
+            .min(MAX_POINTS);
+        Self {
+            points: VecDeque::with_capacity(capacity),
+            capacity,
+            interval,
+            span,
+            origin: created,
+            last_slot: 0,
+            last_source: None,
+            last_data_at: created,
+        }
+    }
+
+    fn store(&self, p: &HistoryPoint) -> Stored {
+        let offset = p.at.saturating_duration_since(self.origin);
+        Stored {
+            secs: u32::try_from(offset.as_secs()).unwrap_or(u32::MAX),
+            nanos: offset.subsec_nanos(),
+            values: [p.rps, p.err_pct, p.p50_ms, p.p95_ms, p.p99_ms].map(pack),
+        }
+    }
+
+    fn at_of(&self, s: &Stored) -> Instant {
+        self.origin + Duration::new(s.secs.into(), s.nanos)
+    }
+
+    fn load(&self, s: &Stored) -> HistoryPoint {
+        let [rps, err_pct, p50_ms, p95_ms, p99_ms] = s.values.map(unpack);
+        HistoryPoint {
+            at: self.at_of(s),
+            rps,
+            err_pct,
+            p50_ms,
+            p95_ms,
+            p99_ms,
+        }
+    }
+
+    /// All points, oldest first.
+    #[must_use = "an iterator does nothing unless consumed"]
+    pub fn points(&self) -> impl DoubleEndedIterator<Item = HistoryPoint> + ExactSizeIterator {
+        self.points.iter().map(|s| self.load(s))
+    }
+
+    /// Points no older than `window` before `now`, oldest first.
+    #[must_use = "an iterator does nothing unless consumed"]
+    pub fn points_since(
+        &self,
+        now: Instant,
+        window: Duration,
+    ) -> impl DoubleEndedIterator<Item = HistoryPoint> + ExactSizeIterator {
+        let first = now.checked_sub(window).map_or(0, |start| {
+            self.points.partition_point(|s| self.at_of(s) < start)
+        });
+        self.points.range(first..).map(|s| self.load(s))
+    }
+
+    /// The newest point.
+    #[must_use]
+    pub fn latest(&self) -> Option<HistoryPoint> {
+        self.points.back().map(|s| self.load(s))
+    }
+
+    /// How many points the ring holds at most.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of points held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether the ring holds no point.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    fn slot_of(&self, at: Instant) -> u128 {
+        at.saturating_duration_since(self.origin).as_nanos() / self.interval.as_nanos()
+    }
+
+    /// Adds a point: a new slot pushes (dropping the oldest when full), the same slot
+    /// replaces the newest point, except that a gap never replaces data. Times never go
+    /// backwards in the ring.
+    pub fn record(&mut self, mut point: HistoryPoint) {
+        let Some(last) = self.points.back().map(|s| self.load(s)) else {
+            // The first point anchors the slot grid half an interval before it.
+            self.origin = point.at.checked_sub(self.interval / 2).unwrap_or(point.at);
+            self.last_slot = self.slot_of(point.at);
+            if !point.is_gap() {
+                self.last_data_at = point.at;
+            }
+            let stored = self.store(&point);
+            self.points.push_back(stored);
+            return;
+        };
+        let slot = self.slot_of(point.at);
+        point.at = point.at.max(last.at);
+        if !point.is_gap() {
+            self.last_data_at = point.at;
+        }
+        if slot <= self.last_slot {
+            if !point.is_gap() || last.is_gap() {
+                let stored = self.store(&point);
+                if let Some(back) = self.points.back_mut() {
+                    *back = stored;
+                }
+            }
+            return;
+        }
+        if self.points.len() >= self.capacity {
+            self.points.pop_front();
+        }
+        while let Some(front) = self.points.front()
+            && point.at.saturating_duration_since(self.at_of(front)) > self.span
+        {
+            self.points.pop_front();
+        }
+        self.last_slot = slot;
+        let stored = self.store(&point);
+        self.points.push_back(stored);
+    }
+
+    /// Records a lane's or version's current data: new data (a source time not recorded
+    /// yet) as a point at that time, no data as a gap at `now`; unchanged data is skipped.
+    fn observe(&mut self, now: Instant, data: Option<(Option<Instant>, WindowStats)>) {
+        match data {
+            Some((Some(source), stats)) => {
+                if self.last_source != Some(source) {
+                    self.last_source = Some(source);
+                    self.record(HistoryPoint::from_stats(source, &stats));
+                }
+            }
+            // A source without window times: one point per slot, latest wins.
+            Some((None, stats)) => self.record(HistoryPoint::from_stats(now, &stats)),
+            None => self.record(HistoryPoint::gap(now)),
+        }
+    }
+
+    /// Whether the newest data point has aged out of the span.
+    fn forgotten(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_data_at) > self.span
+    }
+}
+
+/// All history rings of the model.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct History {
+    lanes: BTreeMap<LaneKey, Series>,
+    /// service → version → series.
+    versions: BTreeMap<String, BTreeMap<String, Series>>,
+}
+
+impl History {
+    pub(crate) fn lane(&self, key: &LaneKey) -> Option<&Series> {
+        self.lanes.get(key)
+    }
+}
+
+impl Model {
+    /// History of one lane, oldest first.
+    #[must_use]
+    pub fn lane_history(&self, key: &LaneKey) -> Option<&Series> {
+        self.history.lanes.get(key)
+    }
+
+    /// History of one version of `service`, aggregated over all callers (windows merged
+    /// before percentiles, never averaged).
+    #[must_use]
+    pub fn version_history(&self, service: &str, version: &str) -> Option<&Series> {
+        self.history.versions.get(service)?.get(version)
+    }
+
+    /// Adds this update's points to every lane and version series (see module docs).
+    /// Returns whether a lane's series was forgotten.
+    pub(super) fn record_history(&mut self, now: Instant) -> bool {
+        let interval = self.scrape_interval;
+        let new_series = || Series::new(interval, HISTORY_SPAN, now);
+        let history = &mut self.history;
+
+        for (key, lane) in &self.lanes {
+            let data = lane.stats.clone().map(|s| (lane.updated_at, s));
+            if let Some(series) = history.lanes.get_mut(key) {
+                series.observe(now, data);
+            } else {
+                let mut series = new_series();
+                series.observe(now, data);
+                history.lanes.insert(key.clone(), series);
+            }
+        }
+        // Series of lanes that are gone (every lane has one by now): gaps.
+        if history.lanes.len() > self.lanes.len() {
+            for (key, series) in &mut history.lanes {
+                if !self.lanes.contains_key(key) {
+                    series.observe(now, None);
+                }
+            }
+        }
+        let before = history.lanes.len();
+        history.lanes.retain(|_, s| !s.forgotten(now));
+        let forgot_lanes = history.lanes.len() < before;
+
+        // Per version: the lanes with data of every caller, and their newest window end.
+        let mut groups: BTreeMap<(&str, &str), VersionLanes> = BTreeMap::new();
+        for lane in self.lanes.values() {
+            let group = groups
+                .entry((lane.key.service.as_str(), lane.key.version.as_str()))
+                .or_default();
+            if lane.stats.is_some() {
+                group.0 = group.0.max(lane.updated_at);
+                group.1.push(lane);
+            }
+        }
+        for ((service, version), (newest, lanes)) in &groups {
+            let Some(versions) = get_or_insert(&mut history.versions, service, BTreeMap::new)
+            else {
+                continue;
+            };
+            let Some(series) = get_or_insert(versions, version, new_series) else {
+                continue;
+            };
+            if lanes.is_empty() {
+                series.observe(now, None);
+                continue;
+            }
+            if newest.is_some() && series.last_source == *newest {
+                continue; // nothing new: skip the merge
+            }
+            series.observe(now, Some((*newest, version_stats(lanes))));
+        }
+        for (service, versions) in &mut history.versions {
+            for (version, series) in versions.iter_mut() {
+                if !groups.contains_key(&(service.as_str(), version.as_str())) {
+                    series.observe(now, None);
+                }
+            }
+            versions.retain(|_, s| !s.forgotten(now));
+        }
+        history.versions.retain(|_, v| !v.is_empty());
+        forgot_lanes
+    }
+}
+
+/// Stats of one version over its callers' lanes with data: windows merged (counts and
+/// buckets added) before percentiles. A lane source without windows (stats only) gives
+/// summed rates and the request-weighted 5xx share, and no percentiles unless there is a
+/// single lane: percentiles are never averaged.
+fn version_stats(lanes: &[&LaneState]) -> WindowStats {
+    let windows: Vec<_> = lanes.iter().filter_map(|l| l.window.as_ref()).collect();
+    if let [first, rest @ ..] = windows.as_slice()
+        && windows.len() == lanes.len()
+    {
+        let mut merged = (*first).clone();
+        for w in rest {
+            merged.merge(w);
+        }
+        return merged.stats();
+    }
+    let stats: Vec<&WindowStats> = lanes.iter().filter_map(|l| l.stats.as_ref()).collect();
+    if let [only] = stats.as_slice() {
+        return (*only).clone();
+    }
+    let rps: f64 = stats.iter().map(|s| s.rps).sum();
+    let errors: f64 = stats
+        .iter()
+        .filter_map(|s| s.err5xx_ratio.map(|r| r * s.rps))
+        .sum();
+    let answered: f64 = stats
+        .iter()
+        .filter(|s| s.err5xx_ratio.is_some())
+        .map(|s| s.rps)
+        .sum();
+    WindowStats {
+        rps,
+        err5xx_ratio: (answered > 0.0).then(|| errors / answered),
+        p50_ms: None,
+        p95_ms: None,
+        p99_ms: None,
+        breaker: stats
+            .iter()
+            .map(|s| s.breaker)
+            .fold(BreakerState::Closed, BreakerState::worst),
+    }
+}
+
+/// The newest window end among a version's lanes with data, and those lanes.
+type VersionLanes<'a> = (Option<Instant>, Vec<&'a LaneState>);
+
+/// The value at `key`, inserted with `make` when missing (no key allocation when present;
+/// always `Some`).
+fn get_or_insert<'m, V>(
+    map: &'m mut BTreeMap<String, V>,
+    key: &str,
+    make: impl FnOnce() -> V,
+) -> Option<&'m mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), make());
+    }
+    map.get_mut(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::LaneWindow;
+    use crate::model::tests_support::{lane_key, stats_window, test_model};
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    /// `p` as the ring gives it back (values through `f32`).
+    fn as_stored(p: HistoryPoint) -> HistoryPoint {
+        let f = |v: Option<f64>| unpack(pack(v));
+        HistoryPoint {
+            rps: f(p.rps),
+            err_pct: f(p.err_pct),
+            p50_ms: f(p.p50_ms),
+            p95_ms: f(p.p95_ms),
+            p99_ms: f(p.p99_ms),
+            ..p
+        }
+    }
+
+    fn point(at: Instant, rps: f64) -> HistoryPoint {
+        HistoryPoint {
+            at,
+            rps: Some(rps),
+            err_pct: Some(0.0),
+            p50_ms: Some(1.0),
+            p95_ms: Some(2.0),
+            p99_ms: Some(3.0),
+        }
+    }
+
+    #[test]
+    fn ring_is_preallocated_bounded_and_drops_oldest() {
+        let t0 = Instant::now();
+        let mut s = Series::new(SEC, Duration::from_secs(10), t0);
+        assert_eq!(s.capacity(), 11);
+        assert!(s.points.capacity() >= 11, "preallocated");
+        for i in 0..30_u32 {
+            s.record(point(t0 + SEC * i, f64::from(i)));
+        }
+        assert_eq!(s.len(), 11);
+        let rps: Vec<f64> = s.points().filter_map(|p| p.rps).collect();
+        assert_eq!(rps, (19..30).map(f64::from).collect::<Vec<_>>());
+        // Fifteen minutes at 1 s: 901 points.
+        assert_eq!(Series::new(SEC, HISTORY_SPAN, t0).capacity(), 901);
+        // A sparse series drops points older than the span even before it is full.
+        let mut sparse = Series::new(SEC, Duration::from_secs(10), t0);
+        sparse.record(point(t0, 1.0));
+        sparse.record(point(t0 + SEC * 5, 2.0));
+        sparse.record(point(t0 + SEC * 14, 3.0));
+        let rps: Vec<f64> = sparse.points().filter_map(|p| p.rps).collect();
+        assert_eq!(rps, vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn one_point_per_slot_latest_wins_and_gaps_never_hide_data() {
+        let t0 = Instant::now();
+        let mut s = Series::new(SEC, HISTORY_SPAN, t0);
+        s.record(point(t0, 1.0));
+        // Jitter around the interval stays one point per scrape.
+        s.record(point(t0 + Duration::from_millis(1_400), 2.0));
+        s.record(point(t0 + Duration::from_millis(1_450), 3.0)); // same slot: replaces
+        s.record(HistoryPoint::gap(t0 + Duration::from_millis(1_480))); // ignored
+        s.record(point(t0 + Duration::from_millis(1_600), 4.0)); // next slot
+        s.record(HistoryPoint::gap(t0 + Duration::from_secs(3)));
+        s.record(point(t0 + Duration::from_millis(3_100), 5.0)); // same slot: replaces the gap
+        let got: Vec<Option<f64>> = s.points().map(|p| p.rps).collect();
+        assert_eq!(got, vec![Some(1.0), Some(3.0), Some(4.0), Some(5.0)]);
+        // Times never go backwards.
+        s.record(point(t0, 6.0));
+        assert_eq!(
+            s.latest().map(|p| p.at),
+            Some(t0 + Duration::from_millis(3_100))
+        );
+    }
+
+    #[test]
+    fn points_since_cuts_the_window() {
+        let t0 = Instant::now();
+        let mut s = Series::new(SEC, HISTORY_SPAN, t0);
+        for i in 0..120_u32 {
+            s.record(point(t0 + SEC * i, f64::from(i)));
+        }
+        let now = t0 + SEC * 119;
+        let last_min: Vec<f64> = s
+            .points_since(now, Duration::from_mins(1))
+            .filter_map(|p| p.rps)
+            .collect();
+        assert_eq!(last_min, (59..120).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(s.points_since(now, Duration::from_hours(1)).count(), 120);
+    }
+
+    #[test]
+    fn lanes_and_versions_record_one_point_per_window_with_gaps() {
+        let mut m = test_model();
+        let t0 = Instant::now();
+        let gw = lane_key("gateway", "identity", "v1");
+        let portal = lane_key("portal", "identity", "v1");
+        // Two callers of identity v1: 10 rps in the 5 ms bucket, 10 rps (2 errors) in the
+        // 50 ms one.
+        let set = |m: &mut Model, key: &LaneKey, at: Instant, w: Option<LaneWindow>| {
+            m.lanes.insert(
+                key.clone(),
+                LaneState {
+                    key: key.clone(),
+                    stats: w.as_ref().map(LaneWindow::stats),
+                    updated_at: w.as_ref().map(|_| at),
+                    window: w,
+                },
+            );
+        };
+        let fast = stats_window(10.0, 0.0, 5.0);
+        set(&mut m, &gw, t0, Some(fast.clone()));
+        set(&mut m, &portal, t0, Some(stats_window(10.0, 2.0, 50.0)));
+        m.lanes_updated(t0, m.wall_at(t0));
+        // An update caused by someone else's scrape changes nothing.
+        let later = t0 + Duration::from_millis(300);
+        m.lanes_updated(later, m.wall_at(later));
+        let t1 = t0 + SEC;
+        set(&mut m, &gw, t1, None); // gateway's sidecars went stale
+        m.lanes_updated(t1, m.wall_at(t1));
+
+        let lane = m.lane_history(&gw).expect("gateway lane history");
+        assert_eq!(
+            lane.points().collect::<Vec<_>>(),
+            vec![
+                as_stored(HistoryPoint::from_stats(t0, &fast.stats())),
+                HistoryPoint::gap(t1),
+            ]
+        );
+        assert_eq!(lane.points().next().and_then(|p| p.p50_ms), Some(2.5));
+        let version = m.version_history("identity", "v1").expect("v1 history");
+        let points: Vec<HistoryPoint> = version.points().collect();
+        assert_eq!(points.len(), 1, "portal's lane did not change at t1");
+        // Merged: 20 rps, 2 errors in 20, p50 from the summed buckets (rank 10 of 20 is the
+        // top of the 5 ms bucket), not the mean of the callers' 2.5 and 30 ms.
+        assert_eq!(
+            points[0],
+            HistoryPoint {
+                at: t0,
+                rps: Some(20.0),
+                err_pct: Some(10.0),
+                p50_ms: Some(5.0),
+                ..points[0]
+            }
+        );
+        assert!(m.version_history("identity", "v2").is_none());
+    }
+
+    #[test]
+    fn versions_from_a_source_without_windows_never_average_percentiles() {
+        let stats = |rps: f64, err: f64, p99: f64| WindowStats {
+            rps,
+            err5xx_ratio: Some(err),
+            p50_ms: Some(p99 / 2.0),
+            p95_ms: Some(p99),
+            p99_ms: Some(p99),
+            breaker: BreakerState::Closed,
+        };
+        let lane = |caller: &str, s: WindowStats| LaneState {
+            key: lane_key(caller, "identity", "v1"),
+            stats: Some(s),
+            window: None,
+            updated_at: None,
+        };
+        let a = lane("gateway", stats(30.0, 0.0, 8.0));
+        let b = lane("portal", stats(10.0, 0.5, 100.0));
+        assert_eq!(version_stats(&[&a]), stats(30.0, 0.0, 8.0));
+        assert_eq!(
+            version_stats(&[&a, &b]),
+            WindowStats {
+                rps: 40.0,
+                err5xx_ratio: Some(5.0 / 40.0),
+                p50_ms: None,
+                p95_ms: None,
+                p99_ms: None,
+                breaker: BreakerState::Closed,
+            }
+        );
+    }
+
+    #[test]
+    fn a_lane_without_data_is_forgotten_after_the_span() {
+        let mut m = test_model();
+        let t0 = Instant::now();
+        let key = lane_key("gateway", "photo", "v1");
+        m.lanes.insert(
+            key.clone(),
+            LaneState {
+                key: key.clone(),
+                stats: Some(stats_window(1.0, 0.0, 5.0).stats()),
+                window: Some(stats_window(1.0, 0.0, 5.0)),
+                updated_at: Some(t0),
+            },
+        );
+        m.lanes_updated(t0, m.wall_at(t0));
+        m.lanes.clear(); // the lane vanished
+        let t1 = t0 + SEC * 60;
+        m.lanes_updated(t1, m.wall_at(t1));
+        let s = m
+            .lane_history(&key)
+            .expect("kept while its data is within the span");
+        assert_eq!(s.latest(), Some(HistoryPoint::gap(t1)));
+        let t2 = t0 + HISTORY_SPAN + SEC;
+        m.lanes_updated(t2, m.wall_at(t2));
+        assert!(m.lane_history(&key).is_none());
+        assert!(m.version_history("photo", "v1").is_none());
+    }
+}
