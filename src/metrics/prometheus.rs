@@ -37,7 +37,7 @@ use super::{ClusterCounters, ClusterId, LaneWindow, WindowStats, breaker_state};
 use crate::model::types::BreakerState;
 
 /// Default rate window: four scrapes at Prometheus's usual 15 s interval.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+pub const DEFAULT_WINDOW: Duration = Duration::from_mins(1);
 /// Default interval between two refreshes (four queries each).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -133,7 +133,7 @@ const GAUGES: &str = "envoy_cluster_(membership_healthy|membership_total|\
 #[must_use]
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -659,12 +659,12 @@ mod tests {
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_hours(2)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_hours(24)));
         for bad in ["", "0s", "30", "s", "1x", "1.5s", "-1s", "1m 30s"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
-        assert_eq!(format_duration(Duration::from_secs(60)), "60s");
+        assert_eq!(format_duration(Duration::from_mins(1)), "60s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 

@@ -1,6 +1,7 @@
 //! Pure data and rules: services, instances, versions, splits, breaker states, lanes,
 //! source freshness. No I/O, no egui; time is passed in.
 
+pub mod prom;
 pub mod snapshot;
 pub mod types;
 
@@ -158,6 +159,8 @@ pub struct Model {
     pub registry_interval: Duration,
     /// Sidecar scrape interval (for freshness).
     pub scrape_interval: Duration,
+    /// The Prometheus metrics source, when lanes come from it instead of the sidecars.
+    pub prometheus: Option<prom::PromState>,
 }
 
 impl Model {
@@ -179,6 +182,7 @@ impl Model {
             notices: VecDeque::new(),
             registry_interval,
             scrape_interval,
+            prometheus: None,
         }
     }
 
@@ -217,6 +221,7 @@ impl Model {
                 }
                 self.recompute_lanes(now);
             }
+            IoEvent::LaneSamples { at, result } => self.apply_lane_samples(at, result, now),
             IoEvent::WriteFinished {
                 service,
                 split,
@@ -270,8 +275,12 @@ impl Model {
         self.notices.push_back(Notice { at, is_error, text });
     }
 
-    /// Keeps one sidecar entry per `metrics_url` the registry lists.
+    /// Keeps one sidecar entry per `metrics_url` the registry lists (none when the lanes
+    /// come from Prometheus).
     fn sync_sidecars(&mut self) {
+        if self.prometheus.is_some() {
+            return;
+        }
         let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
         for svc in self.services.values() {
             for inst in &svc.instances {
@@ -304,6 +313,10 @@ impl Model {
     /// Rebuilds every lane from the sidecars' latest windows. Stale sidecars contribute no
     /// window, so a lane whose callers are all stale shows "no data", not 0 rps.
     fn recompute_lanes(&mut self, now: Instant) {
+        if let Some(prom) = &self.prometheus {
+            self.lanes = self.prometheus_lanes(prom, now);
+            return;
+        }
         let mut windows: BTreeMap<LaneKey, (LaneWindow, Instant)> = BTreeMap::new();
         let mut seen: Vec<LaneKey> = Vec::new();
         for sidecar in self.sidecars.values() {
@@ -444,9 +457,13 @@ impl Model {
         roads
     }
 
-    /// Whether the sidecars feeding `caller`'s lanes are all stale (or absent).
+    /// Whether the sidecars feeding `caller`'s lanes are all stale (or absent); with
+    /// Prometheus as the source, whether Prometheus is stale.
     #[must_use]
     pub fn caller_stale(&self, caller: &str, now: Instant) -> bool {
+        if let Some(prom) = &self.prometheus {
+            return prom.is_stale(now);
+        }
         !self
             .sidecars
             .values()
