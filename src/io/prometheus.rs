@@ -87,12 +87,14 @@ pub fn query_timeout(source: &PrometheusSource) -> Duration {
         .clamp(Duration::from_secs(2), Duration::from_secs(30))
 }
 
-/// Runs one instant query (`query` names it in errors).
+/// Runs one instant query (`query` names it in errors), evaluated at `time` (Unix seconds,
+/// the server's clock) or, with `None`, when it arrives.
 pub async fn run_query(
     http: &reqwest::Client,
     source: &PrometheusSource,
     query: &'static str,
     promql: &str,
+    time: Option<f64>,
 ) -> Result<QueryAnswer, PrometheusError> {
     let endpoint = source.query_url();
     let mut url = reqwest::Url::parse(&endpoint).map_err(|e| PrometheusError::BadUrl {
@@ -100,6 +102,10 @@ pub async fn run_query(
         url: endpoint.clone(),
     })?;
     url.query_pairs_mut().append_pair("query", promql);
+    if let Some(t) = time {
+        url.query_pairs_mut()
+            .append_pair("time", &format!("{t:.3}"));
+    }
     let timeout = query_timeout(source);
     let exchange = async {
         let transport = |e: &reqwest::Error| {
@@ -145,22 +151,24 @@ pub async fn run_query(
     }
 }
 
-/// One refresh: the four queries of [`QueryKind::ALL`], concurrently, folded into lanes.
-/// The error is that of the first failed query in that order (not the first to fail in
-/// time, so a down server gives the same text every refresh).
+/// One refresh: the four queries of [`QueryKind::ALL`], folded into lanes. The rates query
+/// goes first; the other three run concurrently at its evaluation time, so all four see
+/// the same window. The error is that of the first failed query in that order (the same
+/// text every refresh while a server is down).
 pub async fn query_lanes(
     http: &reqwest::Client,
     source: &PrometheusSource,
 ) -> Result<LaneSamples, PrometheusError> {
     let text = |kind: QueryKind| promql(kind, source.window);
     let [rates, buckets, quantiles, gauges] = QueryKind::ALL.map(text);
-    let (rates, buckets, quantiles, gauges) = tokio::join!(
-        run_query(http, source, QueryKind::Rates.name(), &rates),
-        run_query(http, source, QueryKind::Buckets.name(), &buckets),
-        run_query(http, source, QueryKind::Quantiles.name(), &quantiles),
-        run_query(http, source, QueryKind::Gauges.name(), &gauges),
+    let rates = run_query(http, source, QueryKind::Rates.name(), &rates, None).await?;
+    let at = rates.eval_time;
+    let (buckets, quantiles, gauges) = tokio::join!(
+        run_query(http, source, QueryKind::Buckets.name(), &buckets, at),
+        run_query(http, source, QueryKind::Quantiles.name(), &quantiles, at),
+        run_query(http, source, QueryKind::Gauges.name(), &gauges, at),
     );
-    let (rates, buckets, quantiles, gauges) = (rates?, buckets?, quantiles?, gauges?);
+    let (buckets, quantiles, gauges) = (buckets?, quantiles?, gauges?);
     Ok(assemble(
         &rates,
         &buckets,

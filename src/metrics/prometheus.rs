@@ -21,6 +21,10 @@
 //!   `outlier_detection_ejections_active`), so the breaker state is folded per sidecar with
 //!   the same [`breaker_state`] as the direct path, worst wins over the caller's sidecars.
 //!
+//! The rates query goes first; the other three are evaluated at its evaluation time (the
+//! server's clock, `time=`), so the four answers describe the same window: separate
+//! evaluations a few milliseconds apart can straddle a scrape and disagree slightly.
+//!
 //! A lane seen in any answer but without a completed-requests rate (fewer than two samples
 //! in the window) has no window: "no data", never 0 rps.
 //!
@@ -232,6 +236,9 @@ impl VectorSample {
 pub struct QueryAnswer {
     /// The instant vector.
     pub samples: Vec<VectorSample>,
+    /// The evaluation time (Unix seconds, the server's clock), from the samples'
+    /// timestamps; `None` for an empty vector.
+    pub eval_time: Option<f64>,
     /// The server's `warnings` (e.g. a partial answer), to show the operator.
     pub warnings: Vec<String>,
 }
@@ -375,6 +382,7 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<QueryAnswer, ResponseE
             body: body_snippet(body),
         })?;
     let mut samples = Vec::with_capacity(items.len());
+    let eval_time = items.first().map(|i| i.value.0);
     for item in items {
         let Some(value) = parse_value(&item.value.1) else {
             return Err(ResponseError::NotApi {
@@ -389,6 +397,7 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<QueryAnswer, ResponseE
     }
     Ok(QueryAnswer {
         samples,
+        eval_time,
         warnings: parsed.warnings,
     })
 }
@@ -650,7 +659,7 @@ mod tests {
     fn answer(samples: Vec<VectorSample>) -> QueryAnswer {
         QueryAnswer {
             samples,
-            warnings: Vec::new(),
+            ..QueryAnswer::default()
         }
     }
 
@@ -781,6 +790,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.warnings, vec!["partial".to_owned()]);
+        assert_eq!(ok.eval_time, None);
+        let one = parse_response(
+            200,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1795819097.204,"NaN"]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(one.eval_time, Some(1_795_819_097.204));
     }
 
     const GW_ID: [(&str, &str); 3] = [
