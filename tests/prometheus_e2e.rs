@@ -274,6 +274,9 @@ fn bucket_width(ms: f64) -> f64 {
         .map_or(f64::INFINITY, |w| w[1] - w[0])
 }
 
+/// Length of the comparison windows.
+const WINDOW: Duration = Duration::from_secs(20);
+
 /// Fewest requests in a window for rps, 5xx and p99 to be compared (with fewer, one
 /// request more or less at the window's edges is already several percent).
 const MIN_REQUESTS: f64 = 100.0;
@@ -393,7 +396,6 @@ async fn compare_with_direct(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_agrees_with_direct_scrapes() {
     let _serial = SERIAL.lock().await;
-    const WINDOW: Duration = Duration::from_secs(20);
     let http = client(Duration::from_secs(2));
     let demo = DemoSpine::start(DemoConfig::default()).await.unwrap();
     let url = demo.registry_url();
