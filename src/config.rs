@@ -1,6 +1,9 @@
 //! Where to connect: the `--registry` value (or `CONSUL_HTTP_ADDR`) turned into a registry
-//! kind and base URL. Pure parsing, no I/O.
+//! kind and base URL, and the `--metrics` value into a metrics source. Pure parsing, no I/O.
 
+use std::time::Duration;
+
+use crate::metrics::prometheus::{PrometheusSource, format_duration, parse_duration};
 use crate::model::types::RegistryKind;
 
 /// The registry the operator asked for.
@@ -55,9 +58,194 @@ pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
     Ok(RegistryChoice::Consul(format!("{http_scheme}://{host}")))
 }
 
+/// A configuration value that cannot be used; the text is the startup message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A `--metrics` value (or `SPINE_DASH_METRICS`) that is neither `sidecars` nor a
+    /// Prometheus URL. `value` never holds credentials.
+    #[error("--metrics: {reason}: {value}")]
+    Metrics {
+        /// What is wrong, and what would be right.
+        reason: String,
+        /// The value as given (credentials removed).
+        value: String,
+    },
+}
+
+/// Where lane metrics come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MetricsSource {
+    /// Scrape every sidecar's `Meta.metrics_url` (the default).
+    #[default]
+    Sidecars,
+    /// Query a Prometheus server that scrapes the sidecars.
+    Prometheus(PrometheusSource),
+}
+
+impl MetricsSource {
+    /// The Prometheus server, if that is the source.
+    #[must_use]
+    pub fn prometheus(&self) -> Option<&PrometheusSource> {
+        match self {
+            Self::Sidecars => None,
+            Self::Prometheus(p) => Some(p),
+        }
+    }
+}
+
+/// Shortest rate window and refresh interval accepted.
+const MIN_PROMETHEUS_DURATION: Duration = Duration::from_secs(1);
+
+/// Parses `sidecars` (or empty: the default), or a Prometheus server:
+/// `prometheus://host:9090`, `prometheus+https://host`, with an optional path prefix
+/// (`prometheus://host:9090/prom`) and options `?window=1m&interval=5s` (rate window, default
+/// 1m: at least two of Prometheus's scrape intervals; refresh interval, default 5s). Plain
+/// `http://` and `https://` URLs are taken as Prometheus too. Credentials in the URL are
+/// refused (they would reach logs and the screen).
+pub fn parse_metrics(value: &str) -> Result<MetricsSource, ConfigError> {
+    let v = value.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("sidecars") {
+        return Ok(MetricsSource::Sidecars);
+    }
+    let fail = |reason: String, shown: &str| ConfigError::Metrics {
+        reason,
+        value: shown.to_owned(),
+    };
+    let Some((scheme, rest)) = v.split_once("://") else {
+        return Err(fail(
+            "use sidecars, prometheus://host:9090 or prometheus+https://host:9090".into(),
+            v,
+        ));
+    };
+    let http_scheme = match scheme.to_ascii_lowercase().as_str() {
+        "prometheus" | "http" => "http",
+        "prometheus+https" | "https" => "https",
+        other => {
+            return Err(fail(
+                format!(
+                    "unknown scheme '{other}': use sidecars, prometheus://host:9090 or prometheus+https://host:9090"
+                ),
+                v,
+            ));
+        }
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some(at) = rest[..authority_end].rfind('@') {
+        let shown = format!("{scheme}://…@{}", &rest[at + 1..]);
+        return Err(fail(
+            "credentials in the URL are not supported (they would show in logs and on screen)"
+                .into(),
+            &shown,
+        ));
+    }
+    let url = reqwest::Url::parse(&format!("{http_scheme}://{rest}"))
+        .map_err(|e| fail(format!("not a URL ({e})"), v))?;
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Err(fail("no host".into(), v));
+    };
+    if url.fragment().is_some() {
+        return Err(fail("a URL fragment (#…) means nothing here".into(), v));
+    }
+    let mut source = PrometheusSource::new(String::new());
+    for (key, val) in url.query_pairs() {
+        let slot = match key.as_ref() {
+            "window" => &mut source.window,
+            "interval" => &mut source.interval,
+            other => {
+                return Err(fail(
+                    format!("unknown option '{other}': the options are window and interval"),
+                    v,
+                ));
+            }
+        };
+        match parse_duration(&val) {
+            Some(d) if d >= MIN_PROMETHEUS_DURATION => *slot = d,
+            _ => {
+                return Err(fail(
+                    format!(
+                        "{key}={val} is not a duration of at least {} like 30s, 1m or 1m30s",
+                        format_duration(MIN_PROMETHEUS_DURATION)
+                    ),
+                    v,
+                ));
+            }
+        }
+    }
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = url.path().trim_end_matches('/');
+    source.base_url = format!("{http_scheme}://{host}{port}{path}");
+    Ok(MetricsSource::Prometheus(source))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn prom(base: &str, window_secs: u64, interval_secs: u64) -> MetricsSource {
+        MetricsSource::Prometheus(PrometheusSource {
+            base_url: base.into(),
+            window: Duration::from_secs(window_secs),
+            interval: Duration::from_secs(interval_secs),
+        })
+    }
+
+    #[test]
+    fn metrics_values() {
+        assert_eq!(parse_metrics("sidecars"), Ok(MetricsSource::Sidecars));
+        assert_eq!(parse_metrics(""), Ok(MetricsSource::Sidecars));
+        assert_eq!(
+            parse_metrics("prometheus://127.0.0.1:9090"),
+            Ok(prom("http://127.0.0.1:9090", 60, 5))
+        );
+        assert_eq!(
+            parse_metrics("prometheus+https://prom.example/"),
+            Ok(prom("https://prom.example", 60, 5))
+        );
+        assert_eq!(
+            parse_metrics("prometheus://p:9090/prom/?window=30s&interval=2s"),
+            Ok(prom("http://p:9090/prom", 30, 2))
+        );
+        assert_eq!(
+            parse_metrics("http://[::1]:9090?window=1m30s"),
+            Ok(prom("http://[::1]:9090", 90, 5))
+        );
+        assert_eq!(
+            parse_metrics("PROMETHEUS://P:9090").map(|m| m.prometheus().cloned()),
+            Ok(Some(PrometheusSource::new("http://p:9090")))
+        );
+    }
+
+    #[test]
+    fn bad_metrics_values_say_why() {
+        let err = |v: &str| parse_metrics(v).unwrap_err().to_string();
+        assert_eq!(
+            err("ftp://x"),
+            "--metrics: unknown scheme 'ftp': use sidecars, prometheus://host:9090 or prometheus+https://host:9090: ftp://x"
+        );
+        assert!(err("prometheus").contains("use sidecars, prometheus://host:9090"));
+        assert!(
+            err("prometheus://").contains("no host") || err("prometheus://").contains("not a URL")
+        );
+        assert!(err("prometheus://p:99999").contains("not a URL"));
+        assert_eq!(
+            err("prometheus://p:9090?window=5x"),
+            "--metrics: window=5x is not a duration of at least 1s like 30s, 1m or 1m30s: prometheus://p:9090?window=5x"
+        );
+        assert!(err("prometheus://p:9090?interval=0s").contains("interval=0s"));
+        assert!(err("prometheus://p:9090?step=1").contains("unknown option 'step'"));
+        assert!(err("prometheus://p:9090#x").contains("fragment"));
+        let creds = err("prometheus+https://admin:s3cret@p:9090/x");
+        assert!(
+            !creds.contains("s3cret") && !creds.contains("admin"),
+            "{creds}"
+        );
+        assert!(creds.ends_with("prometheus+https://…@p:9090/x"), "{creds}");
+    }
 
     #[test]
     fn registry_values() {

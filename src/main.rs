@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use spine_dash::app::SpineApp;
-use spine_dash::config::{RegistryChoice, parse_registry};
+use spine_dash::config::{RegistryChoice, parse_metrics, parse_registry};
 use spine_dash::demo::{DemoConfig, DemoSpine};
 use spine_dash::io::{self, IoConfig, IoHandle, Wake};
 use spine_dash::model::snapshot::SnapshotDoc;
@@ -26,6 +26,11 @@ struct Cli {
     /// Never write to the registry.
     #[arg(long, global = true)]
     read_only: bool,
+    /// Lane metrics: `sidecars` (default: scrape each sidecar's `Meta.metrics_url`) or a
+    /// Prometheus server that scrapes them: `prometheus://host:9090`,
+    /// `prometheus+https://host[/prefix]`, options `?window=1m&interval=5s`.
+    #[arg(long, global = true, env = "SPINE_DASH_METRICS")]
+    metrics: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -51,6 +56,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let choice =
         parse_registry(cli.registry.as_deref().unwrap_or("demo")).map_err(anyhow::Error::msg)?;
+    let metrics = parse_metrics(cli.metrics.as_deref().unwrap_or("sidecars"))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,15 +89,29 @@ fn main() -> Result<()> {
         .with_token(token);
     let config = IoConfig {
         read_only: cli.read_only,
+        prometheus: metrics.prometheus().cloned(),
         ..IoConfig::default()
     };
+    if let Some(p) = &config.prometheus {
+        tracing::info!(
+            "metrics: Prometheus, rate window {:?}, every {:?}, at {}",
+            p.window,
+            p.interval,
+            p.base_url
+        );
+    } else {
+        tracing::info!("metrics: scraping each sidecar");
+    }
     let info = RegistryInfo {
         kind: choice.kind(),
         address,
         datacenter: None,
         writable: !cli.read_only,
     };
-    let model = Model::new(info, config.registry_interval, config.scrape_interval);
+    let mut model = Model::new(info, config.registry_interval, config.scrape_interval);
+    if let Some(p) = &config.prometheus {
+        model = model.with_prometheus(p);
+    }
 
     let result = match cli.command {
         Some(Cmd::Snapshot { json }) => {
@@ -132,7 +152,7 @@ fn run_window(
 }
 
 /// Headless: warm up (demo), then wait until the registry answered and every sidecar has
-/// two scrapes, then print the model.
+/// two scrapes (or Prometheus answered), then print the model.
 async fn snapshot(
     client: ConsulClient,
     demo: Option<DemoSpine>,
@@ -147,8 +167,11 @@ async fn snapshot(
     let mut io: IoHandle = io::spawn(client, demo, &config, &wake);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let ready = model.registry_status.last_ok.is_some()
-            && model.sidecars_with_window() == model.sidecars.len();
+        let metrics_ready = match &model.prometheus {
+            Some(p) => p.status.last_ok.is_some() || p.status.consecutive_failures >= 3,
+            None => model.sidecars_with_window() == model.sidecars.len(),
+        };
+        let ready = model.registry_status.last_ok.is_some() && metrics_ready;
         let failed = model.registry_status.last_error.is_some()
             && model.registry_status.consecutive_failures >= 3;
         if ready || failed {
@@ -164,6 +187,13 @@ async fn snapshot(
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_table(&doc);
+    }
+    if let Some(e) = model
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.status.last_error.as_ref())
+    {
+        eprintln!("metrics: {e}");
     }
     if !doc.registry.ok {
         bail!(

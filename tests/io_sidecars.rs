@@ -75,7 +75,7 @@ async fn bad_sidecars_fail_alone() {
         registry_interval: Duration::from_millis(300),
         scrape_interval: Duration::from_millis(300),
         scrape_timeout: Duration::from_millis(500),
-        read_only: false,
+        ..IoConfig::default()
     };
     let wake: Wake = Arc::new(|| {});
     let mut io = io::spawn(ConsulClient::new(&registry).unwrap(), None, &config, &wake);

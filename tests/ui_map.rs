@@ -1,5 +1,5 @@
 //! UI tests of the highway map and its keyboard habits: the real app on a synthetic model
-//! (`model::synthetic`, built through `Model::apply`), driven through egui_kittest.
+//! (`model::synthetic`, built through `Model::apply`), driven through `egui_kittest`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::metrics::SidecarScrape;
+use crate::metrics::prometheus::LaneSamples;
 pub use crate::model::types::DemoInstanceState;
 use crate::model::types::{RegistrySnapshot, Split};
 use crate::registry::WriteOutcome;
@@ -30,6 +31,13 @@ pub enum IoEvent {
         at: Instant,
         /// Parsed stats, or the error text to show.
         result: Result<SidecarScrape, String>,
+    },
+    /// One refresh of the Prometheus metrics source finished (`--metrics prometheus://…`).
+    LaneSamples {
+        /// When the answers arrived.
+        at: Instant,
+        /// Every lane Prometheus knows, or the error text to show.
+        result: Result<LaneSamples, String>,
     },
     /// A split write finished.
     WriteFinished {
@@ -76,6 +84,7 @@ pub enum Command {
 }
 
 mod http;
+pub mod prometheus;
 mod tasks;
 
 pub use http::{FetchError, fetch_text};

@@ -1,4 +1,5 @@
-//! The io tasks: registry poller, sidecar scrapers (one per stats URL), command handler.
+//! The io tasks: registry poller, sidecar scrapers (one per stats URL) or the Prometheus
+//! poller, command handler.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::{Command, DemoInstanceState, IoEvent, fetch_text};
 use crate::demo::DemoSpine;
 use crate::metrics::parse_envoy_stats;
+use crate::metrics::prometheus::PrometheusSource;
 use crate::registry::{FeedUpdate, FollowContext, Registry};
 
 /// Wakes the UI after events were sent (`ctx.request_repaint_after(~10 ms)` in the app).
@@ -33,6 +35,8 @@ pub struct IoConfig {
     pub scrape_timeout: Duration,
     /// Refuse every write (read-only mode).
     pub read_only: bool,
+    /// Query this Prometheus server for lane metrics instead of scraping the sidecars.
+    pub prometheus: Option<PrometheusSource>,
 }
 
 impl Default for IoConfig {
@@ -42,6 +46,7 @@ impl Default for IoConfig {
             scrape_interval: Duration::from_secs(1),
             scrape_timeout: Duration::from_secs(2),
             read_only: false,
+            prometheus: None,
         }
     }
 }
@@ -102,13 +107,21 @@ pub fn spawn<R: Registry + 'static>(
             event_tx.clone(),
             Arc::clone(wake),
         )),
-        tokio::spawn(supervise_scrapers(
-            urls_rx,
-            http,
-            config.clone(),
-            event_tx.clone(),
-            Arc::clone(wake),
-        )),
+        match &config.prometheus {
+            None => tokio::spawn(supervise_scrapers(
+                urls_rx,
+                http,
+                config.clone(),
+                event_tx.clone(),
+                Arc::clone(wake),
+            )),
+            Some(source) => tokio::spawn(poll_prometheus(
+                source.clone(),
+                urls_rx,
+                event_tx.clone(),
+                Arc::clone(wake),
+            )),
+        },
         tokio::spawn(handle_commands(
             registry,
             demo.clone(),
@@ -279,6 +292,43 @@ async fn scrape_loop(
         )
         .await
         {
+            return;
+        }
+    }
+}
+
+/// Queries Prometheus every interval (four queries, whatever the number of services).
+/// `_urls` keeps the registry's stats-URL channel open; the sidecars are not scraped.
+async fn poll_prometheus(
+    source: PrometheusSource,
+    _urls: watch::Receiver<BTreeSet<String>>,
+    tx: mpsc::Sender<IoEvent>,
+    wake: Wake,
+) {
+    let timeout = super::prometheus::query_timeout(&source);
+    let http = super::prometheus::client(timeout);
+    let mut ticker = tokio::time::interval(source.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Log a failure when it starts or changes, and the recovery; not every retry.
+    let mut failing: Option<String> = None;
+    loop {
+        ticker.tick().await;
+        let result = super::prometheus::query_lanes(&http, &source)
+            .await
+            .map_err(|e| e.to_string());
+        match (&result, &failing) {
+            (Ok(_), Some(_)) => {
+                tracing::info!("Prometheus answers again");
+                failing = None;
+            }
+            (Err(e), last) if last.as_ref() != Some(e) => {
+                tracing::warn!("{e}");
+                failing = Some(e.clone());
+            }
+            _ => {}
+        }
+        let at = Instant::now();
+        if !emit(&tx, &wake, IoEvent::LaneSamples { at, result }).await {
             return;
         }
     }

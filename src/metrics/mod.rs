@@ -4,6 +4,7 @@
 
 pub mod derive;
 pub mod parse;
+pub mod prometheus;
 
 pub use derive::{LaneWindow, WindowStats, breaker_state, quantile_ms, sidecar_windows, window};
 pub use parse::{StatsError, parse_envoy_stats};

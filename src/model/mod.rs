@@ -6,6 +6,7 @@ pub mod filter;
 pub mod gone;
 pub mod history;
 pub mod index;
+pub mod prom;
 pub mod snapshot;
 pub mod synthetic;
 pub mod tape;
@@ -180,6 +181,8 @@ pub struct Model {
     gone: BTreeMap<String, Instant>,
     /// Lanes by called service (`index.rs`).
     lane_index: index::LaneIndex,
+    /// The Prometheus metrics source, when lanes come from it instead of the sidecars.
+    pub prometheus: Option<prom::PromState>,
 }
 
 impl Model {
@@ -208,6 +211,7 @@ impl Model {
             drift: drift::DriftTracker::default(),
             gone: BTreeMap::new(),
             lane_index: index::LaneIndex::default(),
+            prometheus: None,
         }
     }
 
@@ -284,6 +288,7 @@ impl Model {
                 }
                 self.recompute_lanes(now);
             }
+            IoEvent::LaneSamples { at, result } => self.apply_lane_samples(at, result, now),
             IoEvent::WriteFinished {
                 service,
                 split,
@@ -337,8 +342,12 @@ impl Model {
         self.notices.push_back(Notice { at, is_error, text });
     }
 
-    /// Keeps one sidecar entry per `metrics_url` the registry lists.
+    /// Keeps one sidecar entry per `metrics_url` the registry lists (none when the lanes
+    /// come from Prometheus).
     fn sync_sidecars(&mut self) {
+        if self.prometheus.is_some() {
+            return;
+        }
         let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
         for svc in self.services.values() {
             for inst in &svc.instances {
@@ -371,6 +380,12 @@ impl Model {
     /// Rebuilds every lane from the sidecars' latest windows. Stale sidecars contribute no
     /// window, so a lane whose callers are all stale shows "no data", not 0 rps.
     fn recompute_lanes(&mut self, now: Instant) {
+        if let Some(prom) = &self.prometheus {
+            self.lanes = self.prometheus_lanes(prom, now);
+            let wall = self.wall_at(now);
+            self.lanes_updated(now, wall);
+            return;
+        }
         let mut windows: BTreeMap<LaneKey, (LaneWindow, Instant)> = BTreeMap::new();
         let mut seen: Vec<LaneKey> = Vec::new();
         for sidecar in self.sidecars.values() {
@@ -513,9 +528,13 @@ impl Model {
         roads
     }
 
-    /// Whether the sidecars feeding `caller`'s lanes are all stale (or absent).
+    /// Whether the sidecars feeding `caller`'s lanes are all stale (or absent); with
+    /// Prometheus as the source, whether Prometheus is stale.
     #[must_use]
     pub fn caller_stale(&self, caller: &str, now: Instant) -> bool {
+        if let Some(prom) = &self.prometheus {
+            return prom.is_stale(now);
+        }
         !self
             .sidecars
             .values()

@@ -7,7 +7,9 @@ use egui::{RichText, Ui};
 
 use super::ViewState;
 use super::theme::Theme;
+use crate::metrics::prometheus::format_duration;
 use crate::model::Model;
+use crate::model::prom::PromState;
 use crate::model::types::RegistryKind;
 
 /// "0.4 s ago", "3 min ago", "never".
@@ -104,44 +106,16 @@ pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
             ui.colored_label(theme.error, e);
         }
         ui.separator();
-        let total = model.sidecars.len();
-        let failing: Vec<_> = model
-            .sidecars
-            .iter()
-            .filter(|(_, s)| s.status.is_stale(now, model.scrape_interval))
-            .collect();
-        let color = if failing.is_empty() {
-            theme.success
+        if let Some(prom) = &model.prometheus {
+            prometheus_status_ui(ui, prom, theme, now);
         } else {
-            theme.error
-        };
-        let label = ui.colored_label(
-            color,
-            format!("sidecars: {}/{} fresh", total - failing.len(), total),
-        );
-        if !failing.is_empty() {
-            label.on_hover_ui(|ui| {
-                for (url, s) in &failing {
-                    ui.label(format!(
-                        "{} ({}): {} — last ok {}",
-                        s.instance_id,
-                        url,
-                        s.status.last_error.as_deref().unwrap_or("no answer yet"),
-                        fmt_age(s.status.age(now))
-                    ));
-                }
-            });
-            if let Some((_, s)) = failing.first()
-                && let Some(e) = &s.status.last_error
-            {
-                ui.colored_label(theme.error, format!("{}: {e}", s.instance_id));
-            }
+            sidecars_status_ui(ui, model, theme, now);
         }
-        // The newest notice, unless it only repeats the registry error shown above.
+        // The newest notice, unless it only repeats a source error shown above.
         if let Some(n) = model
             .notices
             .back()
-            .filter(|n| !n.text.starts_with("registry: "))
+            .filter(|n| !n.text.starts_with("registry: ") && !n.text.starts_with("prometheus: "))
         {
             ui.separator();
             ui.colored_label(
@@ -154,4 +128,76 @@ pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
             );
         }
     });
+}
+
+/// Freshness of the Prometheus metrics source, its error, and a hint when it has no lanes.
+fn prometheus_status_ui(ui: &mut Ui, prom: &PromState, theme: &Theme, now: Instant) {
+    let stale = prom.is_stale(now);
+    let text = match prom.status.age(now) {
+        None if prom.status.last_error.is_some() => "prometheus: FAILING".to_owned(),
+        None => "prometheus: no answer yet".to_owned(),
+        Some(age) if stale => format!("prometheus: STALE, last answer {}", fmt_age(Some(age))),
+        Some(age) => format!("prometheus: ok {}", fmt_age(Some(age))),
+    };
+    let (lanes, with_data) = prom.lane_counts();
+    ui.colored_label(if stale { theme.error } else { theme.success }, text)
+        .on_hover_ui(|ui| {
+            ui.label(format!(
+                "{} · rate window {} · every {}",
+                prom.address,
+                format_duration(prom.window),
+                format_duration(prom.interval)
+            ));
+            ui.label(format!("{with_data} of {lanes} lanes with samples"));
+            if let Some((_, samples)) = &prom.last {
+                for w in &samples.warnings {
+                    ui.label(format!("warning: {w}"));
+                }
+            }
+        });
+    if let Some(e) = &prom.status.last_error {
+        ui.colored_label(theme.error, e);
+    } else if prom.status.last_ok.is_some() && lanes == 0 {
+        ui.colored_label(
+            theme.text_dim,
+            "no Envoy lanes in Prometheus yet — does it scrape the sidecars' /stats/prometheus?",
+        );
+    }
+}
+
+/// How many sidecars are fresh, and the first failing one's error.
+fn sidecars_status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
+    let total = model.sidecars.len();
+    let failing: Vec<_> = model
+        .sidecars
+        .iter()
+        .filter(|(_, s)| s.status.is_stale(now, model.scrape_interval))
+        .collect();
+    let color = if failing.is_empty() {
+        theme.success
+    } else {
+        theme.error
+    };
+    let label = ui.colored_label(
+        color,
+        format!("sidecars: {}/{} fresh", total - failing.len(), total),
+    );
+    if !failing.is_empty() {
+        label.on_hover_ui(|ui| {
+            for (url, s) in &failing {
+                ui.label(format!(
+                    "{} ({}): {} — last ok {}",
+                    s.instance_id,
+                    url,
+                    s.status.last_error.as_deref().unwrap_or("no answer yet"),
+                    fmt_age(s.status.age(now))
+                ));
+            }
+        });
+        if let Some((_, s)) = failing.first()
+            && let Some(e) = &s.status.last_error
+        {
+            ui.colored_label(theme.error, format!("{}: {e}", s.instance_id));
+        }
+    }
 }

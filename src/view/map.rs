@@ -377,7 +377,11 @@ fn lane_tooltip_ui(ui: &mut Ui, model: &Model, key: &LaneKey, lane: &LaneState) 
     ui.strong(format!("{} → {} {}", key.caller, key.service, key.version));
     match &lane.stats {
         None => {
-            ui.label("no data yet (needs two scrapes of the caller's sidecars)");
+            ui.label(if model.prometheus.is_some() {
+                "no data (no samples in Prometheus over the rate window)"
+            } else {
+                "no data yet (needs two scrapes of the caller's sidecars)"
+            });
         }
         Some(s) => {
             ui.label(format!(
