@@ -3,8 +3,9 @@
 #   xvfb, imagemagick, libgl1-mesa-dri: a real window under Xvfb and screenshots
 #   mesa-vulkan-drivers, libvulkan1: lavapipe, for egui_kittest image snapshots
 #   libxkbcommon-x11-0: keyboard handling of winit under X11
+#   etcd-server: a real etcd (3.4, /usr/bin/etcd) that tests/etcd.rs starts on loopback
 set -euo pipefail
-pkgs=(xvfb imagemagick libgl1-mesa-dri mesa-vulkan-drivers libvulkan1 libxkbcommon-x11-0)
+pkgs=(xvfb imagemagick libgl1-mesa-dri mesa-vulkan-drivers libvulkan1 libxkbcommon-x11-0 etcd-server)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -352,9 +352,12 @@ pub fn decode<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result
 pub fn error_from_response(status: u16, body: &[u8]) -> RegistryError {
     let text = String::from_utf8_lossy(body);
     let parsed: Option<ErrorBody> = serde_json::from_str(&text).ok();
-    let message = match &parsed {
-        Some(e) if !e.message.is_empty() => e.message.clone(),
-        Some(e) if !e.error.is_empty() => e.error.clone(),
+    // A streaming call (watch, keepalive) answers `{"error":{"message",…}}` instead.
+    let streamed: Option<StreamLine<ErrorBody>> = serde_json::from_str(&text).ok();
+    let message = match (&parsed, streamed.and_then(|l| l.error)) {
+        (Some(e), _) if !e.message.is_empty() => e.message.clone(),
+        (Some(e), _) if !e.error.is_empty() => e.error.clone(),
+        (_, Some(e)) if !e.message.is_empty() => e.message,
         _ => text.trim().to_owned(),
     };
     let hint = hint_for(status, &message);
@@ -502,6 +505,11 @@ mod tests {
         );
         let e = error_from_response(500, b"");
         assert_eq!(e.to_string(), "HTTP 500: ");
+        let e = error_from_response(
+            503,
+            br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#,
+        );
+        assert_eq!(e.to_string(), "HTTP 503: etcdserver: no leader");
     }
 
     #[test]
