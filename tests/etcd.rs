@@ -1010,3 +1010,192 @@ async fn cli_register_lookup_and_deregister_against_etcd() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// What the stub gateway saw: every request's path and JSON body, in order.
+type Seen = Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+/// A stub etcd gateway on 127.0.0.1 for what a real member cannot be made to do on cue: a
+/// watch stream that breaks after an event, then one canceled for compaction. Plain
+/// HTTP/1.1 written by hand; watch answers are chunked and stay open.
+async fn stub_gateway() -> (String, Seen) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Seen = Arc::default();
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: head, then Content-Length bytes.
+                    let head_end = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Value = serde_json::from_slice(&buf[head_end..head_end + len])
+                        .unwrap_or(Value::Null);
+                    buf.drain(..head_end + len);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let (txns, watches) = {
+                        let mut seen = log.lock().unwrap();
+                        seen.push((path.clone(), body));
+                        let count = |p: &str| seen.iter().filter(|(q, _)| q == p).count();
+                        (count("/v3/kv/txn"), count("/v3/watch"))
+                    };
+                    let kv = |key: &str, value: &str, rev: i64| json!({"key": b64(key), "value": b64(value), "create_revision": rev.to_string(), "mod_revision": rev.to_string(), "version": "1"});
+                    let unary = |v: Value| {
+                        let text = v.to_string();
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                            text.len()
+                        )
+                    };
+                    match path.as_str() {
+                        "/v3/kv/txn" => {
+                            // First read at revision 5: identity; after the compaction, at 20: photo.
+                            let (rev, key) = if txns == 1 {
+                                (5, "/services/identity/i1")
+                            } else {
+                                (20, "/services/photo/p1")
+                            };
+                            let answer = json!({"header": {"revision": rev.to_string()}, "succeeded": true, "responses": [
+                                {"response_range": {"header": {"revision": rev.to_string()}, "kvs": [kv(key, r#"{"address":"10.0.0.1","port":80}"#, rev)], "count": "1"}},
+                                {"response_range": {"header": {"revision": rev.to_string()}}}]});
+                            let _ = sock.write_all(unary(answer).as_bytes()).await;
+                        }
+                        "/v3/maintenance/status" => {
+                            let _ = sock.write_all(unary(json!({"header": {"revision": "1", "member_id": "1"}, "leader": "1"})).as_bytes()).await;
+                        }
+                        "/v3/watch" => {
+                            let chunk = |line: Value| {
+                                let text = format!("{line}\n");
+                                format!("{:x}\r\n{text}\r\n", text.len())
+                            };
+                            let mut out = String::from(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+                            );
+                            out += &chunk(
+                                json!({"result": {"header": {"revision": "5"}, "created": true}}),
+                            );
+                            // Watches 1–2 (first session): the services stream gets an event at
+                            // revision 7, then breaks. Watches 3–4 (reopened): canceled for
+                            // compaction. Later: quiet.
+                            let end = match watches {
+                                1 => {
+                                    out += &chunk(
+                                        json!({"result": {"header": {"revision": "7"}, "events": [{"kv": kv("/services/identity/i2", r#"{"address":"10.0.0.2","port":80}"#, 7)}]}}),
+                                    );
+                                    true
+                                }
+                                3 => {
+                                    out += &chunk(
+                                        json!({"result": {"header": {}, "canceled": true, "compact_revision": "12"}}),
+                                    );
+                                    false
+                                }
+                                _ => false,
+                            };
+                            let _ = sock.write_all(out.as_bytes()).await;
+                            if end {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                return; // the connection drops: the stream breaks
+                            }
+                            std::future::pending::<()>().await;
+                        }
+                        _ => {
+                            let _ = sock.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 10\r\n\r\nNot Found\n").await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_watch_resumes_from_its_revision_and_compaction_reads_everything_again() {
+    let (url, seen) = stub_gateway().await;
+    let client = client_for(&[&url]).with_heartbeat(Duration::from_secs(1));
+    let mut follower = Follower::start(&client);
+    follower
+        .until("the first read", |s| instances_of(s, "identity").len() == 1)
+        .await;
+    follower
+        .until("the event of the first stream", |s| {
+            instances_of(s, "identity").len() == 2
+        })
+        .await;
+    let (after, _) = follower
+        .until("the re-read after the compaction", |s| {
+            !instances_of(s, "photo").is_empty()
+        })
+        .await;
+    assert!(
+        instances_of(&after, "identity").is_empty(),
+        "the re-read replaces the view"
+    );
+    follower.idle(Duration::from_millis(300)).await;
+    let seen = seen.lock().unwrap().clone();
+    let calls: Vec<(String, String)> = seen
+        .iter()
+        .filter(|(p, _)| p != "/v3/maintenance/status")
+        .map(|(p, b)| {
+            let start = b["create_request"]["start_revision"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            (p.clone(), start)
+        })
+        .collect();
+    let w = |rev: &str| ("/v3/watch".to_owned(), rev.to_owned());
+    let t = ("/v3/kv/txn".to_owned(), String::new());
+    assert_eq!(
+        calls,
+        vec![
+            t.clone(),
+            w("6"),
+            w("6"),
+            // The services stream broke after revision 7: both resume from what each saw.
+            w("8"),
+            w("6"),
+            // Canceled with compact_revision: one full read, then watches from 21.
+            t,
+            w("21"),
+            w("21"),
+        ],
+        "{seen:?}"
+    );
+    assert!(
+        follower.errors.is_empty(),
+        "a bridged break is not an error: {:?}",
+        follower.errors
+    );
+}
