@@ -359,9 +359,9 @@ async fn watch_pushes_registrations_and_lease_expiry_without_polling() {
     let http = raw_client();
     let base = etcd.client_url.clone();
     let client = client_for(&[&base]).with_heartbeat(Duration::from_secs(1));
-    let txn0 = grpc_started(&http, &base, "Txn").await;
-    let range0 = grpc_started(&http, &base, "Range").await;
-    let watch0 = grpc_started(&http, &base, "Watch").await;
+    let txns_before = grpc_started(&http, &base, "Txn").await;
+    let ranges_before = grpc_started(&http, &base, "Range").await;
+    let watches_before = grpc_started(&http, &base, "Watch").await;
 
     let mut follower = Follower::start(&client);
     let (first, _) = follower.until("the first read", |_| true).await;
@@ -442,9 +442,9 @@ async fn watch_pushes_registrations_and_lease_expiry_without_polling() {
         heartbeats >= 2,
         "an idle watch still reports (got {heartbeats})"
     );
-    let txns = grpc_started(&http, &base, "Txn").await - txn0;
-    let ranges = grpc_started(&http, &base, "Range").await - range0;
-    let watches = grpc_started(&http, &base, "Watch").await - watch0;
+    let txns = grpc_started(&http, &base, "Txn").await - txns_before;
+    let ranges = grpc_started(&http, &base, "Range").await - ranges_before;
+    let watches = grpc_started(&http, &base, "Watch").await - watches_before;
     println!(
         "etcd gRPC calls over the test: Txn {txns}, Range {ranges}, Watch {watches}; heartbeats {}",
         follower.heartbeats + heartbeats

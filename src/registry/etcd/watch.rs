@@ -465,13 +465,21 @@ async fn pump(
                 }
             }
             _ = tick.tick() => {
-                match client.status_at(index).await {
-                    Ok(_) => {
+                // Within one heartbeat, so a member that hangs is left before the UI's
+                // freshness deadline (two heartbeats) passes.
+                match tokio::time::timeout(heartbeat, client.status_at(index)).await {
+                    Ok(Ok(_)) => {
                         if !send(ctx, Ok(None), heartbeat).await {
                             return End::Closed;
                         }
                     }
-                    Err(e) => return End::Broken(e),
+                    Ok(Err(e)) => return End::Broken(e),
+                    Err(_) => {
+                        return End::Broken(RegistryError::Transport {
+                            message: format!("no status answer within {heartbeat:?}"),
+                            url: client.shown(index, "/v3/maintenance/status"),
+                        });
+                    }
                 }
             }
         }
