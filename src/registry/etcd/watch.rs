@@ -197,11 +197,9 @@ pub(super) async fn follow(client: EtcdClient, ctx: FollowContext) {
             }
             Err(End::Closed) => return,
         };
-        if attempt > 0 {
-            // Connected again after reported failures: fresh again.
-            if !send(&ctx, Ok(None), heartbeat).await {
-                return;
-            }
+        // Watching (again): fresh, and the next heartbeat is one period from now.
+        if !send(&ctx, Ok(None), heartbeat).await {
+            return;
         }
         let started = Instant::now();
         let end = pump(&client, &ctx, &mut v, rx, index, heartbeat, &mut warned).await;
