@@ -4,8 +4,9 @@
 #   mesa-vulkan-drivers, libvulkan1: lavapipe, for egui_kittest image snapshots
 #   libxkbcommon-x11-0: keyboard handling of winit under X11
 #   prometheus: /usr/bin/prometheus, started by tests/prometheus_e2e.rs on a free loopback port
+#   etcd-server: a real etcd (3.4, /usr/bin/etcd) that tests/etcd.rs starts on loopback
 set -euo pipefail
-pkgs=(xvfb imagemagick libgl1-mesa-dri mesa-vulkan-drivers libvulkan1 libxkbcommon-x11-0 prometheus)
+pkgs=(xvfb imagemagick libgl1-mesa-dri mesa-vulkan-drivers libvulkan1 libxkbcommon-x11-0 prometheus etcd-server)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,10 +1,12 @@
-//! Where to connect: the `--registry` value (or `CONSUL_HTTP_ADDR`) turned into a registry
-//! kind and base URL, and the `--metrics` value into a metrics source. Pure parsing, no I/O.
+//! Where to connect: the `--registry` value (or `CONSUL_HTTP_ADDR`, or etcdctl's
+//! `ETCDCTL_ENDPOINTS`) turned into a registry kind and base URL(s), and the `--metrics`
+//! value into a metrics source. Pure parsing, no I/O.
 
 use std::time::Duration;
 
 use crate::metrics::prometheus::{PrometheusSource, format_duration, parse_duration};
 use crate::model::types::RegistryKind;
+use crate::registry::etcd::parse_endpoints;
 
 /// The registry the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub enum RegistryChoice {
     Demo,
     /// A Consul agent at this base URL (`http://host:port` or `https://…`).
     Consul(String),
+    /// An etcd cluster: base URLs of its members (`http://h1:2379`, …), tried in order.
+    Etcd(Vec<String>),
 }
 
 impl RegistryChoice {
@@ -22,12 +26,29 @@ impl RegistryChoice {
         match self {
             Self::Demo => RegistryKind::Demo,
             Self::Consul(_) => RegistryKind::Consul,
+            Self::Etcd(_) => RegistryKind::Etcd,
         }
     }
 }
 
-/// Parses `demo`, `consul://host:port`, `consul+https://host:port`, `http(s)://host:port`
-/// or a bare `host:port` (as `CONSUL_HTTP_ADDR` often is).
+/// The registry from the `--registry` value (flag or `CONSUL_HTTP_ADDR`) if given, else
+/// etcdctl's `ETCDCTL_ENDPOINTS` (`h1:2379,https://h2:2379`) if set, else the demo.
+pub fn choose_registry(
+    value: Option<&str>,
+    etcdctl_endpoints: Option<&str>,
+) -> Result<RegistryChoice, String> {
+    match (value, etcdctl_endpoints.map(str::trim)) {
+        (Some(v), _) => parse_registry(v),
+        (None, Some(e)) if !e.is_empty() => parse_endpoints(e, "http")
+            .map(RegistryChoice::Etcd)
+            .map_err(|err| format!("ETCDCTL_ENDPOINTS: {err}")),
+        _ => Ok(RegistryChoice::Demo),
+    }
+}
+
+/// Parses `demo`, `consul://host:port`, `consul+https://host:port`, `http(s)://host:port`,
+/// a bare `host:port` (as `CONSUL_HTTP_ADDR` often is), `etcd://h1:2379,h2:2379` or
+/// `etcd+https://h1:2379,…`.
 pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
     let v = value.trim();
     if v.is_empty() || v == "demo" {
@@ -41,13 +62,14 @@ pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
         "consul" | "http" => "http",
         "consul+https" | "https" => "https",
         "etcd" | "etcd+https" => {
-            return Err(format!(
-                "etcd registries are not supported yet (coming with the registries work): {v}"
-            ));
+            let default_scheme = if scheme == "etcd" { "http" } else { "https" };
+            return parse_endpoints(rest.trim_end_matches('/'), default_scheme)
+                .map(RegistryChoice::Etcd)
+                .map_err(|e| format!("{e} (in {v})"));
         }
         other => {
             return Err(format!(
-                "unknown registry scheme '{other}' in {v}: use consul://host:port, consul+https://host:port or demo"
+                "unknown registry scheme '{other}' in {v}: use consul://host:port, consul+https://host:port, etcd://host:2379,… or demo"
             ));
         }
     };
@@ -264,11 +286,50 @@ mod tests {
             Ok(RegistryChoice::Consul("http://127.0.0.1:8500".into()))
         );
         assert!(parse_registry("ftp://x").is_err());
-        assert!(
-            parse_registry("etcd://h:2379")
-                .unwrap_err()
-                .contains("etcd")
+        assert_eq!(
+            parse_registry("etcd://h1:2379,h2:2379"),
+            Ok(RegistryChoice::Etcd(vec![
+                "http://h1:2379".into(),
+                "http://h2:2379".into()
+            ]))
         );
+        assert_eq!(
+            parse_registry("etcd+https://h1:2379/"),
+            Ok(RegistryChoice::Etcd(vec!["https://h1:2379".into()]))
+        );
+        assert_eq!(
+            parse_registry("etcd+https://h1:2379").unwrap().kind(),
+            RegistryKind::Etcd
+        );
+        assert!(
+            parse_registry("etcd://")
+                .unwrap_err()
+                .contains("no etcd endpoint")
+        );
+        assert!(parse_registry("etcd://h:port").is_err());
+        assert!(parse_registry("etcd://h:1/v3").is_err());
         assert!(parse_registry("http://h:1/v1/x").is_err());
+    }
+
+    #[test]
+    fn registry_from_flag_or_etcdctl_endpoints() {
+        assert_eq!(choose_registry(None, None), Ok(RegistryChoice::Demo));
+        assert_eq!(choose_registry(None, Some(" ")), Ok(RegistryChoice::Demo));
+        assert_eq!(
+            choose_registry(None, Some("127.0.0.1:2379,https://b:2379")),
+            Ok(RegistryChoice::Etcd(vec![
+                "http://127.0.0.1:2379".into(),
+                "https://b:2379".into()
+            ]))
+        );
+        assert_eq!(
+            choose_registry(Some("demo"), Some("a:1")),
+            Ok(RegistryChoice::Demo)
+        );
+        assert!(
+            choose_registry(None, Some("ftp://x"))
+                .unwrap_err()
+                .starts_with("ETCDCTL_ENDPOINTS:")
+        );
     }
 }

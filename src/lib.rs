@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod registry;
+pub mod sdk_cli;
 pub mod view;

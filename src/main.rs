@@ -1,17 +1,25 @@
 //! spine-dash: CLI, logging, tokio runtime, then the window (or a headless snapshot).
 
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use spine_dash::app::SpineApp;
-use spine_dash::config::{RegistryChoice, parse_metrics, parse_registry};
+use spine_dash::config::{RegistryChoice, choose_registry, parse_metrics};
 use spine_dash::demo::{DemoConfig, DemoSpine};
 use spine_dash::io::{self, IoConfig, IoHandle, Wake};
 use spine_dash::model::snapshot::SnapshotDoc;
 use spine_dash::model::{Model, RegistryInfo};
+use spine_dash::registry::Registry;
 use spine_dash::registry::consul::ConsulClient;
+use spine_dash::registry::etcd::settings::resolve_credentials;
+use spine_dash::registry::etcd::wire::Secret;
+use spine_dash::registry::etcd::{EtcdClient, EtcdSettings, PasswordSources};
+use spine_dash::registry::sdk::{LookupError, Registration, ServiceSdk};
+use spine_dash::sdk_cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,9 +28,12 @@ use spine_dash::registry::consul::ConsulClient;
     about = "Live highway map of a service registry + Envoy sidecars"
 )]
 struct Cli {
-    /// Registry: `demo` (default), `consul://host:8500`, `consul+https://host:8501`.
+    /// Registry: `demo` (default), `consul://host:8500`, `consul+https://host:8501`,
+    /// `etcd://h1:2379,h2:2379`, `etcd+https://h1:2379` (or `ETCDCTL_ENDPOINTS`).
     #[arg(long, global = true, env = "CONSUL_HTTP_ADDR")]
     registry: Option<String>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// Never write to the registry.
     #[arg(long, global = true)]
     read_only: bool,
@@ -43,6 +54,79 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Register an instance (the design's `register`); with `--ttl` stay in the
+    /// foreground keeping it alive, and deregister on Ctrl-C.
+    Register {
+        /// Service name.
+        name: String,
+        /// The instance's URL, e.g. `http://127.0.0.1:8001`.
+        url: String,
+        /// Version (subset), e.g. `v1`.
+        #[arg(long)]
+        version: Option<String>,
+        /// Expire unless kept alive, e.g. `15s`.
+        #[arg(long, value_parser = sdk_cli::parse_ttl)]
+        ttl: Option<Duration>,
+    },
+    /// Print one URL of a service: weighted by the split, healthy instances only.
+    Lookup {
+        /// Service name.
+        name: String,
+    },
+    /// Remove every registration of a service.
+    Deregister {
+        /// Service name.
+        name: String,
+    },
+}
+
+/// etcd connection settings, named as etcdctl names them. Secrets never come from a flag
+/// value (flags show in `ps`): the password is in `ETCDCTL_USER=user:password`,
+/// `ETCDCTL_PASSWORD`, a file, or typed at a prompt.
+#[derive(clap::Args, Debug)]
+struct EtcdArgs {
+    /// etcd: CA certificate file (PEM) that signed the members' certificates.
+    #[arg(long = "etcd-cacert", global = true, env = "ETCDCTL_CACERT")]
+    cacert: Option<PathBuf>,
+    /// etcd: client certificate file (PEM) for mTLS.
+    #[arg(long = "etcd-cert", global = true, env = "ETCDCTL_CERT")]
+    cert: Option<PathBuf>,
+    /// etcd: client key file (PEM) for mTLS.
+    #[arg(long = "etcd-key", global = true, env = "ETCDCTL_KEY")]
+    key: Option<PathBuf>,
+    /// etcd: `user` or `user:password` (when auth is on).
+    #[arg(
+        long = "etcd-user",
+        global = true,
+        env = "ETCDCTL_USER",
+        hide_env_values = true
+    )]
+    user: Option<String>,
+    /// etcd: file whose first line is the user's password.
+    #[arg(long = "password-file", global = true)]
+    password_file: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    /// The settings for these endpoints: files as given (read when the client is built),
+    /// the password resolved now (a prompt only on a terminal).
+    fn settings(&self, endpoints: Vec<String>) -> Result<EtcdSettings> {
+        let sources = PasswordSources {
+            file: self.password_file.clone(),
+            env: std::env::var("ETCDCTL_PASSWORD").ok().map(Secret::new),
+            prompt: std::io::stdin().is_terminal(),
+        };
+        let credentials = resolve_credentials(self.user.as_deref(), &sources, |q| {
+            rpassword::prompt_password(q)
+        })
+        .map_err(anyhow::Error::msg)?;
+        let mut settings = EtcdSettings::new(endpoints);
+        settings.ca_file.clone_from(&self.cacert);
+        settings.cert_file.clone_from(&self.cert);
+        settings.key_file.clone_from(&self.key);
+        settings.credentials = credentials;
+        Ok(settings)
+    }
 }
 
 fn main() -> Result<()> {
@@ -54,8 +138,11 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let choice =
-        parse_registry(cli.registry.as_deref().unwrap_or("demo")).map_err(anyhow::Error::msg)?;
+    let choice = choose_registry(
+        cli.registry.as_deref(),
+        std::env::var("ETCDCTL_ENDPOINTS").ok().as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let metrics = parse_metrics(cli.metrics.as_deref().unwrap_or("sidecars"))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -66,15 +153,32 @@ fn main() -> Result<()> {
         .context("starting the tokio runtime")?;
     let _guard = rt.enter();
 
+    if let RegistryChoice::Etcd(endpoints) = &choice {
+        let settings = cli.etcd.settings(endpoints.clone())?;
+        let client = EtcdClient::new(&settings).map_err(|e| anyhow::anyhow!("etcd: {e}"))?;
+        tracing::info!("registry: etcd at {}", endpoints.join(","));
+        return run_etcd(&rt, client, cli);
+    }
+    if let Some(cmd @ (Cmd::Register { .. } | Cmd::Lookup { .. } | Cmd::Deregister { .. })) =
+        &cli.command
+    {
+        bail!(
+            "`{}` is not available for {} yet: use --registry etcd://host:2379",
+            cmd.name(),
+            choice.kind().as_str()
+        );
+    }
+
     let demo = match choice {
         RegistryChoice::Demo => Some(
             rt.block_on(DemoSpine::start(DemoConfig::default()))
                 .context("starting the embedded demo spine")?,
         ),
-        RegistryChoice::Consul(_) => None,
+        RegistryChoice::Consul(_) | RegistryChoice::Etcd(_) => None,
     };
     let address = match (&choice, &demo) {
         (RegistryChoice::Consul(url), _) => url.clone(),
+        (RegistryChoice::Etcd(endpoints), _) => endpoints.join(","),
         (RegistryChoice::Demo, Some(d)) => d.registry_url(),
         (RegistryChoice::Demo, None) => bail!("demo spine missing"),
     };
@@ -82,7 +186,7 @@ fn main() -> Result<()> {
     // A Consul token comes from the environment only (never a flag: flags show in `ps`).
     let token = match choice {
         RegistryChoice::Consul(_) => std::env::var("CONSUL_HTTP_TOKEN").ok(),
-        RegistryChoice::Demo => None,
+        RegistryChoice::Demo | RegistryChoice::Etcd(_) => None,
     };
     let client = ConsulClient::new(&address)
         .map_err(|e| anyhow::anyhow!("registry address: {e}"))?
@@ -118,6 +222,7 @@ fn main() -> Result<()> {
             rt.block_on(snapshot(client, demo.clone(), config, model, json))
         }
         None => run_window(client, demo.clone(), config, model),
+        Some(cmd) => bail!("`{}` needs an etcd registry", cmd.name()),
     };
     if let Some(d) = demo {
         d.shutdown();
@@ -125,8 +230,83 @@ fn main() -> Result<()> {
     result
 }
 
-fn run_window(
-    client: ConsulClient,
+impl Cmd {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Snapshot { .. } => "snapshot",
+            Self::Register { .. } => "register",
+            Self::Lookup { .. } => "lookup",
+            Self::Deregister { .. } => "deregister",
+        }
+    }
+}
+
+/// The window, `snapshot` or an SDK subcommand against etcd.
+fn run_etcd(rt: &tokio::runtime::Runtime, client: EtcdClient, cli: Cli) -> Result<()> {
+    let config = IoConfig {
+        read_only: cli.read_only,
+        ..IoConfig::default()
+    };
+    let info = RegistryInfo {
+        kind: spine_dash::model::types::RegistryKind::Etcd,
+        address: client.endpoints().join(","),
+        datacenter: None,
+        writable: !cli.read_only,
+    };
+    let model = Model::new(info, config.registry_interval, config.scrape_interval);
+    match cli.command {
+        None => run_window(client, None, config, model),
+        Some(Cmd::Snapshot { json }) => rt.block_on(snapshot(client, None, config, model, json)),
+        Some(cmd) => rt.block_on(run_sdk(&client, cmd)),
+    }
+}
+
+/// The design's SDK subcommands over any backend that implements [`ServiceSdk`].
+async fn run_sdk<S: ServiceSdk>(sdk: &S, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Register {
+            name,
+            url,
+            version,
+            ttl,
+        } => {
+            let registration = Registration {
+                service: name,
+                url,
+                version,
+                ttl,
+            };
+            let ctrl_c = async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            sdk_cli::register(sdk, &registration, ctrl_c, |line| eprintln!("{line}"))
+                .await
+                .map_err(|e| anyhow::anyhow!("register: {e}"))?;
+            Ok(())
+        }
+        Cmd::Lookup { name } => match sdk_cli::lookup(sdk, &name).await {
+            Ok(url) => {
+                println!("{url}");
+                Ok(())
+            }
+            Err(e @ LookupError::Unavailable { .. }) => bail!("CircuitOpen: {e}"),
+            Err(e) => bail!("lookup: {e}"),
+        },
+        Cmd::Deregister { name } => {
+            let n = sdk_cli::deregister(sdk, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("deregister: {e}"))?;
+            eprintln!("deregistered {n} registration(s) of {name}");
+            Ok(())
+        }
+        Cmd::Snapshot { .. } => bail!("snapshot is not an SDK call"),
+    }
+}
+
+fn run_window<R: Registry + 'static>(
+    client: R,
     demo: Option<DemoSpine>,
     config: IoConfig,
     model: Model,
@@ -153,8 +333,8 @@ fn run_window(
 
 /// Headless: warm up (demo), then wait until the registry answered and every sidecar has
 /// two scrapes (or Prometheus answered), then print the model.
-async fn snapshot(
-    client: ConsulClient,
+async fn snapshot<R: Registry + 'static>(
+    client: R,
     demo: Option<DemoSpine>,
     config: IoConfig,
     mut model: Model,

@@ -1,8 +1,9 @@
-//! Registry clients (Consul today; etcd comes with the registries issue) and the pure
+//! Registry clients (Consul and etcd) and the pure
 //! parse functions beside them. Every client reads a whole [`RegistrySnapshot`] and writes
 //! splits with compare-and-set.
 
 pub mod consul;
+pub mod etcd;
 pub mod sdk;
 
 use std::sync::Arc;
