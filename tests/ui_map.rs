@@ -191,3 +191,65 @@ fn space_pauses_the_display_and_the_theme_toggles() {
     assert!(!h.state_mut().view_mut().dark, "t toggles to light");
     assert_eq!(h.ctx.theme(), egui::Theme::Light);
 }
+
+fn ui_with(lanes: &[spine_dash::model::synthetic::LaneSpec]) -> Ui {
+    let m = model(&demo_services(), lanes, Instant::now());
+    let (events, event_rx) = mpsc::channel(16);
+    let (cmd_tx, commands) = mpsc::channel(16);
+    let mut app = SpineApp::with_channels(m, event_rx, cmd_tx);
+    app.view_mut().particles = false;
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut SpineApp| app.ui_root(ui), app);
+    harness.run_steps(3);
+    Ui {
+        harness,
+        _events: events,
+        _commands: commands,
+    }
+}
+
+fn photo_open() -> Vec<spine_dash::model::synthetic::LaneSpec> {
+    let mut lanes = demo_lanes();
+    for lane in &mut lanes {
+        if lane.service == "photo" {
+            lane.breaker = spine_dash::model::types::BreakerState::Open;
+            lane.errors = lane.rps;
+        }
+    }
+    lanes
+}
+
+#[test]
+fn predicates_narrow_the_map_and_a_bad_one_is_explained() {
+    let mut ui = ui_with(&photo_open());
+    let h = &mut ui.harness;
+    h.state_mut().view_mut().filter = "breaker:open".into();
+    h.run_steps(2);
+    assert_eq!(stations(h), vec!["photo".to_owned()]);
+    h.state_mut().view_mut().filter = "version:v2".into();
+    h.run_steps(2);
+    assert_eq!(stations(h), vec!["identity".to_owned()]);
+    h.state_mut().view_mut().filter = "err>50%".into();
+    h.run_steps(2);
+    assert_eq!(stations(h), vec!["photo".to_owned()]);
+    h.state_mut().view_mut().filter = "p99>>3".into();
+    h.run_steps(2);
+    assert_eq!(stations(h).len(), 6, "a bad filter filters nothing");
+    assert!(h.query_by_label_contains("filter ignored").is_some());
+}
+
+#[test]
+fn clicking_a_tape_entry_selects_its_lane() {
+    let mut ui = ui_with(&photo_open());
+    let h = &mut ui.harness;
+    assert!(h.state().selected().is_none());
+    h.get_by_label("gateway → photo v1").click();
+    h.run_steps(3);
+    assert_eq!(h.state().selected(), Some("photo"));
+    let lane = h.state_mut().view_mut().selected_lane.clone().unwrap();
+    assert_eq!(lane.caller, "gateway");
+    // b hides the tape.
+    type_text(h, "b");
+    assert!(h.query_by_label("gateway → photo v1").is_none());
+}

@@ -9,13 +9,14 @@ use std::time::Instant;
 use egui_kittest::Harness;
 use spine_dash::app::SpineApp;
 use spine_dash::io::{Command, IoEvent};
-use spine_dash::model::synthetic::{LaneSpec, demo_lanes, demo_services, model};
+use spine_dash::model::synthetic::{LaneSpec, demo_lanes, demo_services, model_over};
 use spine_dash::model::types::BreakerState;
 use tokio::sync::mpsc;
 
 fn render(name: &str, lanes: &[LaneSpec], selected: Option<&str>) {
     let now = Instant::now();
-    let m = model(&demo_services(), lanes, now);
+    // Two minutes of history, so the inspector's charts have lines.
+    let m = model_over(&demo_services(), lanes, now, 120);
     let (_events, event_rx) = mpsc::channel::<IoEvent>(4);
     let (cmd_tx, _commands) = mpsc::channel::<Command>(4);
     let mut app = SpineApp::with_channels(m, event_rx, cmd_tx);

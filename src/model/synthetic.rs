@@ -89,9 +89,23 @@ fn bucket_index(ms: f64) -> usize {
         .unwrap_or(BOUNDS_MS.len())
 }
 
-fn counters(lane: &LaneSpec, subset: &str, window: u64) -> ClusterCounters {
-    let total = lane.rps * window;
-    let slow = total / 50;
+/// Cumulative counters after `step` of `end` one-second windows, the rate wobbling by up to
+/// ±10 % (deterministically) so charts look like traffic; the last window is exact.
+fn counters(lane: &LaneSpec, subset: &str, step: u64, end: u64) -> ClusterCounters {
+    let wobble = |j: u64| {
+        let from_end = end.saturating_sub(j + 1) as f64;
+        (lane.rps as f64 * 0.1 * (from_end * 0.7).sin()).round() as i64
+    };
+    let per_window = |j: u64| (lane.rps as i64 + wobble(j)).max(0) as u64;
+    let total: u64 = (0..step).map(per_window).sum();
+    // About 2 % slow requests, rounded per window (so p99 is steady, not jumping).
+    let slow: u64 = (0..step).map(|j| (per_window(j) + 25) / 50).sum();
+    let window = step;
+    let errors = if lane.rps == 0 {
+        0
+    } else {
+        total * lane.errors / lane.rps
+    };
     let mut counts = vec![0_u64; BOUNDS_MS.len() + 1];
     counts[bucket_index(lane.latency_ms)] += total - slow;
     counts[bucket_index(lane.latency_ms * 4.0)] += slow;
@@ -118,7 +132,7 @@ fn counters(lane: &LaneSpec, subset: &str, window: u64) -> ClusterCounters {
         },
         rq_total: total,
         rq_completed: total,
-        rq_xx: [0, total - lane.errors * window, 0, 0, lane.errors * window],
+        rq_xx: [0, total - errors, 0, 0, errors],
         rq_pending_overflow: if lane.breaker == BreakerState::Saturated {
             7 * window
         } else {
@@ -146,6 +160,18 @@ fn stats_url(service: &str) -> String {
 /// A model of the described spine at `now`, with one window (`now - 1 s` → `now`).
 #[must_use]
 pub fn model(services: &[ServiceSpec], lanes: &[LaneSpec], now: Instant) -> Model {
+    model_over(services, lanes, now, 1)
+}
+
+/// A model of the described spine at `now` after `history_secs` one-second windows (the
+/// charts have that much history).
+#[must_use]
+pub fn model_over(
+    services: &[ServiceSpec],
+    lanes: &[LaneSpec],
+    now: Instant,
+    history_secs: u64,
+) -> Model {
     let info = RegistryInfo {
         kind: RegistryKind::Demo,
         address: "http://127.0.0.1:8500".into(),
@@ -153,6 +179,11 @@ pub fn model(services: &[ServiceSpec], lanes: &[LaneSpec], now: Instant) -> Mode
         writable: true,
     };
     let mut m = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
+    // A fixed wall clock (2026-11-27 12:00:00 UTC at `now`): snapshots show the same times.
+    m.set_clock_anchor(
+        now,
+        std::time::UNIX_EPOCH + Duration::from_secs(1_795_780_800),
+    );
     let entries: Vec<ServiceEntry> = services
         .iter()
         .map(|s| {
@@ -194,7 +225,10 @@ pub fn model(services: &[ServiceSpec], lanes: &[LaneSpec], now: Instant) -> Mode
             }
         })
         .collect();
-    let t0 = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+    let history_secs = history_secs.max(1);
+    let t0 = now
+        .checked_sub(Duration::from_secs(history_secs))
+        .unwrap_or(now);
     m.apply(
         IoEvent::Registry {
             at: t0,
@@ -202,6 +236,15 @@ pub fn model(services: &[ServiceSpec], lanes: &[LaneSpec], now: Instant) -> Mode
             next_within: Duration::from_hours(1),
         },
         t0,
+    );
+    // The registry is still connected at `now`.
+    m.apply(
+        IoEvent::Registry {
+            at: now,
+            result: Ok(None),
+            next_within: Duration::from_hours(1),
+        },
+        now,
     );
     for s in services {
         let mine: Vec<&LaneSpec> = lanes.iter().filter(|l| l.caller == s.name).collect();
@@ -213,7 +256,7 @@ pub fn model(services: &[ServiceSpec], lanes: &[LaneSpec], now: Instant) -> Mode
                 v.len()
             })
         };
-        let scrape = |window: u64| {
+        let scrape = |step: u64| {
             let mut clusters: Vec<ClusterCounters> = mine
                 .iter()
                 .map(|l| {
@@ -222,16 +265,18 @@ pub fn model(services: &[ServiceSpec], lanes: &[LaneSpec], now: Instant) -> Mode
                     } else {
                         ""
                     };
-                    counters(l, subset, window)
+                    counters(l, subset, step, history_secs)
                 })
                 .collect();
             clusters.sort_by(|a, b| a.id.cmp(&b.id));
             SidecarScrape {
                 clusters,
-                uptime_secs: Some(100.0 + window as f64),
+                uptime_secs: Some(100.0 + step as f64),
             }
         };
-        for (at, window) in [(t0, 100), (now, 101)] {
+        for k in 0..=history_secs {
+            let at = t0 + Duration::from_secs(k);
+            let window = k;
             m.apply(
                 IoEvent::Scrape {
                     url: stats_url(&s.name),

@@ -23,7 +23,7 @@ pub fn fmt_age(age: Option<Duration>) -> String {
 }
 
 /// The always-visible header.
-pub fn header_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, _now: Instant) {
+pub fn header_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, now: Instant) {
     ui.horizontal(|ui| {
         ui.heading("spine-dash");
         ui.separator();
@@ -67,6 +67,23 @@ pub fn header_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme
         if resp.has_focus() && ui.input(|i| i.key_pressed(egui::Key::Escape)) {
             view.filter.clear();
             resp.surrender_focus();
+        }
+        match crate::model::filter::Filter::parse(&view.filter) {
+            Err(e) => {
+                ui.colored_label(theme.error, format!("filter ignored — {e}"));
+            }
+            Ok(f) if !f.is_empty() => {
+                let n = model
+                    .services
+                    .keys()
+                    .filter(|s| model.matches(s, &f, now))
+                    .count();
+                ui.colored_label(
+                    theme.text_dim,
+                    format!("{n} of {} services", model.services.len()),
+                );
+            }
+            Ok(_) => {}
         }
         if view.paused {
             ui.label(

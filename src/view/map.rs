@@ -14,6 +14,7 @@ use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Ui, V
 use super::bars::fmt_age;
 use super::theme::Theme;
 use super::{Camera, ViewState};
+use crate::model::filter::Filter;
 use crate::model::types::{BreakerState, Health, HealthCounts, LaneKey};
 use crate::model::{LaneState, Model};
 
@@ -29,6 +30,8 @@ const LANE_SPACING: f32 = 14.0;
 const MARGIN: f32 = 30.0;
 /// A pointer this close to a lane (screen points, beyond its half width) hovers it.
 const LANE_HIT: f32 = 6.0;
+/// How long a trip's flash lasts.
+const FLASH_SECS: f32 = 1.5;
 /// Below this zoom lane labels are not drawn (they would be unreadable clutter).
 const LABEL_MIN_SCALE: f32 = 0.45;
 /// Zoom limits (screen points per world unit).
@@ -256,6 +259,26 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
     }
     let roads = model.roads();
     view.placement.update(&services, &roads);
+    // Ghosts keep their slot while they are shown; then the row is free again.
+    let gone = model.gone_services(now);
+    let forget: Vec<String> = view
+        .placement
+        .slots
+        .keys()
+        .filter(|n| !services.contains(*n) && !gone.iter().any(|(g, _)| g == *n))
+        .cloned()
+        .collect();
+    for name in forget {
+        view.placement.forget(&name);
+    }
+    // Which stations the filter shows (names and predicates; a bad filter shows all and
+    // the header says why).
+    let filter = Filter::parse(&view.filter).unwrap_or_default();
+    let shown: BTreeSet<&str> = services
+        .iter()
+        .filter(|n| filter.is_empty() || model.matches(n, &filter, now))
+        .map(String::as_str)
+        .collect();
 
     // Camera: kept across refreshes; fitted only at first sight or on `f`.
     let mut cam = view.camera.unwrap_or_else(|| {
@@ -313,7 +336,9 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         let lanes: Vec<&LaneState> = road_lanes
             .iter()
             .copied()
-            .filter(|l| view.filter_matches(&l.key.service) || view.filter_matches(&l.key.caller))
+            .filter(|l| {
+                shown.contains(l.key.service.as_str()) || shown.contains(l.key.caller.as_str())
+            })
             .collect();
         let stale = *stale_callers
             .entry(caller.as_str())
@@ -323,9 +348,11 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             to: *b,
             stale,
             time: animate.then_some(time),
+            now,
         };
         moving |= road_ui(
             &painter,
+            model,
             theme,
             view,
             xf,
@@ -335,8 +362,22 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             &mut geoms,
         );
     }
+    for (name, at) in &gone {
+        if let Some(r) = world_rect(view, name).map(|r| xf.rect(r))
+            && rect.intersects(r)
+        {
+            ghost_ui(
+                &painter,
+                theme,
+                xf,
+                name,
+                r,
+                now.saturating_duration_since(*at),
+            );
+        }
+    }
     for (name, r) in &screen_rects {
-        if view.filter_matches(name) && rect.intersects(*r) {
+        if shown.contains(name.as_str()) && rect.intersects(*r) {
             station_ui(
                 ui,
                 &painter,
@@ -374,7 +415,12 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
 }
 
 fn lane_tooltip_ui(ui: &mut Ui, model: &Model, key: &LaneKey, lane: &LaneState) {
-    ui.strong(format!("{} → {} {}", key.caller, key.service, key.version));
+    // Monospace: the proportional font has no arrow.
+    ui.label(
+        egui::RichText::new(format!("{} → {} {}", key.caller, key.service, key.version))
+            .monospace()
+            .strong(),
+    );
     match &lane.stats {
         None => {
             ui.label(if model.prometheus.is_some() {
@@ -414,6 +460,8 @@ struct Road {
     stale: bool,
     /// Seconds since start when particles move, `None` when they don't.
     time: Option<f64>,
+    /// The clock of this frame (trip flashes).
+    now: Instant,
 }
 
 /// Particles on a lane: count by request rate (log), speed by latency (slower when slow).
@@ -427,6 +475,7 @@ fn particles(rps: f64, p50_ms: Option<f64>) -> (usize, f32) {
 #[allow(clippy::too_many_arguments)]
 fn road_ui<'a>(
     painter: &egui::Painter,
+    model: &Model,
     theme: &Theme,
     view: &ViewState,
     xf: Xform,
@@ -490,6 +539,19 @@ fn road_ui<'a>(
         {
             let at = p0 + (p1 - p0) * 0.85;
             breaker_glyph(painter, xf, at, n, state, faded(color, stale), theme);
+            // A trip flashes once: an expanding ring for a moment after it happened.
+            if let Some(t) = model.last_trip(&lane.key) {
+                let age = road.now.saturating_duration_since(t).as_secs_f32();
+                if age < FLASH_SECS {
+                    let k = age / FLASH_SECS;
+                    painter.circle_stroke(
+                        at,
+                        (10.0 + 30.0 * k) * xf.scale.max(0.5),
+                        Stroke::new(3.0 * (1.0 - k), color),
+                    );
+                    moving = true;
+                }
+            }
         }
 
         // Label: version, rps, p99 (or why there is none), where it covers nothing; only
@@ -701,6 +763,45 @@ fn station_ui(
             );
         }
     });
+}
+
+/// A service that vanished from the registry: a faded, dashed outline in its old slot.
+fn ghost_ui(
+    painter: &egui::Painter,
+    theme: &Theme,
+    xf: Xform,
+    name: &str,
+    rect: Rect,
+    gone_for: std::time::Duration,
+) {
+    let c = theme.text_dim.gamma_multiply(0.6);
+    let pts = [
+        rect.left_top(),
+        rect.right_top(),
+        rect.right_bottom(),
+        rect.left_bottom(),
+        rect.left_top(),
+    ];
+    painter.extend(egui::Shape::dashed_line(
+        &pts,
+        Stroke::new(1.5, c),
+        6.0 * xf.scale,
+        4.0 * xf.scale,
+    ));
+    painter.text(
+        rect.left_top() + vec2(10.0, 8.0) * xf.scale,
+        Align2::LEFT_TOP,
+        name,
+        xf.font(15.0),
+        c,
+    );
+    painter.text(
+        rect.left_bottom() + vec2(10.0, -8.0) * xf.scale,
+        Align2::LEFT_BOTTOM,
+        format!("gone {}", fmt_age(Some(gone_for))),
+        xf.font(11.0),
+        c,
+    );
 }
 
 /// Diagonal hatching over `rect`: the mark of stale data.

@@ -1,10 +1,12 @@
 //! egui only: reads `&Model`, edits its own [`ViewState`], emits [`Command`]s. No I/O.
 
 pub mod bars;
+pub mod charts;
 pub mod help;
 pub mod layout;
 pub mod map;
 pub mod panel;
+pub mod tape;
 pub mod theme;
 
 use std::collections::BTreeMap;
@@ -229,6 +231,12 @@ pub fn root_ui(
     }
     egui::Panel::top("header").show(ui, |ui| bars::header_ui(ui, model, view, &theme, now));
     egui::Panel::bottom("status").show(ui, |ui| bars::status_ui(ui, model, &theme, now));
+    if view.tape_open {
+        egui::Panel::bottom("tape")
+            .resizable(true)
+            .default_size(130.0)
+            .show(ui, |ui| tape::tape_ui(ui, model, view, &theme));
+    }
     if view
         .selected
         .as_ref()

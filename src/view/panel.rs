@@ -19,7 +19,7 @@ pub fn inspector_ui(
     view: &mut ViewState,
     theme: &Theme,
     commands: &mut Vec<Command>,
-    _now: Instant,
+    now: Instant,
 ) {
     let Some(name) = view.selected.clone() else {
         return;
@@ -34,13 +34,31 @@ pub fn inspector_ui(
             .on_hover_text("Close the inspector (Esc)")
             .clicked()
         {
-            view.selected = None;
+            view.select(None);
         }
     });
+    if let Some(lane) = view.selected_lane.clone() {
+        ui.horizontal(|ui| {
+            ui.label(
+                RichText::new(format!(
+                    "lane {} → {} {}",
+                    lane.caller, lane.service, lane.version
+                ))
+                .monospace()
+                .color(theme.selection),
+            );
+            if ui.small_button("all lanes").clicked() {
+                view.selected_lane = None;
+            }
+        });
+    }
     egui::ScrollArea::vertical().show(ui, |ui| {
         versions_ui(ui, model, &name, theme);
+        drift_ui(ui, model, &name, theme);
         ui.add_space(8.0);
         weights_ui(ui, model, view, &name, theme, commands);
+        ui.add_space(8.0);
+        super::charts::version_charts_ui(ui, model, view, &name, theme, now);
         ui.add_space(8.0);
         ui.strong("Instances");
         Grid::new("instances")
@@ -97,11 +115,35 @@ fn demo_button_ui(ui: &mut Ui, model: &Model, id: &str, commands: &mut Vec<Comma
     }
 }
 
+/// The drift warning: configured weight vs observed share over the trailing window.
+fn drift_ui(ui: &mut Ui, model: &Model, name: &str, theme: &Theme) {
+    if let Some(d) = model.drift(name) {
+        ui.colored_label(
+            theme.lane_degraded,
+            format!(
+                "DRIFT: {} gets {:.1} % of requests, configured {:.1} % (over {:.0} s)",
+                d.version, d.observed_pct, d.configured_pct, d.window_secs
+            ),
+        )
+        .on_hover_text(
+            "Observed share differs from the configured weight by more than 5 points over \
+             at least 30 s. Causes: unhealthy or ejected instances of a version, callers \
+             that bypass the splitter, or a split the proxies have not picked up yet.",
+        );
+    }
+}
+
 fn versions_ui(ui: &mut Ui, model: &Model, name: &str, theme: &Theme) {
     let Some(svc) = model.services.get(name) else {
         return;
     };
-    let observed = model.observed_share(name);
+    // The share over the drift window (≥ 30 s, summed requests) when there is a split, so it
+    // agrees with the drift warning; else the last window's.
+    let windowed = model.windowed_share(name);
+    let observed = windowed
+        .as_ref()
+        .map(|w| w.pct.iter().map(|(v, p)| (v.clone(), p / 100.0)).collect())
+        .or_else(|| model.observed_share(name));
     ui.strong("Versions");
     Grid::new("versions")
         .striped(true)

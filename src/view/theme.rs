@@ -63,6 +63,8 @@ pub struct Theme {
     pub success: Color32,
     /// Demo-mode badge.
     pub demo_badge: Color32,
+    /// Chart colours per version (first version first), cycled.
+    pub series: [Color32; 4],
 }
 
 impl Theme {
@@ -89,6 +91,12 @@ impl Theme {
             error: Color32::from_rgb(255, 110, 100),
             success: Color32::from_rgb(110, 210, 140),
             demo_badge: Color32::from_rgb(150, 110, 230),
+            series: [
+                Color32::from_rgb(110, 170, 255),
+                Color32::from_rgb(240, 150, 60),
+                Color32::from_rgb(190, 120, 230),
+                Color32::from_rgb(90, 200, 200),
+            ],
         }
     }
 
@@ -115,7 +123,19 @@ impl Theme {
             error: Color32::from_rgb(200, 40, 35),
             success: Color32::from_rgb(30, 140, 75),
             demo_badge: Color32::from_rgb(120, 80, 210),
+            series: [
+                Color32::from_rgb(30, 100, 210),
+                Color32::from_rgb(210, 110, 10),
+                Color32::from_rgb(140, 60, 190),
+                Color32::from_rgb(20, 140, 140),
+            ],
         }
+    }
+
+    /// Chart colour of the `i`-th version.
+    #[must_use]
+    pub fn series_color(&self, i: usize) -> Color32 {
+        self.series[i % self.series.len()]
     }
 
     /// Colour of a lane by its 5xx ratio (`None` = no data).
