@@ -101,11 +101,7 @@ fn counters(lane: &LaneSpec, subset: &str, step: u64, end: u64) -> ClusterCounte
     // About 2 % slow requests, rounded per window (so p99 is steady, not jumping).
     let slow: u64 = (0..step).map(|j| (per_window(j) + 25) / 50).sum();
     let window = step;
-    let errors = if lane.rps == 0 {
-        0
-    } else {
-        total * lane.errors / lane.rps
-    };
+    let errors = (total * lane.errors).checked_div(lane.rps).unwrap_or(0);
     let mut counts = vec![0_u64; BOUNDS_MS.len() + 1];
     counts[bucket_index(lane.latency_ms)] += total - slow;
     counts[bucket_index(lane.latency_ms * 4.0)] += slow;
@@ -182,7 +178,7 @@ pub fn model_over(
     // A fixed wall clock (2026-11-27 12:00:00 UTC at `now`): snapshots show the same times.
     m.set_clock_anchor(
         now,
-        std::time::UNIX_EPOCH + Duration::from_secs(1_795_780_800),
+        std::time::UNIX_EPOCH + Duration::from_hours(498_828),
     );
     let entries: Vec<ServiceEntry> = services
         .iter()
