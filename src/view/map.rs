@@ -258,7 +258,13 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         return;
     }
     let roads = model.roads();
+    let settled = |v: &ViewState| v.placement.slots.values().any(|s| !s.provisional);
+    let was_settled = settled(view);
     view.placement.update(&services, &roads);
+    if !was_settled && settled(view) {
+        // The first roads just laid the map out: fit it once (later refreshes never do).
+        view.camera = None;
+    }
     // Ghosts keep their slot while they are shown; then the row is free again.
     let gone = model.gone_services(now);
     let forget: Vec<String> = view
