@@ -1,7 +1,10 @@
 //! Where to connect: the `--registry` value (or `CONSUL_HTTP_ADDR`) turned into a registry
-//! kind and base URL. Pure parsing, no I/O.
+//! kind and base URL. Pure parsing, no I/O here; [`consul`] gathers the Consul settings
+//! (token, TLS files, datacenter) from the environment and reads the files they name.
 
 use crate::model::types::RegistryKind;
+
+pub mod consul;
 
 /// The registry the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +13,9 @@ pub enum RegistryChoice {
     Demo,
     /// A Consul agent at this base URL (`http://host:port` or `https://…`).
     Consul(String),
+    /// A Consul agent used in KV mode (no Connect): the design's SDK layout under
+    /// `services/` and splits under `mesh/splits/` (`consul+kv://host:port`).
+    ConsulKv(String),
 }
 
 impl RegistryChoice {
@@ -18,13 +24,14 @@ impl RegistryChoice {
     pub fn kind(&self) -> RegistryKind {
         match self {
             Self::Demo => RegistryKind::Demo,
-            Self::Consul(_) => RegistryKind::Consul,
+            Self::Consul(_) | Self::ConsulKv(_) => RegistryKind::Consul,
         }
     }
 }
 
-/// Parses `demo`, `consul://host:port`, `consul+https://host:port`, `http(s)://host:port`
-/// or a bare `host:port` (as `CONSUL_HTTP_ADDR` often is).
+/// Parses `demo`, `consul://host:port`, `consul+https://host:port`, `consul+kv://host:port`,
+/// `consul+kv+https://host:port`, `http(s)://host:port` or a bare `host:port` (as
+/// `CONSUL_HTTP_ADDR` often is).
 pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
     let v = value.trim();
     if v.is_empty() || v == "demo" {
@@ -34,9 +41,11 @@ pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
         None => ("http".to_owned(), v),
     };
-    let http_scheme = match scheme.as_str() {
-        "consul" | "http" => "http",
-        "consul+https" | "https" => "https",
+    let (http_scheme, kv) = match scheme.as_str() {
+        "consul" | "http" => ("http", false),
+        "consul+https" | "https" => ("https", false),
+        "consul+kv" => ("http", true),
+        "consul+kv+https" => ("https", true),
         "etcd" | "etcd+https" => {
             return Err(format!(
                 "etcd registries are not supported yet (coming with the registries work): {v}"
@@ -44,7 +53,8 @@ pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
         }
         other => {
             return Err(format!(
-                "unknown registry scheme '{other}' in {v}: use consul://host:port, consul+https://host:port or demo"
+                "unknown registry scheme '{other}' in {v}: use consul://host:port, consul+https://host:port, \
+                 consul+kv://host:port (KV mode) or demo"
             ));
         }
     };
@@ -52,7 +62,12 @@ pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
     if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
         return Err(format!("not a host:port in registry address: {v}"));
     }
-    Ok(RegistryChoice::Consul(format!("{http_scheme}://{host}")))
+    let url = format!("{http_scheme}://{host}");
+    Ok(if kv {
+        RegistryChoice::ConsulKv(url)
+    } else {
+        RegistryChoice::Consul(url)
+    })
 }
 
 #[cfg(test)]
@@ -82,5 +97,13 @@ mod tests {
                 .contains("etcd")
         );
         assert!(parse_registry("http://h:1/v1/x").is_err());
+        assert_eq!(
+            parse_registry("consul+kv://127.0.0.1:8500"),
+            Ok(RegistryChoice::ConsulKv("http://127.0.0.1:8500".into()))
+        );
+        assert_eq!(
+            parse_registry("CONSUL+KV+HTTPS://c:8501"),
+            Ok(RegistryChoice::ConsulKv("https://c:8501".into()))
+        );
     }
 }

@@ -1,0 +1,1 @@
+//! KV mode (to come).

@@ -1,0 +1,1 @@
+//! SDK calls (to come).
