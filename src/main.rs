@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use spine_dash::app::SpineApp;
+use spine_dash::config::consul::{ConsulEnv, ConsulSettings};
 use spine_dash::config::{RegistryChoice, parse_registry};
 use spine_dash::demo::{DemoConfig, DemoSpine};
 use spine_dash::io::{self, IoConfig, IoHandle, Wake};
 use spine_dash::model::snapshot::SnapshotDoc;
 use spine_dash::model::{Model, RegistryInfo};
+use spine_dash::registry::Registry;
 use spine_dash::registry::consul::ConsulClient;
+use spine_dash::registry::consul::kv::ConsulKvClient;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,9 +23,14 @@ use spine_dash::registry::consul::ConsulClient;
     about = "Live highway map of a service registry + Envoy sidecars"
 )]
 struct Cli {
-    /// Registry: `demo` (default), `consul://host:8500`, `consul+https://host:8501`.
+    /// Registry: `demo` (default), `consul://host:8500`, `consul+https://host:8501`,
+    /// `consul+kv://host:8500` (KV mode, no Connect).
     #[arg(long, global = true, env = "CONSUL_HTTP_ADDR")]
     registry: Option<String>,
+    /// Consul datacenter to read and write (default: the agent's own), as Consul's
+    /// `-datacenter`.
+    #[arg(long, global = true)]
+    datacenter: Option<String>,
     /// Never write to the registry.
     #[arg(long, global = true)]
     read_only: bool,
@@ -65,22 +73,32 @@ fn main() -> Result<()> {
             rt.block_on(DemoSpine::start(DemoConfig::default()))
                 .context("starting the embedded demo spine")?,
         ),
-        RegistryChoice::Consul(_) => None,
+        RegistryChoice::Consul(_) | RegistryChoice::ConsulKv(_) => None,
     };
     let address = match (&choice, &demo) {
-        (RegistryChoice::Consul(url), _) => url.clone(),
+        (RegistryChoice::Consul(url) | RegistryChoice::ConsulKv(url), _) => url.clone(),
         (RegistryChoice::Demo, Some(d)) => d.registry_url(),
         (RegistryChoice::Demo, None) => bail!("demo spine missing"),
     };
     tracing::info!("registry: {} at {address}", choice.kind().as_str());
-    // A Consul token comes from the environment only (never a flag: flags show in `ps`).
-    let token = match choice {
-        RegistryChoice::Consul(_) => std::env::var("CONSUL_HTTP_TOKEN").ok(),
-        RegistryChoice::Demo => None,
+    // Token and TLS files come from the environment only (never a flag: flags show in
+    // `ps`); the files are read now, so a missing one stops here with a clear message.
+    let kv_mode = matches!(choice, RegistryChoice::ConsulKv(_));
+    let settings = match choice {
+        RegistryChoice::Demo => {
+            let mut s = ConsulSettings::new(&address);
+            s.datacenter = cli.datacenter.clone();
+            s
+        }
+        RegistryChoice::Consul(_) | RegistryChoice::ConsulKv(_) => {
+            let env =
+                ConsulEnv::from_vars(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+            ConsulSettings::load(&address, kv_mode, cli.datacenter.as_deref(), &env)
+                .map_err(anyhow::Error::msg)?
+        }
     };
-    let client = ConsulClient::new(&address)
-        .map_err(|e| anyhow::anyhow!("registry address: {e}"))?
-        .with_token(token);
+    let client = ConsulClient::from_settings(&settings)
+        .map_err(|e| anyhow::anyhow!("registry settings: {e}"))?;
     let config = IoConfig {
         read_only: cli.read_only,
         ..IoConfig::default()
@@ -88,16 +106,24 @@ fn main() -> Result<()> {
     let info = RegistryInfo {
         kind: choice.kind(),
         address,
-        datacenter: None,
+        datacenter: settings.datacenter.clone(),
         writable: !cli.read_only,
     };
     let model = Model::new(info, config.registry_interval, config.scrape_interval);
 
-    let result = match cli.command {
-        Some(Cmd::Snapshot { json }) => {
+    let result = match (cli.command, kv_mode) {
+        (Some(Cmd::Snapshot { json }), false) => {
             rt.block_on(snapshot(client, demo.clone(), config, model, json))
         }
-        None => run_window(client, demo.clone(), config, model),
+        (Some(Cmd::Snapshot { json }), true) => rt.block_on(snapshot(
+            ConsulKvClient::new(client),
+            demo.clone(),
+            config,
+            model,
+            json,
+        )),
+        (None, false) => run_window(client, demo.clone(), config, model),
+        (None, true) => run_window(ConsulKvClient::new(client), demo.clone(), config, model),
     };
     if let Some(d) = demo {
         d.shutdown();
@@ -105,8 +131,8 @@ fn main() -> Result<()> {
     result
 }
 
-fn run_window(
-    client: ConsulClient,
+fn run_window<R: Registry + 'static>(
+    client: R,
     demo: Option<DemoSpine>,
     config: IoConfig,
     model: Model,
@@ -133,8 +159,8 @@ fn run_window(
 
 /// Headless: warm up (demo), then wait until the registry answered and every sidecar has
 /// two scrapes, then print the model.
-async fn snapshot(
-    client: ConsulClient,
+async fn snapshot<R: Registry + 'static>(
+    client: R,
     demo: Option<DemoSpine>,
     config: IoConfig,
     mut model: Model,

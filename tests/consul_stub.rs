@@ -322,16 +322,69 @@ async fn cas_write_sends_the_exact_entry() {
         client.write_split("identity", &split, 1190).await,
         Ok(WriteOutcome::Applied)
     );
+    let seen = stub.seen();
+    // Read first (read-modify-write), then the CAS write of the whole entry.
+    assert_eq!(seen.len(), 2, "{seen:#?}");
     assert_eq!(
-        stub.seen(),
-        [Seen {
+        (seen[0].method, seen[0].path.as_str()),
+        ("GET", "/v1/config/service-splitter/identity")
+    );
+    let put = Seen {
+        body: String::new(),
+        ..seen[1].clone()
+    };
+    assert_eq!(
+        put,
+        Seen {
             method: "PUT",
             path: "/v1/config".into(),
             query: Some("cas=1190".into()),
             token: Some(TOKEN.into()),
-            body: r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":70,"ServiceSubset":"v1"},{"Weight":30,"ServiceSubset":"v2"}]}"#.into(),
-        }]
+            body: String::new(),
+        }
     );
+    assert_json(
+        &seen[1].body,
+        r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":70,"ServiceSubset":"v1"},{"Weight":30,"ServiceSubset":"v2"}]}"#,
+    );
+}
+
+/// Compares two JSON texts as values (key order does not matter, every field does).
+fn assert_json(actual: &str, expected: &str) {
+    let a: serde_json::Value = serde_json::from_str(actual).unwrap();
+    let e: serde_json::Value = serde_json::from_str(expected).unwrap();
+    assert_eq!(a, e, "actual: {actual}");
+}
+
+#[tokio::test]
+async fn splitter_write_keeps_every_field_it_does_not_own() {
+    let stub = Stub::default();
+    let app = Router::new()
+        .route(
+            "/v1/config/service-splitter/{name}",
+            get(|| async { json(fixture("crafted_splitter_headers_meta.json")) }),
+        )
+        .merge(mesh(&stub, (StatusCode::OK, "true")));
+    let base = serve(app).await;
+    let client = ConsulClient::new(&base).unwrap();
+    // v1 and v2 change weight, the cross-service split to "payment" goes, v3 is new.
+    let split = Split::from_pairs([("v1", 5000), ("v2", 2500), ("v3", 2500)]);
+    assert_eq!(
+        client.write_split("identity", &split, 2210).await,
+        Ok(WriteOutcome::Applied)
+    );
+    let put = stub.seen().into_iter().find(|s| s.method == "PUT").unwrap();
+    assert_json(
+        &put.body,
+        &String::from_utf8(fixture("crafted_splitter_headers_meta_put.json")).unwrap(),
+    );
+    // A stale index is a conflict without a write.
+    let before = stub.seen().len();
+    assert_eq!(
+        client.write_split("identity", &split, 2000).await,
+        Ok(WriteOutcome::Conflict)
+    );
+    assert!(stub.seen()[before..].iter().all(|s| s.method == "GET"));
 }
 
 #[tokio::test]
@@ -345,11 +398,11 @@ async fn cas_false_is_a_conflict() {
         Ok(WriteOutcome::Conflict)
     );
     let seen = stub.seen();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].token, None);
-    assert_eq!(
-        seen[0].body,
-        r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":66.67,"ServiceSubset":"v1"},{"Weight":33.33,"ServiceSubset":"v2"}]}"#
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].token, None);
+    assert_json(
+        &seen[1].body,
+        r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":66.67,"ServiceSubset":"v1"},{"Weight":33.33,"ServiceSubset":"v2"}]}"#,
     );
 }
 
@@ -364,9 +417,13 @@ async fn create_if_absent_uses_cas_zero() {
         Ok(WriteOutcome::Applied)
     );
     let seen = stub.seen();
-    assert_eq!(seen[0].query.as_deref(), Some("cas=0"));
     assert_eq!(
-        seen[0].body,
+        seen[0].path, "/v1/config/service-splitter/photo",
+        "404: none yet"
+    );
+    assert_eq!(seen[1].query.as_deref(), Some("cas=0"));
+    assert_eq!(
+        seen[1].body,
         r#"{"Kind":"service-splitter","Name":"photo","Splits":[{"Weight":100,"ServiceSubset":"v1"},{"Weight":0,"ServiceSubset":"v2"}]}"#
     );
 }
@@ -415,7 +472,10 @@ async fn weights_500_passes_consul_text_through() {
         RegistryError::Http {
             status: 500,
             body: body.into(),
-            hint: None
+            hint: Some(
+                "the weights must add up to exactly 100 (100.00 %; 99.99 and 100.01 both fail)"
+                    .into()
+            )
         }
     );
     assert!(
@@ -676,5 +736,146 @@ fn bad_addresses_are_invalid() {
             matches!(&err, RegistryError::Invalid(m) if m.starts_with("invalid Consul address")),
             "{bad}: {err:?}"
         );
+    }
+}
+
+// ---- every error of API brief §1.9, through a stub server ---------------------------------
+
+/// A raw HTTP/1.1 response fixture: (status code, content type, body).
+fn raw_response(name: &str) -> (u16, Option<String>, Vec<u8>) {
+    let raw = fixture(name);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .find_map(|t| t.parse().ok().filter(|c| (100..600).contains(c)))
+        .unwrap();
+    let content_type = lines
+        .filter_map(|l| l.split_once(": "))
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.to_owned());
+    (status, content_type, raw[split + 4..].to_vec())
+}
+
+/// A stub answering every request with the fixture's status, content type and body.
+async fn serve_raw(name: &'static str) -> String {
+    let answer = move || async move {
+        let (status, content_type, body) = raw_response(name);
+        let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
+        if let Some(ct) = content_type {
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, ct.parse().unwrap());
+        }
+        resp
+    };
+    serve(Router::new().fallback(answer)).await
+}
+
+#[tokio::test]
+async fn every_error_fixture_reaches_the_caller_with_its_text_and_a_hint() {
+    let files = [
+        (
+            "error_acl_403_acl_not_found.txt",
+            403,
+            "ACL not found",
+            "token is unknown",
+        ),
+        (
+            "error_acl_403_permission_denied.txt",
+            403,
+            "lacks permission 'service:write' on \"identity\"",
+            "service \"identity\" { policy = \"write\" }",
+        ),
+        (
+            "error_config_404_not_found.txt",
+            404,
+            "Config entry not found",
+            "does not exist",
+        ),
+        (
+            "error_config_bad_json_400.txt",
+            400,
+            "Request decoding failed: unexpected EOF",
+            "could not decode",
+        ),
+        ("error_invalid_index_400.txt", 400, "Invalid index", "index"),
+        (
+            "error_invalid_wait_400.txt",
+            400,
+            "Invalid wait time",
+            "at most 10m",
+        ),
+        ("error_kv_404.txt", 404, "", "key does not exist"),
+        (
+            "error_rate_limited_429.txt",
+            429,
+            "rate limit exceeded",
+            "retry later",
+        ),
+        (
+            "error_rate_limited_write_503.txt",
+            503,
+            "can only be performed by the leader",
+            "retry later",
+        ),
+        (
+            "error_splitter_protocol_tcp_500.txt",
+            500,
+            "uses a protocol \"tcp\"",
+            "L7 protocol",
+        ),
+        (
+            "error_splitter_unknown_subset_500.txt",
+            500,
+            "does not have a subset named \"v3\"",
+            "service-resolver's Subsets",
+        ),
+        (
+            "error_splitter_weights_500.txt",
+            500,
+            "must be 100, not 90.000000",
+            "exactly 100",
+        ),
+    ];
+    // Every error file of the fixture folder is covered.
+    let dir = format!("{}/tests/fixtures/consul", env!("CARGO_MANIFEST_DIR"));
+    let on_disk: std::collections::BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("error_"))
+        .collect();
+    let covered: std::collections::BTreeSet<String> =
+        files.iter().map(|f| f.0.to_owned()).collect();
+    assert_eq!(on_disk, covered);
+    for (file, status, text, hint_part) in files {
+        let base = serve_raw(file).await;
+        let client = ConsulClient::new(&base)
+            .unwrap()
+            .with_token(Some(TOKEN.into()));
+        // A read (snapshot) and a write (splitter CAS) both carry the error through.
+        let read = client.snapshot().await.unwrap_err();
+        let write = client
+            .write_split("identity", &Split::from_pairs([("v1", 10_000)]), 0)
+            .await
+            .unwrap_err();
+        for err in [read, write] {
+            let RegistryError::Http {
+                status: got,
+                body,
+                hint: Some(hint),
+            } = &err
+            else {
+                panic!("{file}: {err:?}")
+            };
+            assert_eq!(*got, status, "{file}");
+            assert!(body.contains(text), "{file}: {body}");
+            assert!(hint.contains(hint_part), "{file}: {hint}");
+            let shown = err.to_string();
+            assert!(shown.starts_with(&format!("HTTP {status}: ")), "{shown}");
+            assert!(shown.contains(hint.as_str()) && !shown.contains(TOKEN));
+        }
     }
 }

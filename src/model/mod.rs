@@ -159,6 +159,8 @@ pub struct Model {
     pub registry_interval: Duration,
     /// Sidecar scrape interval (for freshness).
     pub scrape_interval: Duration,
+    /// Datacenters the registry offers (the header's picker), nearest first.
+    pub datacenters: Vec<String>,
 }
 
 impl Model {
@@ -180,6 +182,7 @@ impl Model {
             notices: VecDeque::new(),
             registry_interval,
             scrape_interval,
+            datacenters: Vec::new(),
         }
     }
 
@@ -226,6 +229,21 @@ impl Model {
                     Err(error) => sidecar.status.record_err(at, error),
                 }
                 self.recompute_lanes(now);
+            }
+            IoEvent::Datacenters {
+                current,
+                known,
+                error,
+            } => {
+                if let Some(error) = error {
+                    self.notice(now, true, format!("datacenter: {error}"));
+                }
+                if current.is_some() {
+                    self.registry.datacenter = current;
+                }
+                if !known.is_empty() {
+                    self.datacenters = known;
+                }
             }
             IoEvent::WriteFinished {
                 service,

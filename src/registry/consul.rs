@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::{FollowContext, Registry, RegistryError, WriteOutcome};
+use super::{Datacenters, FollowContext, Registry, RegistryError, WriteOutcome};
 use crate::config::consul::{ConsulSettings, MAX_BLOCKING_WAIT, Secret};
 use crate::model::types::{
     DEFAULT_VERSION, Health, Instance, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
@@ -644,6 +644,26 @@ impl Registry for ConsulClient {
         Ok(RegistrySnapshot { services })
     }
 
+    /// `GET /v1/catalog/datacenters`; the current one is the chosen one, else the
+    /// agent's own (the first of the list: Consul sorts by round-trip time).
+    async fn datacenters(&self) -> Result<Datacenters, RegistryError> {
+        let known = ConsulClient::datacenters(self).await?;
+        let current = self.datacenter().or_else(|| known.first().cloned());
+        Ok(Datacenters { current, known })
+    }
+
+    fn set_datacenter(&self, dc: &str) -> Result<(), RegistryError> {
+        if dc.is_empty()
+            || !dc
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(RegistryError::Invalid(format!("invalid datacenter {dc:?}")));
+        }
+        ConsulClient::set_datacenter(self, Some(dc.to_owned()));
+        Ok(())
+    }
+
     /// Blocking queries on bulk endpoints (see [`blocking`]).
     async fn follow(&self, ctx: FollowContext) {
         blocking::follow_catalog(self, ctx).await;
@@ -881,6 +901,11 @@ fn hint_for(status: u16, body: &str) -> Option<String> {
             "Consul could not decode the entry sent: check its field names and types".into(),
         ),
         404 if text_is_empty(body) => Some("the key does not exist".into()),
+        404 if lower.contains("config entry not found") => Some(
+            "the config entry does not exist (for a service-splitter: no split yet, all traffic \
+             goes to the resolver's default subset)"
+                .into(),
+        ),
         500 if lower.contains("sum of all split weights") => Some(
             "the weights must add up to exactly 100 (100.00 %; 99.99 and 100.01 both fail)".into(),
         ),

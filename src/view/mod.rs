@@ -49,7 +49,9 @@ pub fn root_ui(
     now: Instant,
 ) {
     let theme = Theme::dark();
-    egui::Panel::top("header").show(ui, |ui| bars::header_ui(ui, model, view, &theme, now));
+    egui::Panel::top("header").show(ui, |ui| {
+        bars::header_ui(ui, model, view, &theme, commands, now);
+    });
     egui::Panel::bottom("status").show(ui, |ui| bars::status_ui(ui, model, &theme, now));
     if view
         .selected
