@@ -512,7 +512,7 @@ fn error_splitter_validation_texts_pass_through() {
         http(
             500,
             "the sum of all split weights must be 100, not 90.000000",
-            None
+            Some("the weights must add up to exactly 100 (100.00 %; 99.99 and 100.01 both fail)")
         )
     );
     assert_eq!(
@@ -536,28 +536,48 @@ fn error_splitter_validation_texts_pass_through() {
 }
 
 #[test]
-fn error_plain_statuses_have_no_hint() {
+fn error_statuses_carry_a_hint() {
     assert_eq!(
         mapped("error_config_404_not_found.txt"),
         http(
             404,
             r#"Config entry not found for "service-splitter" / "notification""#,
-            None
+            Some(
+                "the config entry does not exist (for a service-splitter: no split yet, all traffic goes to the resolver's default subset)"
+            )
         )
     );
     assert_eq!(
         mapped("error_config_bad_json_400.txt"),
-        http(400, "Request decoding failed: unexpected EOF", None)
+        http(
+            400,
+            "Request decoding failed: unexpected EOF",
+            Some("Consul could not decode the entry sent: check its field names and types")
+        )
     );
     assert_eq!(
         mapped("error_invalid_index_400.txt"),
-        http(400, "Invalid index", None)
+        http(
+            400,
+            "Invalid index",
+            Some(
+                "a blocking query's index must be a number from X-Consul-Index: the dashboard starts over from index 0"
+            )
+        )
     );
     assert_eq!(
         mapped("error_invalid_wait_400.txt"),
-        http(400, "Invalid wait time", None)
+        http(
+            400,
+            "Invalid wait time",
+            Some("a blocking query's wait must be a Go duration such as 30s, at most 10m")
+        )
     );
-    assert_eq!(mapped("error_kv_404.txt"), http(404, "", None));
+    assert_eq!(
+        mapped("error_kv_404.txt"),
+        http(404, "", Some("the key does not exist"))
+    );
+    assert_eq!(error_from_response(502, b"bad gateway"), http(502, "bad gateway", None));
 }
 
 #[test]

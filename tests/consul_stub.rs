@@ -587,9 +587,12 @@ async fn connection_refused_never_shows_the_token() {
         .write_split("identity", &Split::from_pairs([("v1", 10_000)]), 7)
         .await
         .unwrap_err();
+    // The write reads the stored entry first (read-modify-write): that read is refused.
     assert_eq!(
         err.to_string(),
-        format!("connection refused (http://127.0.0.1:{port}/v1/config?cas=7)")
+        format!(
+            "connection refused (http://127.0.0.1:{port}/v1/config/service-splitter/identity)"
+        )
     );
     for shown in [err.to_string(), format!("{err:?}"), format!("{client:?}")] {
         assert!(!shown.contains(TOKEN), "{shown}");

@@ -1627,7 +1627,12 @@ mod tests {
 
     #[test]
     fn hints() {
-        assert_eq!(hint_for(404, "Config entry not found"), None);
+        assert!(
+            hint_for(404, "Config entry not found")
+                .unwrap()
+                .contains("does not exist")
+        );
+        assert_eq!(hint_for(404, "page not found"), None);
         assert!(
             hint_for(403, "Permission denied")
                 .unwrap()
