@@ -577,7 +577,10 @@ fn error_statuses_carry_a_hint() {
         mapped("error_kv_404.txt"),
         http(404, "", Some("the key does not exist"))
     );
-    assert_eq!(error_from_response(502, b"bad gateway"), http(502, "bad gateway", None));
+    assert_eq!(
+        error_from_response(502, b"bad gateway"),
+        http(502, "bad gateway", None)
+    );
 }
 
 #[test]

@@ -590,9 +590,7 @@ async fn connection_refused_never_shows_the_token() {
     // The write reads the stored entry first (read-modify-write): that read is refused.
     assert_eq!(
         err.to_string(),
-        format!(
-            "connection refused (http://127.0.0.1:{port}/v1/config/service-splitter/identity)"
-        )
+        format!("connection refused (http://127.0.0.1:{port}/v1/config/service-splitter/identity)")
     );
     for shown in [err.to_string(), format!("{err:?}"), format!("{client:?}")] {
         assert!(!shown.contains(TOKEN), "{shown}");
@@ -881,4 +879,411 @@ async fn every_error_fixture_reaches_the_caller_with_its_text_and_a_hint() {
             assert!(shown.contains(hint.as_str()) && !shown.contains(TOKEN));
         }
     }
+}
+
+// ---- blocking queries on bulk endpoints ------------------------------------------------
+
+use std::collections::{BTreeMap, HashMap};
+
+use spine_dash::registry::{FeedUpdate, FollowContext};
+use tokio::sync::{Notify, mpsc, watch};
+
+/// One instance of the synthetic mesh.
+#[derive(Clone)]
+struct SynthInstance {
+    id: String,
+    service: String,
+    address: String,
+    status: &'static str,
+    check_create: u64,
+}
+
+/// A Consul stand-in with `n` services and per-answer indexes, answering blocking
+/// queries; it counts the answers it sends per path.
+#[derive(Default)]
+struct Synth {
+    instances: Vec<SynthInstance>,
+    index: u64,
+    catalog_index: u64,
+    checks_index: u64,
+    splitter_index: u64,
+    split_v1: u32,
+    answered: Vec<String>,
+}
+
+#[derive(Clone)]
+struct SynthStub {
+    state: Arc<Mutex<Synth>>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl SynthStub {
+    fn new(services: usize) -> Self {
+        let mut s = Synth {
+            index: 10,
+            catalog_index: 10,
+            checks_index: 10,
+            splitter_index: 10,
+            split_v1: 80,
+            ..Synth::default()
+        };
+        for i in 0..services {
+            s.instances.push(SynthInstance {
+                id: format!("svc-{i}-1"),
+                service: format!("svc-{i}"),
+                address: "10.0.0.1".into(),
+                status: "passing",
+                check_create: 10,
+            });
+        }
+        Self {
+            state: Arc::new(Mutex::new(s)),
+            changes: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Synth)) {
+        let mut s = self.state.lock().unwrap();
+        s.index += 1;
+        f(&mut s);
+        let i = s.index;
+        drop(s);
+        self.changes.send_replace(i);
+    }
+
+    fn answered(&self) -> Vec<String> {
+        self.state.lock().unwrap().answered.clone()
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/catalog/services", get(synth_catalog))
+            .route("/v1/health/state/any", get(synth_checks))
+            .route("/v1/config/service-resolver", get(synth_resolvers))
+            .route("/v1/config/service-splitter", get(synth_splitters))
+            .route("/v1/health/service/{name}", get(synth_health))
+            .route("/v1/config/{kind}/{name}", get(synth_config_entry))
+            .with_state(self.clone())
+    }
+}
+
+type Q = axum::extract::Query<HashMap<String, String>>;
+
+/// Holds a blocking query until `index_of` passes `?index=` or `?wait=` runs out, then
+/// answers `body_of` with `X-Consul-Index`.
+async fn synth_answer(
+    stub: &SynthStub,
+    q: &HashMap<String, String>,
+    path: &str,
+    index_of: fn(&Synth) -> u64,
+    body_of: fn(&Synth) -> serde_json::Value,
+) -> Response {
+    if let Some(min) = q.get("index").map(|i| i.parse::<u64>().unwrap()) {
+        let wait = q.get("wait").map_or(Duration::from_secs(300), |w| {
+            w.strip_suffix("ms").map_or_else(
+                || Duration::from_secs(w.trim_end_matches('s').parse().unwrap()),
+                |ms| Duration::from_millis(ms.parse().unwrap()),
+            )
+        });
+        let mut rx = stub.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        while index_of(&stub.state.lock().unwrap()) <= min {
+            tokio::select! {
+                _ = rx.changed() => {}
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+    }
+    let mut s = stub.state.lock().unwrap();
+    s.answered.push(path.to_owned());
+    let body = serde_json::to_vec(&body_of(&s)).unwrap();
+    ([("X-Consul-Index", index_of(&s).to_string())], json(body)).into_response()
+}
+
+async fn synth_catalog(State(stub): State<SynthStub>, axum::extract::Query(q): Q) -> Response {
+    synth_answer(
+        &stub,
+        &q,
+        "catalog",
+        |s| s.catalog_index,
+        |s| {
+            let mut map = serde_json::Map::new();
+            map.insert("consul".into(), serde_json::json!([]));
+            for i in &s.instances {
+                map.insert(i.service.clone(), serde_json::json!(["v1"]));
+            }
+            serde_json::Value::Object(map)
+        },
+    )
+    .await
+}
+
+fn synth_check(i: &SynthInstance) -> serde_json::Value {
+    serde_json::json!({"Node": "node-1", "CheckID": format!("service:{}", i.id),
+        "Name": "http", "Status": i.status, "Output": format!("HTTP GET: {}", i.status),
+        "ServiceID": i.id, "ServiceName": i.service, "CreateIndex": i.check_create})
+}
+
+async fn synth_checks(State(stub): State<SynthStub>, axum::extract::Query(q): Q) -> Response {
+    synth_answer(
+        &stub,
+        &q,
+        "checks",
+        |s| s.checks_index,
+        |s| {
+            let mut list = vec![
+                serde_json::json!({"Node": "node-1", "CheckID": "serfHealth",
+            "Status": "passing", "ServiceID": "", "ServiceName": "", "CreateIndex": 1}),
+            ];
+            list.extend(s.instances.iter().map(synth_check));
+            serde_json::Value::Array(list)
+        },
+    )
+    .await
+}
+
+async fn synth_resolvers(State(stub): State<SynthStub>, axum::extract::Query(q): Q) -> Response {
+    synth_answer(
+        &stub,
+        &q,
+        "resolvers",
+        |_| 10,
+        |_| {
+            serde_json::json!([{"Kind": "service-resolver", "Name": "svc-0",
+        "Subsets": {"v1": {}, "v2": {}}, "ModifyIndex": 10}])
+        },
+    )
+    .await
+}
+
+async fn synth_splitters(State(stub): State<SynthStub>, axum::extract::Query(q): Q) -> Response {
+    synth_answer(
+        &stub,
+        &q,
+        "splitters",
+        |s| s.splitter_index,
+        |s| {
+            serde_json::json!([{"Kind": "service-splitter", "Name": "svc-0", "Splits": [
+            {"Weight": s.split_v1, "ServiceSubset": "v1"},
+            {"Weight": 100 - s.split_v1, "ServiceSubset": "v2"}],
+            "CreateIndex": 10, "ModifyIndex": s.splitter_index}])
+        },
+    )
+    .await
+}
+
+async fn synth_health(State(stub): State<SynthStub>, Path(name): Path<String>) -> Response {
+    let mut s = stub.state.lock().unwrap();
+    s.answered.push(format!("health/service/{name}"));
+    let entries: Vec<serde_json::Value> = s
+        .instances
+        .iter()
+        .filter(|i| i.service == name)
+        .map(|i| {
+            serde_json::json!({"Node": {"Node": "node-1", "Address": "10.0.0.1"},
+                "Service": {"ID": i.id, "Service": i.service, "Tags": ["v1"], "Address": i.address,
+                    "Port": 8080, "Meta": {"version": "v1",
+                        "metrics_url": format!("http://{}:19000/stats/prometheus", i.id)}},
+                "Checks": [synth_check(i)]})
+        })
+        .collect();
+    let index = s.index;
+    drop(s);
+    (
+        [("X-Consul-Index", index.to_string())],
+        json(serde_json::to_vec(&entries).unwrap()),
+    )
+        .into_response()
+}
+
+/// What a poll reads per service: no entry (404) in this mesh.
+async fn synth_config_entry(
+    State(stub): State<SynthStub>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Response {
+    stub.state
+        .lock()
+        .unwrap()
+        .answered
+        .push(format!("config/{kind}/{name}"));
+    text(
+        StatusCode::NOT_FOUND,
+        &format!("Config entry not found for {kind:?} / {name:?}"),
+    )
+}
+
+/// The next snapshot `follow` reports (skipping "nothing new"); panics on an error or
+/// after 20 s.
+async fn next_snapshot(rx: &mut mpsc::Receiver<FeedUpdate>) -> RegistrySnapshot {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let update = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("a snapshot within 20 s")
+            .expect("follow running");
+        match update.result {
+            Ok(Some(s)) => return s,
+            Ok(None) => {}
+            Err(e) => panic!("follow failed: {e}"),
+        }
+    }
+}
+
+/// Snapshots until `done` holds.
+async fn snapshot_where(
+    rx: &mut mpsc::Receiver<FeedUpdate>,
+    done: impl Fn(&RegistrySnapshot) -> bool,
+) -> RegistrySnapshot {
+    loop {
+        let s = next_snapshot(rx).await;
+        if done(&s) {
+            return s;
+        }
+    }
+}
+
+fn instance_of<'a>(s: &'a RegistrySnapshot, id: &str) -> Option<&'a Instance> {
+    s.services
+        .iter()
+        .flat_map(|e| e.instances.iter())
+        .find(|i| i.id == id)
+}
+
+/// Answers the stub sent while `change` took effect and the follow loop settled.
+async fn requests_for(
+    stub: &SynthStub,
+    rx: &mut mpsc::Receiver<FeedUpdate>,
+    change: impl FnOnce(&mut Synth),
+    done: impl Fn(&RegistrySnapshot) -> bool,
+) -> Vec<String> {
+    let before = stub.answered().len();
+    stub.change(change);
+    snapshot_where(rx, done).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stub.answered()[before..].to_vec()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    initial: usize,
+    polling_snapshot: usize,
+    health_change: usize,
+    split_change: usize,
+    new_instance: usize,
+    address_only: usize,
+}
+
+async fn measure(services: usize) -> Counts {
+    let stub = SynthStub::new(services);
+    let base = serve(stub.router()).await;
+    let client = ConsulClient::new(&base)
+        .unwrap()
+        .with_blocking_wait(Duration::from_secs(5));
+    // What one poll costs, for comparison.
+    client.snapshot().await.unwrap();
+    let polling_snapshot = stub.answered().len();
+    let (tx, mut rx) = mpsc::channel(64);
+    let ctx = FollowContext {
+        interval: Duration::from_millis(20),
+        refresh: Arc::new(Notify::new()),
+        out: tx,
+    };
+    let follower = client.clone();
+    let task = tokio::spawn(async move { follower.follow(ctx).await });
+    let first = next_snapshot(&mut rx).await;
+    assert_eq!(first.services.len(), services);
+    assert_eq!(first.services[0].split.as_ref().unwrap().modify_index, 10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let initial = stub.answered().len() - polling_snapshot;
+
+    let health = requests_for(
+        &stub,
+        &mut rx,
+        |s| {
+            s.instances[3].status = "critical";
+            s.checks_index = s.index;
+        },
+        |snap| instance_of(snap, "svc-3-1").unwrap().health == Health::Critical,
+    )
+    .await;
+    let split = requests_for(
+        &stub,
+        &mut rx,
+        |s| {
+            s.split_v1 = 50;
+            s.splitter_index = s.index;
+        },
+        |snap| {
+            snap.services[0]
+                .split
+                .as_ref()
+                .unwrap()
+                .split
+                .weight_of("v1")
+                == Some(5000)
+        },
+    )
+    .await;
+    let new_instance = requests_for(
+        &stub,
+        &mut rx,
+        |s| {
+            s.instances.push(SynthInstance {
+                id: "svc-5-2".into(),
+                service: "svc-5".into(),
+                address: "10.0.0.2".into(),
+                status: "passing",
+                check_create: s.index,
+            });
+            s.catalog_index = s.index;
+            s.checks_index = s.index;
+        },
+        |snap| instance_of(snap, "svc-5-2").is_some(),
+    )
+    .await;
+    let address_only = requests_for(
+        &stub,
+        &mut rx,
+        |s| {
+            s.instances[7].address = "10.0.0.7".into();
+            s.catalog_index = s.index;
+        },
+        |snap| instance_of(snap, "svc-7-1").unwrap().address == "10.0.0.7",
+    )
+    .await;
+    task.abort();
+    eprintln!(
+        "{services} services: health change {health:?}, split change {split:?}, new instance {new_instance:?}, address-only change {} answers",
+        address_only.len()
+    );
+    Counts {
+        initial,
+        polling_snapshot,
+        health_change: health.len(),
+        split_change: split.len(),
+        new_instance: new_instance.len(),
+        address_only: address_only.len(),
+    }
+}
+
+#[tokio::test]
+async fn blocking_follow_requests_per_refresh_do_not_grow_with_services() {
+    let small = measure(10).await;
+    let large = measure(200).await;
+    eprintln!("requests per refresh: 10 services {small:?}; 200 services {large:?}");
+    // A health change is one answer of /v1/health/state/any, a split change one answer of
+    // the splitter list: nothing per service.
+    assert_eq!((small.health_change, large.health_change), (1, 1));
+    assert_eq!((small.split_change, large.split_change), (1, 1));
+    // A new instance: the catalog, the checks and that one service's instances.
+    assert_eq!((small.new_instance, large.new_instance), (3, 3));
+    // Start: 4 bulk reads plus one read per service (once).
+    assert_eq!(small.initial, 4 + 10);
+    assert_eq!(large.initial, 4 + 200);
+    // Polling would cost 1 + 3 per service for every refresh.
+    assert_eq!(small.polling_snapshot, 1 + 3 * 10);
+    assert_eq!(large.polling_snapshot, 1 + 3 * 200);
+    // A change no check explains falls back to reading every service, once.
+    assert_eq!(small.address_only, 1 + 10);
+    assert_eq!(large.address_only, 1 + 200);
 }
