@@ -1287,3 +1287,130 @@ async fn blocking_follow_requests_per_refresh_do_not_grow_with_services() {
     assert_eq!(small.address_only, 1 + 10);
     assert_eq!(large.address_only, 1 + 200);
 }
+
+/// The catalog answers a script (index, body or an error); the other bulk reads answer
+/// once and then block until their wait runs out. Records the `index` of each catalog query.
+#[tokio::test]
+async fn blocking_index_rules_and_backoff_follow_the_fixture_sequence() {
+    // blocking_sequence_health_identity.jsonl, played on the catalog query.
+    let script: Vec<(u16, Option<u64>, &'static str)> = vec![
+        (200, Some(1187), r#"{"identity":["v1"]}"#),
+        (200, Some(1187), r#"{"identity":["v1"]}"#), // wait expired, nothing new
+        (200, Some(1196), r#"{"identity":["v1"],"photo":["v1"]}"#),
+        (200, Some(1142), r#"{"identity":["v1"],"photo":["v1"]}"#), // backwards: reset to 0
+        (200, Some(1142), r#"{"identity":["v1"],"photo":["v1"]}"#),
+        (500, None, "No cluster leader"),
+        (200, Some(1200), r#"{"identity":["v1"],"payment":["v1"],"photo":["v1"]}"#),
+    ];
+    #[derive(Clone)]
+    struct Scripted {
+        script: Arc<Mutex<std::collections::VecDeque<(u16, Option<u64>, &'static str)>>>,
+        seen: Arc<Mutex<Vec<(Option<String>, tokio::time::Instant)>>>,
+    }
+    let st = Scripted {
+        script: Arc::new(Mutex::new(script.into())),
+        seen: Arc::default(),
+    };
+    async fn catalog(State(st): State<Scripted>, axum::extract::Query(q): Q) -> Response {
+        st.seen
+            .lock()
+            .unwrap()
+            .push((q.get("index").cloned(), tokio::time::Instant::now()));
+        let next = st.script.lock().unwrap().pop_front();
+        let Some((status, index, body)) = next else {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return json(b"{}".to_vec());
+        };
+        if status != 200 {
+            return text(StatusCode::from_u16(status).unwrap(), body);
+        }
+        (
+            [("X-Consul-Index", index.unwrap().to_string())],
+            json(body.as_bytes().to_vec()),
+        )
+            .into_response()
+    }
+    async fn quiet(axum::extract::Query(q): Q) -> Response {
+        if q.contains_key("index") {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        ([("X-Consul-Index", "5")], json(b"[]".to_vec())).into_response()
+    }
+    async fn health() -> Response {
+        json(br#"[{"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"identity-1","Service":"identity","Port":1,"Meta":{"metrics_url":"http://x/m"}},"Checks":[]}]"#.to_vec())
+    }
+    let app = Router::new()
+        .route("/v1/catalog/services", get(catalog))
+        .route("/v1/health/state/any", get(quiet))
+        .route("/v1/config/service-resolver", get(quiet))
+        .route("/v1/config/service-splitter", get(quiet))
+        .route("/v1/health/service/{name}", get(health))
+        .with_state(st.clone());
+    let base = serve(app).await;
+    let client = ConsulClient::new(&base)
+        .unwrap()
+        .with_blocking_wait(Duration::from_secs(30));
+    let (tx, mut rx) = mpsc::channel(64);
+    let interval = Duration::from_millis(200);
+    let ctx = FollowContext {
+        interval,
+        refresh: Arc::new(Notify::new()),
+        out: tx,
+    };
+    let task = tokio::spawn(async move { client.follow(ctx).await });
+    let mut results = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while results.iter().filter(|r| *r == "snapshot").count() < 3 {
+        let update = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("updates within 20 s")
+            .unwrap();
+        // The promise: wait + wait/16 + the request timeout.
+        assert_eq!(
+            update.next_within,
+            Duration::from_secs(30) + Duration::from_secs(30) / 16 + Duration::from_secs(10)
+        );
+        results.push(match update.result {
+            Ok(Some(_)) => "snapshot".to_owned(),
+            Ok(None) => "unchanged".to_owned(),
+            Err(e) => format!("error: {e}"),
+        });
+    }
+    while st.seen.lock().unwrap().len() < 8 {
+        assert!(tokio::time::Instant::now() < deadline, "8 catalog queries");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+    let seen = st.seen.lock().unwrap().clone();
+    let indexes: Vec<Option<&str>> = seen.iter().map(|(i, _)| i.as_deref()).collect();
+    assert_eq!(
+        indexes[..8],
+        [
+            None,         // first read: index 0 does not block
+            Some("1187"), // block on the answer's index
+            Some("1187"), // nothing new: same index again
+            Some("1196"),
+            None,         // went backwards: reset to 0, one read without blocking
+            Some("1142"), // then block on the new index
+            Some("1142"), // the error keeps the index
+            Some("1200"),
+        ]
+    );
+    // The retry after "No cluster leader" waited the backoff (base = the interval, jitter
+    // takes at most half off); the measured pause is reported.
+    let pause = seen[6].1 - seen[5].1;
+    eprintln!("retry after the 500 came {pause:?} later");
+    assert!(pause >= interval / 2, "{pause:?}");
+    assert_eq!(results[0], "snapshot");
+    assert!(results.contains(&"unchanged".to_owned()), "{results:?}");
+    let error = results.iter().find(|r| r.starts_with("error")).unwrap();
+    assert!(
+        error.contains("HTTP 500: No cluster leader") && error.contains("leader"),
+        "{error}"
+    );
+    assert_eq!(
+        results.iter().filter(|r| *r == "snapshot").count(),
+        3,
+        "a new snapshot for 1187, 1196 and 1200 only: {results:?}"
+    );
+}
