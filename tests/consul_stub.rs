@@ -1300,7 +1300,11 @@ async fn blocking_index_rules_and_backoff_follow_the_fixture_sequence() {
         (200, Some(1142), r#"{"identity":["v1"],"photo":["v1"]}"#), // backwards: reset to 0
         (200, Some(1142), r#"{"identity":["v1"],"photo":["v1"]}"#),
         (500, None, "No cluster leader"),
-        (200, Some(1200), r#"{"identity":["v1"],"payment":["v1"],"photo":["v1"]}"#),
+        (
+            200,
+            Some(1200),
+            r#"{"identity":["v1"],"payment":["v1"],"photo":["v1"]}"#,
+        ),
     ];
     #[derive(Clone)]
     struct Scripted {
@@ -1413,4 +1417,190 @@ async fn blocking_index_rules_and_backoff_follow_the_fixture_sequence() {
         3,
         "a new snapshot for 1187, 1196 and 1200 only: {results:?}"
     );
+}
+
+// ---- TLS and mTLS ---------------------------------------------------------------------------
+
+mod tls {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use spine_dash::config::consul::{ConsulEnv, ConsulSettings};
+    use tokio_rustls::rustls;
+
+    pub struct Pki {
+        pub ca_pem: String,
+        pub ca_der: Vec<u8>,
+        pub server_pem: String,
+        pub server_key_der: Vec<u8>,
+        pub server_der: Vec<u8>,
+        pub client_pem: String,
+        pub client_key_pem: String,
+    }
+
+    /// A CA with a server certificate for `server.dc1.consul` and a client certificate.
+    pub fn pki() -> Pki {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Consul Agent CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["server.dc1.consul".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client = CertificateParams::new(vec!["client.dc1.consul".to_owned()])
+            .unwrap()
+            .signed_by(&client_key, &ca)
+            .unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            ca_der: ca.der().to_vec(),
+            server_pem: server.pem(),
+            server_key_der: server_key.serialize_der(),
+            server_der: server.der().to_vec(),
+            client_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        }
+    }
+
+    /// An HTTPS "agent" on 127.0.0.1 that requires a client certificate from `pki`'s CA
+    /// and answers every request `{}` with an index.
+    pub async fn agent(pki: &Pki) -> u16 {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from(pki.server_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key_der.clone())),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Consul-Index: 7\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    /// Settings as `spine-dash` builds them from `CONSUL_*` variables naming files.
+    pub fn settings(port: u16, vars: &[(&str, &str)]) -> ConsulSettings {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let env = ConsulEnv::from_vars(|k| map.get(k).cloned()).unwrap();
+        ConsulSettings::load(&format!("https://127.0.0.1:{port}"), false, None, &env).unwrap()
+    }
+
+    pub fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn mtls_with_ca_client_cert_and_server_name() {
+    let pki = tls::pki();
+    let other = tls::pki();
+    let port = tls::agent(&pki).await;
+    let dir = std::env::temp_dir().join(format!("spine-dash-consul-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = tls::write(&dir, "ca.pem", &pki.ca_pem);
+    let wrong_ca = tls::write(&dir, "other-ca.pem", &other.ca_pem);
+    let cert = tls::write(&dir, "client.pem", &pki.client_pem);
+    let key = tls::write(&dir, "client-key.pem", &pki.client_key_pem);
+    let _ = &pki.server_pem;
+    let good = [
+        ("CONSUL_CACERT", ca.as_str()),
+        ("CONSUL_CLIENT_CERT", cert.as_str()),
+        ("CONSUL_CLIENT_KEY", key.as_str()),
+        ("CONSUL_TLS_SERVER_NAME", "server.dc1.consul"),
+        ("CONSUL_HTTP_TOKEN", TOKEN),
+    ];
+    let client = ConsulClient::from_settings(&tls::settings(port, &good)).unwrap();
+    assert_eq!(client.base_url(), format!("https://127.0.0.1:{port}"));
+    assert_eq!(client.snapshot().await, Ok(RegistrySnapshot::default()));
+
+    // Without the client certificate the agent refuses the handshake.
+    let client = ConsulClient::from_settings(&tls::settings(port, &good[..1]).clone_with(|s| {
+        s.tls_server_name = Some("server.dc1.consul".into());
+    }))
+    .unwrap();
+    let err = client.snapshot().await.unwrap_err().to_string();
+    assert!(err.contains("CONSUL_CLIENT_CERT"), "{err}");
+
+    // Another CA: the agent's certificate is not trusted.
+    let mut wrong = good;
+    wrong[0] = ("CONSUL_CACERT", wrong_ca.as_str());
+    let client = ConsulClient::from_settings(&tls::settings(port, &wrong)).unwrap();
+    let err = client.snapshot().await.unwrap_err().to_string();
+    assert!(
+        err.contains("not signed by the CA in CONSUL_CACERT"),
+        "{err}"
+    );
+
+    // No server name: the certificate names server.dc1.consul, not 127.0.0.1.
+    let client = ConsulClient::from_settings(&tls::settings(port, &good[..3])).unwrap();
+    let err = client.snapshot().await.unwrap_err().to_string();
+    assert!(err.contains("CONSUL_TLS_SERVER_NAME"), "{err}");
+    for shown in [err, format!("{client:?}")] {
+        assert!(
+            !shown.contains(TOKEN) && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+trait CloneWith {
+    fn clone_with(&self, f: impl FnOnce(&mut Self)) -> Self;
+}
+
+impl CloneWith for spine_dash::config::consul::ConsulSettings {
+    fn clone_with(&self, f: impl FnOnce(&mut Self)) -> Self {
+        let mut c = self.clone();
+        f(&mut c);
+        c
+    }
 }

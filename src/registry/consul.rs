@@ -222,7 +222,10 @@ impl TlsSetup {
     /// A hint for a failed TLS handshake, from the error text.
     fn hint_for(&self, message: &str) -> Option<String> {
         let lower = message.to_ascii_lowercase();
-        if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+        if lower.contains("unknownissuer")
+            || lower.contains("unknown issuer")
+            || lower.contains("badsignature")
+        {
             Some(if self.has_ca {
                 "the agent's certificate is not signed by the CA in CONSUL_CACERT".into()
             } else {
