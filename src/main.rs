@@ -87,7 +87,7 @@ fn main() -> Result<()> {
     let settings = match choice {
         RegistryChoice::Demo => {
             let mut s = ConsulSettings::new(&address);
-            s.datacenter = cli.datacenter.clone();
+            s.datacenter.clone_from(&cli.datacenter);
             s
         }
         RegistryChoice::Consul(_) | RegistryChoice::ConsulKv(_) => {

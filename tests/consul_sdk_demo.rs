@@ -271,7 +271,7 @@ async fn demo_blocking_queries_wait_for_a_change_or_the_wait() {
     eprintln!("unchanged blocking query answered after {waited:?} (wait 1s)");
 
     // A split write wakes the waiter at once with a higher index.
-    let waiter = {
+    let blocked = {
         let http = http.clone();
         let url = format!("{base}/v1/config/service-splitter?index={index}&wait=30s");
         tokio::spawn(async move {
@@ -296,7 +296,7 @@ async fn demo_blocking_queries_wait_for_a_change_or_the_wait() {
             .unwrap(),
         WriteOutcome::Applied
     );
-    let (took, resp) = waiter.await.unwrap();
+    let (took, resp) = blocked.await.unwrap();
     assert!(index_of(&resp) > index);
     assert!(took < Duration::from_secs(30), "{took:?}");
     eprintln!("blocked query woke {took:?} after it was sent (write at ~200 ms)");

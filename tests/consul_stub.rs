@@ -3,7 +3,7 @@
 //! refused connections, bounded concurrency and the body size limit.
 
 // Test helpers outside #[test] fns may unwrap too (clippy.toml allows it only inside).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -883,7 +883,7 @@ async fn every_error_fixture_reaches_the_caller_with_its_text_and_a_hint() {
 
 // ---- blocking queries on bulk endpoints ------------------------------------------------
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use spine_dash::registry::{FeedUpdate, FollowContext};
 use tokio::sync::{Notify, mpsc, watch};
@@ -979,7 +979,7 @@ async fn synth_answer(
     body_of: fn(&Synth) -> serde_json::Value,
 ) -> Response {
     if let Some(min) = q.get("index").map(|i| i.parse::<u64>().unwrap()) {
-        let wait = q.get("wait").map_or(Duration::from_secs(300), |w| {
+        let wait = q.get("wait").map_or(Duration::from_mins(5), |w| {
             w.strip_suffix("ms").map_or_else(
                 || Duration::from_secs(w.trim_end_matches('s').parse().unwrap()),
                 |ms| Duration::from_millis(ms.parse().unwrap()),
@@ -1293,28 +1293,13 @@ async fn blocking_follow_requests_per_refresh_do_not_grow_with_services() {
 #[tokio::test]
 async fn blocking_index_rules_and_backoff_follow_the_fixture_sequence() {
     // blocking_sequence_health_identity.jsonl, played on the catalog query.
-    let script: Vec<(u16, Option<u64>, &'static str)> = vec![
-        (200, Some(1187), r#"{"identity":["v1"]}"#),
-        (200, Some(1187), r#"{"identity":["v1"]}"#), // wait expired, nothing new
-        (200, Some(1196), r#"{"identity":["v1"],"photo":["v1"]}"#),
-        (200, Some(1142), r#"{"identity":["v1"],"photo":["v1"]}"#), // backwards: reset to 0
-        (200, Some(1142), r#"{"identity":["v1"],"photo":["v1"]}"#),
-        (500, None, "No cluster leader"),
-        (
-            200,
-            Some(1200),
-            r#"{"identity":["v1"],"payment":["v1"],"photo":["v1"]}"#,
-        ),
-    ];
+    type Step = (u16, Option<u64>, &'static str);
+    type SeenQuery = (Option<String>, tokio::time::Instant);
     #[derive(Clone)]
     struct Scripted {
-        script: Arc<Mutex<std::collections::VecDeque<(u16, Option<u64>, &'static str)>>>,
-        seen: Arc<Mutex<Vec<(Option<String>, tokio::time::Instant)>>>,
+        script: Arc<Mutex<std::collections::VecDeque<Step>>>,
+        seen: Arc<Mutex<Vec<SeenQuery>>>,
     }
-    let st = Scripted {
-        script: Arc::new(Mutex::new(script.into())),
-        seen: Arc::default(),
-    };
     async fn catalog(State(st): State<Scripted>, axum::extract::Query(q): Q) -> Response {
         st.seen
             .lock()
@@ -1322,7 +1307,7 @@ async fn blocking_index_rules_and_backoff_follow_the_fixture_sequence() {
             .push((q.get("index").cloned(), tokio::time::Instant::now()));
         let next = st.script.lock().unwrap().pop_front();
         let Some((status, index, body)) = next else {
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            tokio::time::sleep(Duration::from_mins(1)).await;
             return json(b"{}".to_vec());
         };
         if status != 200 {
@@ -1336,13 +1321,30 @@ async fn blocking_index_rules_and_backoff_follow_the_fixture_sequence() {
     }
     async fn quiet(axum::extract::Query(q): Q) -> Response {
         if q.contains_key("index") {
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            tokio::time::sleep(Duration::from_mins(1)).await;
         }
         ([("X-Consul-Index", "5")], json(b"[]".to_vec())).into_response()
     }
     async fn health() -> Response {
         json(br#"[{"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"identity-1","Service":"identity","Port":1,"Meta":{"metrics_url":"http://x/m"}},"Checks":[]}]"#.to_vec())
     }
+    let script: Vec<Step> = vec![
+        (200, Some(1187), r#"{"identity":["v1"]}"#),
+        (200, Some(1187), r#"{"identity":["v1"]}"#), // wait expired, nothing new
+        (200, Some(1196), r#"{"identity":["v1"],"photo":["v1"]}"#),
+        (200, Some(1142), r#"{"identity":["v1"],"photo":["v1"]}"#), // backwards: reset to 0
+        (200, Some(1142), r#"{"identity":["v1"],"photo":["v1"]}"#),
+        (500, None, "No cluster leader"),
+        (
+            200,
+            Some(1200),
+            r#"{"identity":["v1"],"payment":["v1"],"photo":["v1"]}"#,
+        ),
+    ];
+    let st = Scripted {
+        script: Arc::new(Mutex::new(script.into())),
+        seen: Arc::default(),
+    };
     let app = Router::new()
         .route("/v1/catalog/services", get(catalog))
         .route("/v1/health/state/any", get(quiet))

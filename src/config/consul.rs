@@ -20,7 +20,7 @@ use std::time::Duration;
 pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(30);
 
 /// Consul's largest `wait` (10 minutes).
-pub const MAX_BLOCKING_WAIT: Duration = Duration::from_secs(600);
+pub const MAX_BLOCKING_WAIT: Duration = Duration::from_mins(10);
 
 /// A secret text (ACL token). `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -191,7 +191,7 @@ impl ConsulSettings {
             None => env.token.clone(),
         };
         if let Some(t) = &token
-            && t.expose().chars().any(|c| c.is_control())
+            && t.expose().chars().any(char::is_control)
         {
             return Err("the Consul token contains control characters (check CONSUL_HTTP_TOKEN / CONSUL_HTTP_TOKEN_FILE)".into());
         }

@@ -26,9 +26,9 @@ use super::state::{
 };
 
 /// Consul's default `wait`.
-const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const DEFAULT_WAIT: Duration = Duration::from_mins(5);
 /// Consul's largest `wait`.
-const MAX_WAIT: Duration = Duration::from_secs(600);
+const MAX_WAIT: Duration = Duration::from_mins(10);
 
 /// Shared state of the registry server.
 #[derive(Debug)]
@@ -203,15 +203,15 @@ async fn block(
     let Some((min, wait)) = blocking_params(params)? else {
         return Ok(());
     };
-    let mut changes = lock(&st.registry).subscribe();
+    let mut waiter = lock(&st.registry).subscribe();
     let deadline = tokio::time::Instant::now() + wait + jitter(wait);
     loop {
-        let now_index = index_of(&lock(&st.registry));
-        if now_index > min {
+        let current = index_of(&lock(&st.registry));
+        if current > min {
             return Ok(());
         }
         tokio::select! {
-            changed = changes.changed() => {
+            changed = waiter.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }
@@ -405,16 +405,15 @@ async fn kv_get(
     }
     let reg = lock(&st.registry);
     let index = reg.kv_index(&key, recurse);
-    match reg.kv_get_json(&key, recurse) {
-        Some(body) => json_ok(Some(index), body),
-        None => {
-            // Consul: 404 with an empty body, and the index.
-            let mut resp = StatusCode::NOT_FOUND.into_response();
-            let h = resp.headers_mut();
-            h.insert(ACL_POLICY, HeaderValue::from_static("allow"));
-            h.insert(INDEX, HeaderValue::from(index));
-            resp
-        }
+    if let Some(body) = reg.kv_get_json(&key, recurse) {
+        json_ok(Some(index), body)
+    } else {
+        // Consul: 404 with an empty body, and the index.
+        let mut resp = StatusCode::NOT_FOUND.into_response();
+        let h = resp.headers_mut();
+        h.insert(ACL_POLICY, HeaderValue::from_static("allow"));
+        h.insert(INDEX, HeaderValue::from(index));
+        resp
     }
 }
 

@@ -1475,17 +1475,19 @@ pub fn merge_splitter_body(
             let mut obj = old_splits
                 .iter()
                 .find(|o| destination(o) == want)
-                .map(|o| (*o).clone())
-                .unwrap_or_else(|| {
-                    let mut fresh = serde_json::Map::new();
-                    if let Some(other) = other {
-                        fresh.insert("Service".into(), Value::from(other));
-                    }
-                    if !subset.is_empty() {
-                        fresh.insert("ServiceSubset".into(), Value::from(subset));
-                    }
-                    fresh
-                });
+                .map_or_else(
+                    || {
+                        let mut fresh = serde_json::Map::new();
+                        if let Some(other) = other {
+                            fresh.insert("Service".into(), Value::from(other));
+                        }
+                        if !subset.is_empty() {
+                            fresh.insert("ServiceSubset".into(), Value::from(subset));
+                        }
+                        fresh
+                    },
+                    |o| (*o).clone(),
+                );
             obj.insert("Weight".into(), Value::Number(hundredths_to_json(e.weight)));
             Value::Object(obj)
         })

@@ -101,7 +101,7 @@ impl RegistryState {
                     return Err(ApiError::decoding(format!("invalid TTL {ttl_text:?}")));
                 };
                 let status = match def.status.as_deref() {
-                    None | Some("") | Some("critical") => Health::Critical,
+                    None | Some("" | "critical") => Health::Critical,
                     Some("passing") => Health::Passing,
                     Some("warning") => Health::Warning,
                     Some(other) => {
@@ -191,7 +191,7 @@ impl RegistryState {
         }
         self.index += 1;
         check.status = Health::Passing;
-        check.output = note.to_owned();
+        note.clone_into(&mut check.output);
         check.modify_index = self.index;
         self.touch_service(&service, false);
         Ok(())

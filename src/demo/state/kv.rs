@@ -18,7 +18,7 @@ use super::{ApiError, NODE_NAME, RegistryState, parse_go_duration};
 const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// Session TTL bounds, as Consul enforces them.
 const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
-const MAX_SESSION_TTL: Duration = Duration::from_secs(86_400);
+const MAX_SESSION_TTL: Duration = Duration::from_hours(24);
 
 #[derive(Debug, Clone)]
 struct KvEntry {

@@ -392,10 +392,13 @@ pub(crate) async fn follow_with<V: MeshView>(
                     }
                 }
             }
-        } else if report_none && !any_failing && !dirty && last.is_some() {
-            if !send(&ctx, Ok(None), next_within).await {
-                return;
-            }
+        } else if report_none
+            && !any_failing
+            && !dirty
+            && last.is_some()
+            && !send(&ctx, Ok(None), next_within).await
+        {
+            return;
         }
     }
 }

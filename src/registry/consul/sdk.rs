@@ -127,7 +127,7 @@ impl ServiceSdk for ConsulClient {
             if ttl.is_zero() {
                 return Err(RegistryError::Invalid("the TTL must be more than 0".into()));
             }
-            let deregister_after = (ttl * 10).max(Duration::from_secs(60));
+            let deregister_after = (ttl * 10).max(Duration::from_mins(1));
             body["Check"] = serde_json::json!({
                 "CheckID": check_id,
                 "Name": format!("spine-dash TTL {}", ttl_text(ttl)),
@@ -210,16 +210,15 @@ impl ServiceSdk for ConsulClient {
                     .map(|c| Health::from_consul_status(c.status.as_deref().unwrap_or_default()))
                     .max()
                     .unwrap_or(Health::Passing);
-                let url = match svc.meta_str("url") {
-                    Some(url) => url.to_owned(),
-                    None => {
-                        let host = svc.display_address(entry.node.as_ref());
-                        let port = svc.port.unwrap_or(0);
-                        if host.contains(':') {
-                            format!("http://[{host}]:{port}")
-                        } else {
-                            format!("http://{host}:{port}")
-                        }
+                let url = if let Some(url) = svc.meta_str("url") {
+                    url.to_owned()
+                } else {
+                    let host = svc.display_address(entry.node.as_ref());
+                    let port = svc.port.unwrap_or(0);
+                    if host.contains(':') {
+                        format!("http://[{host}]:{port}")
+                    } else {
+                        format!("http://{host}:{port}")
                     }
                 };
                 Some(Candidate {
@@ -240,7 +239,7 @@ impl ServiceSdk for ConsulClient {
 
 /// Session TTLs Consul accepts.
 const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
-const MAX_SESSION_TTL: Duration = Duration::from_secs(86_400);
+const MAX_SESSION_TTL: Duration = Duration::from_hours(24);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
