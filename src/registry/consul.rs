@@ -54,8 +54,8 @@ use crate::net::{self, BodyError};
 /// Default time allowed to open a TCP (and TLS) connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Default time allowed for a whole request, body included. Blocking queries would need
-/// more than `wait + wait/16` (API brief, gotcha 1); this client issues none.
+/// Default time allowed for a whole request, body included. A blocking query gets
+/// `wait + wait/16` on top (API brief, gotcha 1; see [`blocking_deadline`]).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default largest response body accepted (read in chunks, cut off beyond it).
