@@ -1606,3 +1606,129 @@ impl CloneWith for spine_dash::config::consul::ConsulSettings {
         c
     }
 }
+
+// ---- KV mode ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn kv_mode_follows_both_prefixes_and_writes_with_cas() {
+    use spine_dash::registry::consul::kv::ConsulKvClient;
+    #[derive(Clone, Default)]
+    struct Kv {
+        split_written: Arc<Notify>,
+        queries: Arc<Mutex<Vec<String>>>,
+        puts: Arc<Mutex<Vec<(Option<String>, String)>>>,
+    }
+    async fn kv_get(
+        State(kv): State<Kv>,
+        Path(key): Path<String>,
+        RawQuery(q): RawQuery,
+    ) -> Response {
+        let q = q.unwrap_or_default();
+        kv.queries.lock().unwrap().push(format!("{key}?{q}"));
+        let blocking = q.contains("index=");
+        match key.as_str() {
+            "services/" => {
+                if blocking {
+                    tokio::time::sleep(Duration::from_mins(1)).await;
+                }
+                let (_, _, body) = raw_response("kv_services_recurse_response.txt");
+                ([("X-Consul-Index", "1105")], json(body)).into_response()
+            }
+            "mesh/splits/" if !blocking => {
+                // No split yet: 404 with an empty body and the index.
+                (StatusCode::NOT_FOUND, [("X-Consul-Index", "1150")], "").into_response()
+            }
+            "mesh/splits/" | "mesh/splits/identity" => {
+                if blocking {
+                    kv.split_written.notified().await;
+                }
+                (
+                    [("X-Consul-Index", "1191")],
+                    json(fixture("kv_mesh_splits_identity.json")),
+                )
+                    .into_response()
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    async fn kv_put(State(kv): State<Kv>, RawQuery(q): RawQuery, body: String) -> Response {
+        kv.puts.lock().unwrap().push((q, body));
+        let (_, _, answer) = raw_response("kv_put_cas_false.txt");
+        json(answer)
+    }
+    let kv = Kv::default();
+    let app = Router::new()
+        .route("/v1/kv/{*key}", get(kv_get).put(kv_put))
+        .with_state(kv.clone());
+    let base = serve(app).await;
+    let client = ConsulKvClient::new(ConsulClient::new(&base).unwrap());
+    let (tx, mut rx) = mpsc::channel(16);
+    let ctx = FollowContext {
+        interval: Duration::from_millis(20),
+        refresh: Arc::new(Notify::new()),
+        out: tx,
+    };
+    let follower = client.clone();
+    let task = tokio::spawn(async move { follower.follow(ctx).await });
+    let first = next_snapshot(&mut rx).await;
+    assert_eq!(first.services.len(), 6);
+    let identity = first
+        .services
+        .iter()
+        .find(|s| s.name == "identity")
+        .unwrap();
+    assert_eq!(identity.instances[0].address, "10.0.1.11");
+    assert_eq!(identity.split, None);
+    // The split key appears: the blocked query answers, the follower reports it.
+    kv.split_written.notify_one();
+    let second = snapshot_where(&mut rx, |s| s.services.iter().any(|e| e.split.is_some())).await;
+    let split = second
+        .services
+        .iter()
+        .find_map(|s| s.split.clone())
+        .unwrap();
+    assert_eq!(
+        split,
+        SplitConfig {
+            split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+            modify_index: 1191,
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task.abort();
+    let queries = kv.queries.lock().unwrap().clone();
+    assert!(
+        queries.contains(&"services/?recurse".to_owned()),
+        "{queries:?}"
+    );
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.starts_with("services/?recurse&index=1105&wait=")),
+        "blocks on the prefix's index: {queries:?}"
+    );
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.starts_with("mesh/splits/?recurse&index=1150&wait=")),
+        "a 404 prefix blocks on its index too: {queries:?}"
+    );
+    // CAS write: `false` (kv_put_cas_false.txt) is a conflict.
+    assert_eq!(
+        client
+            .write_split(
+                "identity",
+                &Split::from_pairs([("v1", 5000), ("v2", 5000)]),
+                1191
+            )
+            .await,
+        Ok(WriteOutcome::Conflict)
+    );
+    let puts = kv.puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 1);
+    assert_eq!(puts[0].0.as_deref(), Some("cas=1191"));
+    assert_json(
+        &puts[0].1,
+        r#"{"service":"identity","splits":[{"subset":"v1","weight":50},{"subset":"v2","weight":50}]}"#,
+    );
+}
