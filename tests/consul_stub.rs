@@ -1612,11 +1612,13 @@ impl CloneWith for spine_dash::config::consul::ConsulSettings {
 #[tokio::test]
 async fn kv_mode_follows_both_prefixes_and_writes_with_cas() {
     use spine_dash::registry::consul::kv::ConsulKvClient;
+    /// `(query, body)` of one PUT.
+    type KvPutSeen = (Option<String>, String);
     #[derive(Clone, Default)]
     struct Kv {
         split_written: Arc<Notify>,
         queries: Arc<Mutex<Vec<String>>>,
-        puts: Arc<Mutex<Vec<(Option<String>, String)>>>,
+        puts: Arc<Mutex<Vec<KvPutSeen>>>,
     }
     async fn kv_get(
         State(kv): State<Kv>,
