@@ -16,10 +16,12 @@
 //! Connect stats fallback): they are read once at start and then only for services whose
 //! bulk data moved — new in the catalog, other tags, or another set of checks (instance
 //! added, removed or registered again: `CreateIndex` of its checks) — at most
-//! [`super::MAX_CONCURRENT_REQUESTS`] at once. A catalog change that no service can be
-//! blamed for (for example an address changed without touching any check) is given
-//! [`UNATTRIBUTED_GRACE`] for the checks query to explain it, and then every service is
-//! read again.
+//! [`super::MAX_CONCURRENT_REQUESTS`] at once. A registration moves the catalog and the
+//! checks at the same index, and their answers come in either order: a catalog change is
+//! explained once a re-read was made for a change at that index or later. One that no
+//! service can be blamed for (an address changed without touching any check) is given
+//! [`UNATTRIBUTED_GRACE`] for the checks answer to arrive, and then every service is read
+//! again (measured: 1 + N answers, the only case that grows with N).
 //!
 //! Index rules ([`IndexTracker`]): index 0 never blocks and is never looped on (an answer
 //! of 0 becomes 1); an index that goes backwards resets to 0 (one non-blocking read, then
@@ -181,8 +183,13 @@ pub(crate) struct WatchSpec {
 pub(crate) trait MeshView: Send {
     /// The bulk endpoints to keep blocking queries on.
     fn watches(&self) -> Vec<WatchSpec>;
-    /// Watch `watch` answered with new data.
-    fn update(&mut self, watch: usize, body: &[u8]) -> Result<(), RegistryError>;
+    /// Watch `watch` answered with new data at `index` (`X-Consul-Index`).
+    fn update(
+        &mut self,
+        watch: usize,
+        index: Option<u64>,
+        body: &[u8],
+    ) -> Result<(), RegistryError>;
     /// The snapshot from the latest data, reading what must be read.
     fn build(
         &mut self,
@@ -335,7 +342,7 @@ pub(crate) async fn follow_with<V: MeshView>(
                         match w.tracker.observe(answer.index) {
                             IndexStep::Unchanged => report_none = true,
                             IndexStep::Changed | IndexStep::Reset => {
-                                match view.update(i, &answer.body) {
+                                match view.update(i, answer.index, &answer.body) {
                                     Ok(()) => {
                                         w.loaded = true;
                                         dirty = true;
@@ -461,6 +468,13 @@ pub(crate) struct CatalogView {
     splitters: BTreeMap<String, SplitConfig>,
     cache: BTreeMap<String, CachedService>,
     catalog_moved: bool,
+    /// Index of the last catalog answer.
+    catalog_index: u64,
+    /// Index of the last checks answer.
+    checks_index: u64,
+    /// The highest index whose change was explained by a re-read (a registration moves
+    /// the catalog and the checks at the same index; their answers come in either order).
+    attributed_index: u64,
     unattributed_since: Option<Instant>,
 }
 
@@ -531,13 +545,22 @@ impl MeshView for CatalogView {
         ]
     }
 
-    fn update(&mut self, watch: usize, body: &[u8]) -> Result<(), RegistryError> {
+    fn update(
+        &mut self,
+        watch: usize,
+        index: Option<u64>,
+        body: &[u8],
+    ) -> Result<(), RegistryError> {
         match watch {
             CATALOG => {
                 self.catalog = Some(parse_catalog_tags(body)?);
                 self.catalog_moved = true;
+                self.catalog_index = index.unwrap_or(0);
             }
-            CHECKS => self.checks = parse_checks(body)?,
+            CHECKS => {
+                self.checks = parse_checks(body)?;
+                self.checks_index = index.unwrap_or(0);
+            }
             RESOLVERS => self.resolvers = parse_resolver_list(body)?,
             SPLITTERS => self.splitters = parse_splitter_list(body)?,
             _ => {}
@@ -549,11 +572,22 @@ impl MeshView for CatalogView {
         let sigs = signatures(&self.checks);
         let mut stale = self.stale_services(&sigs);
         let first = self.cache.is_empty();
-        if self.catalog_moved && stale.is_empty() && !first {
+        let now = Instant::now();
+        if !stale.is_empty() {
+            self.attributed_index = self
+                .attributed_index
+                .max(self.checks_index)
+                .max(self.catalog_index);
+        }
+        let explained = self.attributed_index >= self.catalog_index;
+        if !self.catalog_moved || first || explained {
+            self.catalog_moved = false;
+            self.unattributed_since = None;
+        } else {
             // Nobody to blame yet: give the checks query a moment, then read everything.
             match self.unattributed_since {
-                None => self.unattributed_since = Some(Instant::now()),
-                Some(since) if since.elapsed() >= UNATTRIBUTED_GRACE => {
+                None => self.unattributed_since = Some(now),
+                Some(since) if now.duration_since(since) >= UNATTRIBUTED_GRACE => {
                     stale = self
                         .catalog
                         .as_ref()
@@ -564,9 +598,6 @@ impl MeshView for CatalogView {
                 }
                 Some(_) => {}
             }
-        } else if !stale.is_empty() || first {
-            self.unattributed_since = None;
-            self.catalog_moved = false;
         }
         if let Some(catalog) = &self.catalog {
             self.cache.retain(|name, _| catalog.contains_key(name));

@@ -342,7 +342,12 @@ impl MeshView for KvView {
         vec![spec(SERVICES_PREFIX), spec(SPLITS_PREFIX)]
     }
 
-    fn update(&mut self, watch: usize, body: &[u8]) -> Result<(), RegistryError> {
+    fn update(
+        &mut self,
+        watch: usize,
+        _index: Option<u64>,
+        body: &[u8],
+    ) -> Result<(), RegistryError> {
         let pairs = parse_kv_list(body)?;
         if watch == 0 {
             self.services = pairs;
