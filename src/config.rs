@@ -1,12 +1,15 @@
 //! Where to connect: the `--registry` value (or `CONSUL_HTTP_ADDR`, or etcdctl's
 //! `ETCDCTL_ENDPOINTS`) turned into a registry kind and base URL(s), and the `--metrics`
-//! value into a metrics source. Pure parsing, no I/O.
+//! value into a metrics source. Pure parsing, no I/O here; [`consul`] gathers the Consul
+//! settings (token, TLS files, datacenter) from the environment and reads the files they name.
 
 use std::time::Duration;
 
 use crate::metrics::prometheus::{PrometheusSource, format_duration, parse_duration};
 use crate::model::types::RegistryKind;
 use crate::registry::etcd::parse_endpoints;
+
+pub mod consul;
 
 /// The registry the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +20,9 @@ pub enum RegistryChoice {
     Consul(String),
     /// An etcd cluster: base URLs of its members (`http://h1:2379`, …), tried in order.
     Etcd(Vec<String>),
+    /// A Consul agent used in KV mode (no Connect): the design's SDK layout under
+    /// `services/` and splits under `mesh/splits/` (`consul+kv://host:port`).
+    ConsulKv(String),
 }
 
 impl RegistryChoice {
@@ -25,7 +31,7 @@ impl RegistryChoice {
     pub fn kind(&self) -> RegistryKind {
         match self {
             Self::Demo => RegistryKind::Demo,
-            Self::Consul(_) => RegistryKind::Consul,
+            Self::Consul(_) | Self::ConsulKv(_) => RegistryKind::Consul,
             Self::Etcd(_) => RegistryKind::Etcd,
         }
     }
@@ -46,9 +52,9 @@ pub fn choose_registry(
     }
 }
 
-/// Parses `demo`, `consul://host:port`, `consul+https://host:port`, `http(s)://host:port`,
-/// a bare `host:port` (as `CONSUL_HTTP_ADDR` often is), `etcd://h1:2379,h2:2379` or
-/// `etcd+https://h1:2379,…`.
+/// Parses `demo`, `consul://host:port`, `consul+https://host:port`, `consul+kv://host:port`,
+/// `consul+kv+https://host:port`, `http(s)://host:port`, a bare `host:port` (as
+/// `CONSUL_HTTP_ADDR` often is), `etcd://h1:2379,h2:2379` or `etcd+https://h1:2379,…`.
 pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
     let v = value.trim();
     if v.is_empty() || v == "demo" {
@@ -58,9 +64,11 @@ pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
         None => ("http".to_owned(), v),
     };
-    let http_scheme = match scheme.as_str() {
-        "consul" | "http" => "http",
-        "consul+https" | "https" => "https",
+    let (http_scheme, kv) = match scheme.as_str() {
+        "consul" | "http" => ("http", false),
+        "consul+https" | "https" => ("https", false),
+        "consul+kv" => ("http", true),
+        "consul+kv+https" => ("https", true),
         "etcd" | "etcd+https" => {
             let default_scheme = if scheme == "etcd" { "http" } else { "https" };
             return parse_endpoints(rest.trim_end_matches('/'), default_scheme)
@@ -69,7 +77,8 @@ pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
         }
         other => {
             return Err(format!(
-                "unknown registry scheme '{other}' in {v}: use consul://host:port, consul+https://host:port, etcd://host:2379,… or demo"
+                "unknown registry scheme '{other}' in {v}: use consul://host:port, consul+https://host:port, \
+                 consul+kv://host:port (KV mode), etcd://host:2379,… or demo"
             ));
         }
     };
@@ -77,7 +86,12 @@ pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
     if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
         return Err(format!("not a host:port in registry address: {v}"));
     }
-    Ok(RegistryChoice::Consul(format!("{http_scheme}://{host}")))
+    let url = format!("{http_scheme}://{host}");
+    Ok(if kv {
+        RegistryChoice::ConsulKv(url)
+    } else {
+        RegistryChoice::Consul(url)
+    })
 }
 
 /// A configuration value that cannot be used; the text is the startup message.
@@ -309,6 +323,14 @@ mod tests {
         assert!(parse_registry("etcd://h:port").is_err());
         assert!(parse_registry("etcd://h:1/v3").is_err());
         assert!(parse_registry("http://h:1/v1/x").is_err());
+        assert_eq!(
+            parse_registry("consul+kv://127.0.0.1:8500"),
+            Ok(RegistryChoice::ConsulKv("http://127.0.0.1:8500".into()))
+        );
+        assert_eq!(
+            parse_registry("CONSUL+KV+HTTPS://c:8501"),
+            Ok(RegistryChoice::ConsulKv("https://c:8501".into()))
+        );
     }
 
     #[test]

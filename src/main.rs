@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use spine_dash::app::SpineApp;
+use spine_dash::config::consul::{ConsulEnv, ConsulSettings};
 use spine_dash::config::{RegistryChoice, choose_registry, parse_metrics};
 use spine_dash::demo::{DemoConfig, DemoSpine};
 use spine_dash::io::{self, IoConfig, IoHandle, Wake};
@@ -15,6 +16,7 @@ use spine_dash::model::snapshot::SnapshotDoc;
 use spine_dash::model::{Model, RegistryInfo};
 use spine_dash::registry::Registry;
 use spine_dash::registry::consul::ConsulClient;
+use spine_dash::registry::consul::kv::ConsulKvClient;
 use spine_dash::registry::etcd::settings::resolve_credentials;
 use spine_dash::registry::etcd::wire::Secret;
 use spine_dash::registry::etcd::{EtcdClient, EtcdSettings, PasswordSources};
@@ -29,11 +31,16 @@ use spine_dash::sdk_cli;
 )]
 struct Cli {
     /// Registry: `demo` (default), `consul://host:8500`, `consul+https://host:8501`,
-    /// `etcd://h1:2379,h2:2379`, `etcd+https://h1:2379` (or `ETCDCTL_ENDPOINTS`).
+    /// `consul+kv://host:8500` (KV mode, no Connect), `etcd://h1:2379,h2:2379`,
+    /// `etcd+https://h1:2379` (or `ETCDCTL_ENDPOINTS`).
     #[arg(long, global = true, env = "CONSUL_HTTP_ADDR")]
     registry: Option<String>,
     #[command(flatten)]
     etcd: EtcdArgs,
+    /// Consul datacenter to read and write (default: the agent's own), as Consul's
+    /// `-datacenter`.
+    #[arg(long, global = true)]
+    datacenter: Option<String>,
     /// Never write to the registry.
     #[arg(long, global = true)]
     read_only: bool,
@@ -159,38 +166,39 @@ fn main() -> Result<()> {
         tracing::info!("registry: etcd at {}", endpoints.join(","));
         return run_etcd(&rt, client, cli);
     }
-    if let Some(cmd @ (Cmd::Register { .. } | Cmd::Lookup { .. } | Cmd::Deregister { .. })) =
-        &cli.command
-    {
-        bail!(
-            "`{}` is not available for {} yet: use --registry etcd://host:2379",
-            cmd.name(),
-            choice.kind().as_str()
-        );
-    }
-
     let demo = match choice {
         RegistryChoice::Demo => Some(
             rt.block_on(DemoSpine::start(DemoConfig::default()))
                 .context("starting the embedded demo spine")?,
         ),
-        RegistryChoice::Consul(_) | RegistryChoice::Etcd(_) => None,
+        RegistryChoice::Consul(_) | RegistryChoice::ConsulKv(_) | RegistryChoice::Etcd(_) => None,
     };
     let address = match (&choice, &demo) {
-        (RegistryChoice::Consul(url), _) => url.clone(),
+        (RegistryChoice::Consul(url) | RegistryChoice::ConsulKv(url), _) => url.clone(),
         (RegistryChoice::Etcd(endpoints), _) => endpoints.join(","),
         (RegistryChoice::Demo, Some(d)) => d.registry_url(),
         (RegistryChoice::Demo, None) => bail!("demo spine missing"),
     };
     tracing::info!("registry: {} at {address}", choice.kind().as_str());
-    // A Consul token comes from the environment only (never a flag: flags show in `ps`).
-    let token = match choice {
-        RegistryChoice::Consul(_) => std::env::var("CONSUL_HTTP_TOKEN").ok(),
-        RegistryChoice::Demo | RegistryChoice::Etcd(_) => None,
+    // Token and TLS files come from the environment only (never a flag: flags show in
+    // `ps`); the files are read now, so a missing one stops here with a clear message.
+    let kv_mode = matches!(choice, RegistryChoice::ConsulKv(_));
+    let settings = match choice {
+        RegistryChoice::Demo => {
+            let mut s = ConsulSettings::new(&address);
+            s.datacenter.clone_from(&cli.datacenter);
+            s
+        }
+        RegistryChoice::Consul(_) | RegistryChoice::ConsulKv(_) => {
+            let env =
+                ConsulEnv::from_vars(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+            ConsulSettings::load(&address, kv_mode, cli.datacenter.as_deref(), &env)
+                .map_err(anyhow::Error::msg)?
+        }
+        RegistryChoice::Etcd(_) => bail!("etcd is handled above"),
     };
-    let client = ConsulClient::new(&address)
-        .map_err(|e| anyhow::anyhow!("registry address: {e}"))?
-        .with_token(token);
+    let client = ConsulClient::from_settings(&settings)
+        .map_err(|e| anyhow::anyhow!("registry settings: {e}"))?;
     let config = IoConfig {
         read_only: cli.read_only,
         prometheus: metrics.prometheus().cloned(),
@@ -209,7 +217,7 @@ fn main() -> Result<()> {
     let info = RegistryInfo {
         kind: choice.kind(),
         address,
-        datacenter: None,
+        datacenter: settings.datacenter.clone(),
         writable: !cli.read_only,
     };
     let mut model = Model::new(info, config.registry_interval, config.scrape_interval);
@@ -217,28 +225,26 @@ fn main() -> Result<()> {
         model = model.with_prometheus(p);
     }
 
-    let result = match cli.command {
-        Some(Cmd::Snapshot { json }) => {
+    let result = match (cli.command, kv_mode) {
+        (Some(Cmd::Snapshot { json }), false) => {
             rt.block_on(snapshot(client, demo.clone(), config, model, json))
         }
-        None => run_window(client, demo.clone(), config, model),
-        Some(cmd) => bail!("`{}` needs an etcd registry", cmd.name()),
+        (Some(Cmd::Snapshot { json }), true) => rt.block_on(snapshot(
+            ConsulKvClient::new(client),
+            demo.clone(),
+            config,
+            model,
+            json,
+        )),
+        (None, false) => run_window(client, demo.clone(), config, model),
+        (None, true) => run_window(ConsulKvClient::new(client), demo.clone(), config, model),
+        (Some(cmd), false) => rt.block_on(run_sdk(&client, cmd)),
+        (Some(cmd), true) => rt.block_on(run_sdk(&ConsulKvClient::new(client), cmd)),
     };
     if let Some(d) = demo {
         d.shutdown();
     }
     result
-}
-
-impl Cmd {
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Snapshot { .. } => "snapshot",
-            Self::Register { .. } => "register",
-            Self::Lookup { .. } => "lookup",
-            Self::Deregister { .. } => "deregister",
-        }
-    }
 }
 
 /// The window, `snapshot` or an SDK subcommand against etcd.

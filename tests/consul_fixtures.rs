@@ -8,9 +8,15 @@ use std::collections::BTreeMap;
 
 use spine_dash::model::types::{Health, Instance, Split, SplitConfig};
 use spine_dash::registry::RegistryError;
+use spine_dash::registry::consul::kv::{
+    KvPair, decode_service_url, instances_from_kv, kv_split_body, parse_kv_list, parse_kv_split,
+    splits_from_kv,
+};
 use spine_dash::registry::consul::{
-    apply_metrics_fallback, error_from_response, parse_catalog_services, parse_connect_metrics,
-    parse_health_service, parse_resolver_subsets, parse_splitter, splitter_request_body,
+    CheckRow, apply_metrics_fallback, error_from_response, health_from_checks,
+    parse_catalog_services, parse_checks, parse_connect_metrics, parse_health_service,
+    parse_health_service_nodes, parse_resolver_list, parse_resolver_subsets, parse_splitter,
+    parse_splitter_list, splitter_request_body,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -512,7 +518,7 @@ fn error_splitter_validation_texts_pass_through() {
         http(
             500,
             "the sum of all split weights must be 100, not 90.000000",
-            None
+            Some("the weights must add up to exactly 100 (100.00 %; 99.99 and 100.01 both fail)")
         )
     );
     assert_eq!(
@@ -536,28 +542,51 @@ fn error_splitter_validation_texts_pass_through() {
 }
 
 #[test]
-fn error_plain_statuses_have_no_hint() {
+fn error_statuses_carry_a_hint() {
     assert_eq!(
         mapped("error_config_404_not_found.txt"),
         http(
             404,
             r#"Config entry not found for "service-splitter" / "notification""#,
-            None
+            Some(
+                "the config entry does not exist (for a service-splitter: no split yet, all traffic goes to the resolver's default subset)"
+            )
         )
     );
     assert_eq!(
         mapped("error_config_bad_json_400.txt"),
-        http(400, "Request decoding failed: unexpected EOF", None)
+        http(
+            400,
+            "Request decoding failed: unexpected EOF",
+            Some("Consul could not decode the entry sent: check its field names and types")
+        )
     );
     assert_eq!(
         mapped("error_invalid_index_400.txt"),
-        http(400, "Invalid index", None)
+        http(
+            400,
+            "Invalid index",
+            Some(
+                "a blocking query's index must be a number from X-Consul-Index: the dashboard starts over from index 0"
+            )
+        )
     );
     assert_eq!(
         mapped("error_invalid_wait_400.txt"),
-        http(400, "Invalid wait time", None)
+        http(
+            400,
+            "Invalid wait time",
+            Some("a blocking query's wait must be a Go duration such as 30s, at most 10m")
+        )
     );
-    assert_eq!(mapped("error_kv_404.txt"), http(404, "", None));
+    assert_eq!(
+        mapped("error_kv_404.txt"),
+        http(404, "", Some("the key does not exist"))
+    );
+    assert_eq!(
+        error_from_response(502, b"bad gateway"),
+        http(502, "bad gateway", None)
+    );
 }
 
 #[test]
@@ -572,5 +601,166 @@ fn error_long_bodies_are_truncated() {
     assert_eq!(
         error_from_response(502, b"\xff\xfe bad gateway\n"),
         http(502, "\u{fffd}\u{fffd} bad gateway", None)
+    );
+}
+
+// ---- bulk endpoints (blocking follow) ---------------------------------------------------
+
+#[test]
+fn config_lists_whole_structs() {
+    let splitters = parse_splitter_list(&fixture("config_list_service_splitter.json")).unwrap();
+    assert_eq!(
+        splitters,
+        BTreeMap::from([(
+            "identity".to_owned(),
+            SplitConfig {
+                split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                modify_index: 1190,
+            }
+        )])
+    );
+    // The list gives what the single reads give.
+    assert_eq!(
+        splitters["identity"],
+        parse_splitter(&fixture("config_service_splitter_identity.json")).unwrap()
+    );
+    let resolvers = parse_resolver_list(&fixture("config_list_service_resolver.json")).unwrap();
+    assert_eq!(
+        resolvers["identity"],
+        parse_resolver_subsets(&fixture("config_service_resolver_identity.json")).unwrap()
+    );
+    assert!(parse_splitter_list(b"[]").unwrap().is_empty());
+    assert!(parse_resolver_list(b"null").unwrap().is_empty());
+    assert!(parse_splitter_list(b"{}").is_err());
+}
+
+#[test]
+fn mesh_checks_give_the_same_health_as_the_per_service_read() {
+    let checks = parse_checks(&fixture("health_state_critical.json")).unwrap();
+    assert!(checks.iter().all(|c| c.health == Health::Critical));
+    let row = checks
+        .iter()
+        .find(|c| c.check_id == "service:identity-v2-b")
+        .unwrap();
+    assert_eq!(
+        row,
+        &CheckRow {
+            node: "ip-10-0-1-12".into(),
+            service_id: "identity-v2-b".into(),
+            check_id: "service:identity-v2-b".into(),
+            service_name: "identity".into(),
+            health: Health::Critical,
+            text: "HTTP GET http://10.0.1.12:8081/health: 503 Service Unavailable Output: {\"status\":\"down\",\"reason\":\"token signing key not loaded\"}".into(),
+            create_index: 1104,
+        }
+    );
+    // The checks of health_service_identity.json, flattened as /v1/health/state/any lists
+    // them, give each instance the health and text the per-service read gives.
+    let entries: serde_json::Value =
+        serde_json::from_slice(&fixture("health_service_identity.json")).unwrap();
+    let mut flat: Vec<serde_json::Value> = Vec::new();
+    for e in entries.as_array().unwrap() {
+        for c in e["Checks"].as_array().unwrap() {
+            if !flat.contains(c) {
+                flat.push(c.clone());
+            }
+        }
+    }
+    let mesh = parse_checks(&serde_json::to_vec(&flat).unwrap()).unwrap();
+    for n in parse_health_service_nodes(&fixture("health_service_identity.json")).unwrap() {
+        let (health, text) = health_from_checks(&mesh, &n.node, &n.instance.id).unwrap();
+        assert_eq!(
+            (health, text),
+            (n.instance.health, n.instance.check_output.clone()),
+            "{}",
+            n.instance.id
+        );
+    }
+    assert_eq!(health_from_checks(&mesh, "nowhere", "x"), None);
+}
+
+// ---- KV mode ---------------------------------------------------------------------------
+
+#[test]
+fn kv_services_whole_structs() {
+    let pairs = parse_kv_list(&fixture("kv_services_recurse.json")).unwrap();
+    assert_eq!(pairs.len(), 6);
+    assert_eq!(
+        pairs[1],
+        KvPair {
+            key: "services/identity".into(),
+            value: b"687474703a2f2f31302e302e312e31313a38303830".to_vec(),
+            modify_index: 1101,
+            session: None,
+        }
+    );
+    let by_service = instances_from_kv(&pairs).unwrap();
+    assert_eq!(
+        by_service.keys().collect::<Vec<_>>(),
+        [
+            "gateway",
+            "identity",
+            "notification",
+            "payment",
+            "photo",
+            "portal"
+        ]
+    );
+    assert_eq!(
+        by_service["identity"],
+        [instance(
+            "identity",
+            "identity",
+            "default",
+            "10.0.1.11",
+            8080,
+            Health::Passing,
+            "",
+            None
+        )]
+    );
+    let urls: Vec<String> = pairs
+        .iter()
+        .map(|p| decode_service_url(&p.value).unwrap())
+        .collect();
+    assert_eq!(urls[0], "https://10.0.0.10:8443");
+    assert_eq!(
+        parse_kv_list(&fixture("kv_services_identity.json")).unwrap()[0],
+        pairs[1]
+    );
+    // 404 on a prefix without keys has an empty body.
+    assert_eq!(parse_kv_list(b""), Ok(vec![]));
+}
+
+#[test]
+fn kv_split_whole_struct_and_write_body() {
+    let pairs = parse_kv_list(&fixture("kv_mesh_splits_identity.json")).unwrap();
+    let splits = splits_from_kv(&pairs).unwrap();
+    assert_eq!(
+        splits,
+        BTreeMap::from([(
+            "identity".to_owned(),
+            SplitConfig {
+                split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                modify_index: 1191,
+            }
+        )])
+    );
+    let body = kv_split_body(
+        "identity",
+        &Split::from_pairs([("v1", 3333), ("v2", 6667)]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        parse_kv_split(&body).unwrap(),
+        Split::from_pairs([("v1", 3333), ("v2", 6667)])
+    );
+    // Round trip to the fixture's own shape.
+    let again = kv_split_body("identity", &splits["identity"].split, None).unwrap();
+    let fixture_value: serde_json::Value = serde_json::from_slice(&pairs[0].value).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&again).unwrap(),
+        fixture_value
     );
 }

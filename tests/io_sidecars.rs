@@ -67,7 +67,11 @@ async fn bad_sidecars_fail_alone() {
             .route(
                 "/v1/health/service/portal",
                 get(move || async move { health }),
-            ),
+            )
+            // The bulk reads the Consul client follows (no checks, resolvers, splitters).
+            .route("/v1/health/state/any", get(|| async { "[]" }))
+            .route("/v1/config/service-resolver", get(|| async { "[]" }))
+            .route("/v1/config/service-splitter", get(|| async { "[]" })),
     )
     .await;
 

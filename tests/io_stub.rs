@@ -29,6 +29,26 @@ async fn start_stub(cas_answer: &'static str) -> (String, Seen) {
             "/v1/catalog/services",
             get(|| async { ([("X-Consul-Index", "7")], "{}") }),
         )
+        // The stored splitter a write reads first (read-modify-write).
+        .route(
+            "/v1/config/service-splitter/identity",
+            get(|| async {
+                r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":80,"ServiceSubset":"v1"},{"Weight":20,"ServiceSubset":"v2"}],"CreateIndex":405,"ModifyIndex":1190}"#
+            }),
+        )
+        // The other bulk reads the Consul client follows: empty.
+        .route(
+            "/v1/health/state/any",
+            get(|| async { ([("X-Consul-Index", "7")], "[]") }),
+        )
+        .route(
+            "/v1/config/service-resolver",
+            get(|| async { ([("X-Consul-Index", "7")], "[]") }),
+        )
+        .route(
+            "/v1/config/service-splitter",
+            get(|| async { ([("X-Consul-Index", "7")], "[]") }),
+        )
         .route(
             "/v1/config",
             put(
@@ -195,4 +215,93 @@ async fn registry_down_is_reported_and_retried() {
     assert!(error.contains(&url), "error names the registry: {error}");
     assert!(model.registry_status.last_ok.is_none());
     assert!(model.services.is_empty());
+}
+
+#[tokio::test]
+async fn a_403_reaches_the_status_bar_text_with_its_hint() {
+    let body = "Permission denied: token with AccessorID 'a1' lacks permission 'service:read' on \"identity\"";
+    let app =
+        Router::new().fallback(move || async move { (axum::http::StatusCode::FORBIDDEN, body) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut io = spawn_io(&url, &fast_config());
+    let mut model = model_for(&url);
+    run_until(&mut io, &mut model, |m| {
+        m.registry_status.last_error.is_some()
+    })
+    .await;
+    let shown = model.registry_status.last_error.clone().unwrap();
+    assert!(shown.starts_with("HTTP 403: Permission denied"), "{shown}");
+    assert!(
+        shown.contains("service \"identity\" { policy = \"read\" }"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn the_datacenter_picker_switches_every_read() {
+    let dcs: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let record = |dcs: Arc<Mutex<Vec<Option<String>>>>, body: &'static str| {
+        get(
+            move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                dcs.lock().unwrap().push(q.get("dc").cloned());
+                ([("X-Consul-Index", "7")], body)
+            },
+        )
+    };
+    let app = Router::new()
+        .route(
+            "/v1/catalog/datacenters",
+            get(|| async { r#"["dc1","dc2"]"# }),
+        )
+        .route("/v1/catalog/services", record(Arc::clone(&dcs), "{}"))
+        .route("/v1/health/state/any", record(Arc::clone(&dcs), "[]"))
+        .route(
+            "/v1/config/service-resolver",
+            record(Arc::clone(&dcs), "[]"),
+        )
+        .route(
+            "/v1/config/service-splitter",
+            record(Arc::clone(&dcs), "[]"),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut io = spawn_io(&url, &fast_config());
+    let mut model = model_for(&url);
+    run_until(&mut io, &mut model, |m| m.datacenters.len() == 2).await;
+    assert_eq!(
+        model.registry.datacenter.as_deref(),
+        Some("dc1"),
+        "the agent's own first"
+    );
+    assert!(
+        dcs.lock().unwrap().iter().all(Option::is_none),
+        "no dc chosen yet"
+    );
+    io.commands
+        .send(Command::SetDatacenter("dc2".into()))
+        .await
+        .unwrap();
+    run_until(&mut io, &mut model, |m| {
+        m.registry.datacenter.as_deref() == Some("dc2")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dcs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|d| d.as_deref() == Some("dc2"))
+        .count()
+        < 4
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reads with dc=dc2: {:?}",
+            dcs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -255,3 +255,29 @@ fn a_cas_conflict_is_shown_and_reapplying_uses_the_current_index() {
     assert_eq!(split, mine);
     assert_eq!(expected_index, 1203, "on top of theirs: CAS on their index");
 }
+
+#[test]
+fn the_datacenter_picker_emits_set_datacenter() {
+    let (mut app, events, mut commands) = empty_app();
+    events
+        .try_send(IoEvent::Datacenters {
+            current: Some("dc1".into()),
+            known: vec!["dc1".into(), "dc2".into()],
+            error: None,
+        })
+        .unwrap();
+    app.drain_events();
+    let mut h = harness(app);
+    h.run();
+    // The combo box is labelled "dc" and shows the current datacenter.
+    h.get_by_role_and_label(Role::ComboBox, "dc").click();
+    h.run();
+    h.get_by_label("dc2").click();
+    h.run();
+    assert_eq!(
+        commands.try_recv().expect("a command after choosing"),
+        Command::SetDatacenter("dc2".into())
+    );
+    // Nothing more until the io layer reports the switch.
+    assert!(commands.try_recv().is_err());
+}

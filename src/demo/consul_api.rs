@@ -1,9 +1,16 @@
-//! The demo registry's HTTP face: the Consul HTTP API subset the dashboard uses, with
-//! Consul's status codes, bodies and headers (`X-Consul-Index` on reads, JSON bodies,
-//! `text/plain` errors). Blocking queries are accepted and answered at once.
+//! The demo registry's HTTP face: the Consul HTTP API subset the dashboard and the
+//! design's SDK use, with Consul's status codes, bodies and headers (`X-Consul-Index` on
+//! reads, JSON bodies, `text/plain` errors).
+//!
+//! Blocking queries work as in Consul: `?index=N&wait=D` holds the answer until the
+//! answer's own index (catalog, checks, one service, one config kind, a KV prefix) passes
+//! `N` or `wait` (default 5 m, at most 10 m, plus up to `wait/16` of jitter) runs out;
+//! `index=0` or no index answers at once. `?dc=` other than the demo's datacenter is
+//! `500 No path to datacenter`, as a Consul agent without that datacenter answers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,7 +21,14 @@ use axum::routing::{get, put};
 
 use super::filter::Filter;
 use super::lock;
-use super::state::{ApiError, RegistryState, is_catalog_selector, is_health_selector};
+use super::state::{
+    ApiError, KvPut, RegistryState, is_catalog_selector, is_health_selector, parse_go_duration,
+};
+
+/// Consul's default `wait`.
+const DEFAULT_WAIT: Duration = Duration::from_mins(5);
+/// Consul's largest `wait`.
+const MAX_WAIT: Duration = Duration::from_mins(10);
 
 /// Shared state of the registry server.
 #[derive(Debug)]
@@ -31,8 +45,18 @@ type Params = Query<HashMap<String, String>>;
 pub(crate) fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/catalog/services", get(catalog_services))
+        .route("/v1/catalog/datacenters", get(catalog_datacenters))
         .route("/v1/health/service/{name}", get(health_service))
         .route("/v1/health/connect/{name}", get(health_connect))
+        .route("/v1/health/state/{state}", get(health_state))
+        .route("/v1/agent/services", get(agent_services))
+        .route("/v1/agent/service/register", put(agent_register))
+        .route("/v1/agent/service/deregister/{id}", put(agent_deregister))
+        .route("/v1/agent/check/pass/{id}", put(agent_check_pass))
+        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/session/create", put(session_create))
+        .route("/v1/session/renew/{id}", put(session_renew))
+        .route("/v1/session/destroy/{id}", put(session_destroy))
         .route("/v1/config", put(config_put))
         .route("/v1/config/{kind}", get(config_list))
         .route(
@@ -129,15 +153,86 @@ fn flag(params: &HashMap<String, String>, name: &str) -> bool {
         .is_some_and(|v| matches!(v.as_str(), "" | "1" | "true"))
 }
 
+/// `?dc=` naming another datacenter: Consul's answer when it has no route there.
+fn check_dc(st: &ApiState, params: &HashMap<String, String>) -> Result<(), ApiError> {
+    match params.get("dc").filter(|d| !d.is_empty()) {
+        Some(dc) if dc != lock(&st.registry).datacenter() => Err(ApiError {
+            status: 500,
+            message: "No path to datacenter".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `?index=` and `?wait=` of a blocking query (`None`: answer at once).
+fn blocking_params(params: &HashMap<String, String>) -> Result<Option<(u64, Duration)>, ApiError> {
+    let wait = match params.get("wait").filter(|w| !w.is_empty()) {
+        None => DEFAULT_WAIT,
+        Some(w) => parse_go_duration(w).ok_or_else(|| ApiError {
+            status: 400,
+            message: "Invalid wait time".into(),
+        })?,
+    };
+    let Some(index) = params.get("index").filter(|i| !i.is_empty()) else {
+        return Ok(None);
+    };
+    let index: u64 = index.parse().map_err(|_| ApiError {
+        status: 400,
+        message: "Invalid index".into(),
+    })?;
+    Ok((index > 0).then_some((index, wait.min(MAX_WAIT))))
+}
+
+/// Up to `wait/16` more, as Consul adds.
+fn jitter(wait: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(wait.as_nanos() as u64);
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    (wait / 16).mul_f64(unit)
+}
+
+/// Checks `?dc=`, then holds a blocking query until `index_of` passes its index or its
+/// wait runs out. Errors are Consul's 400/500 answers.
+async fn block(
+    st: &ApiState,
+    params: &HashMap<String, String>,
+    index_of: impl Fn(&RegistryState) -> u64,
+) -> Result<(), ApiError> {
+    check_dc(st, params)?;
+    let Some((min, wait)) = blocking_params(params)? else {
+        return Ok(());
+    };
+    let mut waiter = lock(&st.registry).subscribe();
+    let deadline = tokio::time::Instant::now() + wait + jitter(wait);
+    loop {
+        let current = index_of(&lock(&st.registry));
+        if current > min {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = waiter.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return Ok(()),
+        }
+    }
+}
+
 async fn catalog_services(State(st): State<Arc<ApiState>>, Query(params): Params) -> Response {
     let filter = match parse_filter(&params, is_catalog_selector) {
         Ok(f) => f,
         Err(e) => return text_error(&e),
     };
+    if let Err(e) = block(&st, &params, RegistryState::catalog_index).await {
+        return text_error(&e);
+    }
     let reg = lock(&st.registry);
     let map = reg.catalog_services(filter.as_ref());
     match serde_json::to_vec(&map) {
-        Ok(body) => json_ok(Some(reg.index()), body),
+        Ok(body) => json_ok(Some(reg.catalog_index()), body),
         Err(e) => text_error(&ApiError {
             status: 500,
             message: e.to_string(),
@@ -145,15 +240,32 @@ async fn catalog_services(State(st): State<Arc<ApiState>>, Query(params): Params
     }
 }
 
-fn health_answer(st: &ApiState, name: &str, params: &HashMap<String, String>) -> Response {
+async fn catalog_datacenters(State(st): State<Arc<ApiState>>) -> Response {
+    let dc = lock(&st.registry).datacenter().to_owned();
+    match serde_json::to_vec(&[dc]) {
+        Ok(body) => json_ok(None, body),
+        Err(e) => text_error(&ApiError {
+            status: 500,
+            message: e.to_string(),
+        }),
+    }
+}
+
+async fn health_answer(st: &ApiState, name: &str, params: &HashMap<String, String>) -> Response {
     let filter = match parse_filter(params, is_health_selector) {
         Ok(f) => f,
         Err(e) => return text_error(&e),
     };
+    let service = name
+        .strip_suffix(super::state::PROXY_SUFFIX)
+        .unwrap_or(name);
+    if let Err(e) = block(st, params, |r| r.service_index(service)).await {
+        return text_error(&e);
+    }
     let reg = lock(&st.registry);
     match reg.health_service_json(name, flag(params, "passing"), filter.as_ref()) {
         Ok(body) => {
-            let mut resp = json_ok(Some(reg.index()), body);
+            let mut resp = json_ok(Some(reg.service_index(service)), body);
             resp.headers_mut().insert(
                 HeaderName::from_static("x-consul-query-backend"),
                 HeaderValue::from_static("blocking-query"),
@@ -169,7 +281,7 @@ async fn health_service(
     Path(name): Path<String>,
     Query(params): Params,
 ) -> Response {
-    health_answer(&st, &name, &params)
+    health_answer(&st, &name, &params).await
 }
 
 async fn health_connect(
@@ -182,24 +294,203 @@ async fn health_connect(
         &format!("{name}{}", super::state::PROXY_SUFFIX),
         &params,
     )
+    .await
+}
+
+async fn health_state(
+    State(st): State<Arc<ApiState>>,
+    Path(state): Path<String>,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = block(&st, &params, RegistryState::checks_index).await {
+        return text_error(&e);
+    }
+    let reg = lock(&st.registry);
+    match reg.health_state_json(&state) {
+        Ok(body) => json_ok(Some(reg.checks_index()), body),
+        Err(e) => text_error(&e),
+    }
 }
 
 async fn config_get(
     State(st): State<Arc<ApiState>>,
     Path((kind, name)): Path<(String, String)>,
+    Query(params): Params,
 ) -> Response {
+    if let Err(e) = block(&st, &params, |r| r.config_index(&kind)).await {
+        return text_error(&e);
+    }
     let reg = lock(&st.registry);
     match reg.config_get_json(&kind, &name) {
-        Ok(body) => json_ok(Some(reg.index()), body),
+        Ok(body) => json_ok(Some(reg.config_index(&kind)), body),
         Err(e) => text_error(&e),
     }
 }
 
-async fn config_list(State(st): State<Arc<ApiState>>, Path(kind): Path<String>) -> Response {
+async fn config_list(
+    State(st): State<Arc<ApiState>>,
+    Path(kind): Path<String>,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = block(&st, &params, |r| r.config_index(&kind)).await {
+        return text_error(&e);
+    }
     let reg = lock(&st.registry);
     match reg.config_list_json(&kind) {
-        Ok(body) => json_ok(Some(reg.index()), body),
+        Ok(body) => json_ok(Some(reg.config_index(&kind)), body),
         Err(e) => text_error(&e),
+    }
+}
+
+/// 200 `true` / `false` or the error, after checking `?dc=`.
+fn bool_or_error(
+    st: &ApiState,
+    params: &HashMap<String, String>,
+    op: impl FnOnce(&mut RegistryState) -> Result<bool, ApiError>,
+) -> Response {
+    if let Err(e) = check_dc(st, params) {
+        return text_error(&e);
+    }
+    let result = op(&mut lock(&st.registry));
+    match result {
+        Ok(b) => bool_answer(b),
+        Err(e) => text_error(&e),
+    }
+}
+
+/// 200 with an empty body (the agent endpoints) or the error.
+fn empty_or_error(result: Result<(), ApiError>) -> Response {
+    match result {
+        Ok(()) => json_ok(None, Vec::new()),
+        Err(e) => text_error(&e),
+    }
+}
+
+async fn agent_services(State(st): State<Arc<ApiState>>) -> Response {
+    let result = lock(&st.registry).agent_services_json();
+    match result {
+        Ok(body) => json_ok(None, body),
+        Err(e) => text_error(&e),
+    }
+}
+
+async fn agent_register(State(st): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let result = lock(&st.registry).agent_register(&body, Instant::now());
+    empty_or_error(result)
+}
+
+async fn agent_deregister(State(st): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let result = lock(&st.registry).agent_deregister(&id);
+    empty_or_error(result)
+}
+
+async fn agent_check_pass(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let note = params.get("note").cloned().unwrap_or_default();
+    let result = lock(&st.registry).agent_check_pass(&id, &note, Instant::now());
+    empty_or_error(result)
+}
+
+async fn kv_get(
+    State(st): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let recurse = params.contains_key("recurse");
+    if let Err(e) = block(&st, &params, |r| r.kv_index(&key, recurse)).await {
+        return text_error(&e);
+    }
+    let reg = lock(&st.registry);
+    let index = reg.kv_index(&key, recurse);
+    if let Some(body) = reg.kv_get_json(&key, recurse) {
+        json_ok(Some(index), body)
+    } else {
+        // Consul: 404 with an empty body, and the index.
+        let mut resp = StatusCode::NOT_FOUND.into_response();
+        let h = resp.headers_mut();
+        h.insert(ACL_POLICY, HeaderValue::from_static("allow"));
+        h.insert(INDEX, HeaderValue::from(index));
+        resp
+    }
+}
+
+fn parse_u64_param(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| ApiError {
+                status: 400,
+                message: format!("Invalid {name} value {v:?}"),
+            })
+        })
+        .transpose()
+}
+
+async fn kv_put(
+    State(st): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    let opts = match (
+        parse_u64_param(&params, "cas"),
+        parse_u64_param(&params, "flags"),
+    ) {
+        (Ok(cas), Ok(flags)) => KvPut {
+            cas,
+            flags,
+            acquire: params.get("acquire").cloned(),
+            release: params.get("release").cloned(),
+        },
+        (Err(e), _) | (_, Err(e)) => return text_error(&e),
+    };
+    bool_or_error(&st, &params, |r| r.kv_put(&key, &body, &opts))
+}
+
+async fn kv_delete(
+    State(st): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let cas = match parse_u64_param(&params, "cas") {
+        Ok(c) => c,
+        Err(e) => return text_error(&e),
+    };
+    let recurse = params.contains_key("recurse");
+    bool_or_error(&st, &params, |r| r.kv_delete(&key, recurse, cas))
+}
+
+async fn session_create(State(st): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let result = lock(&st.registry).session_create(&body, Instant::now());
+    match result {
+        Ok(body) => json_ok(None, body),
+        Err(e) => text_error(&e),
+    }
+}
+
+async fn session_renew(State(st): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let result = lock(&st.registry).session_renew(&id, Instant::now());
+    match result {
+        Ok(body) => json_ok(None, body),
+        Err(e) => text_error(&e),
+    }
+}
+
+async fn session_destroy(State(st): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let ok = lock(&st.registry).session_destroy(&id);
+    bool_answer(ok)
+}
+
+/// Ends TTL checks and sessions that were not renewed in time, every `period`.
+pub(crate) async fn expiry_loop(registry: Arc<Mutex<RegistryState>>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        lock(&registry).expire(Instant::now());
     }
 }
 
@@ -212,11 +503,7 @@ async fn config_put(
         Ok(c) => c,
         Err(e) => return text_error(&e),
     };
-    let result = lock(&st.registry).config_put(&body, cas);
-    match result {
-        Ok(b) => bool_answer(b),
-        Err(e) => text_error(&e),
-    }
+    bool_or_error(&st, &params, |r| r.config_put(&body, cas))
 }
 
 async fn config_delete(
@@ -228,6 +515,9 @@ async fn config_delete(
         Ok(c) => c,
         Err(e) => return text_error(&e),
     };
+    if let Err(e) = check_dc(&st, &params) {
+        return text_error(&e);
+    }
     let result = lock(&st.registry).config_delete(&kind, &name, cas);
     match result {
         Ok(None) => json_ok(None, b"{}".to_vec()),

@@ -371,6 +371,12 @@ impl DemoSpine {
         health_round(&registry, &client, &targets).await;
 
         let mut tasks = Vec::new();
+        // TTL checks and KV sessions of SDK registrations end when not renewed.
+        let expiry = tokio::spawn(consul_api::expiry_loop(
+            Arc::clone(&registry),
+            Duration::from_millis(250),
+        ));
+        tasks.push(expiry.abort_handle());
         let health = tokio::spawn(health_loop(
             Arc::clone(&registry),
             client.clone(),

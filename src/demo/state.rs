@@ -13,6 +13,12 @@ use serde_json::{Map, Value};
 use super::filter::{Field, Filter};
 use crate::model::types::Health;
 
+mod agent;
+mod kv;
+
+pub(crate) use agent::AgentService;
+pub(crate) use kv::{KvPut, KvStore};
+
 /// Name of the demo's single Consul node.
 pub(crate) const NODE_NAME: &str = "spine-demo";
 const NODE_ID: &str = "5d3e7a10-0c4b-4f2e-9a61-7c2b8e4d9f01";
@@ -188,9 +194,21 @@ pub(crate) struct Member {
 }
 
 /// The whole registry.
+///
+/// Besides the raft-like `index`, each answer has its own index that moves only when its
+/// data changes (what blocking queries wait on): the catalog (registrations), the checks,
+/// each service, each config entry kind, the KV store. Every change is announced on a
+/// watch channel ([`RegistryState::subscribe`]) so blocked readers wake up.
 #[derive(Debug)]
 pub(crate) struct RegistryState {
     index: u64,
+    catalog_index: u64,
+    checks_index: u64,
+    service_index: BTreeMap<String, u64>,
+    config_index: BTreeMap<&'static str, u64>,
+    changes: tokio::sync::watch::Sender<u64>,
+    agent: BTreeMap<String, AgentService>,
+    kv: KvStore,
     datacenter: String,
     node_index: u64,
     check_interval: String,
@@ -212,6 +230,13 @@ impl RegistryState {
     ) -> Self {
         let mut st = Self {
             index: 1,
+            catalog_index: 1,
+            checks_index: 1,
+            service_index: BTreeMap::new(),
+            config_index: BTreeMap::new(),
+            changes: tokio::sync::watch::Sender::new(1),
+            agent: BTreeMap::new(),
+            kv: KvStore::default(),
             datacenter: datacenter.to_owned(),
             node_index: 1,
             check_interval: go_duration(check_interval),
@@ -223,6 +248,9 @@ impl RegistryState {
         };
         for spec in instances {
             st.index += 1;
+            st.catalog_index = st.index;
+            st.checks_index = st.index;
+            st.service_index.insert(spec.service.clone(), st.index);
             let rec = InstanceRecord {
                 create_index: st.index,
                 status: Health::Critical,
@@ -235,9 +263,70 @@ impl RegistryState {
         st
     }
 
-    /// The current index (`X-Consul-Index`).
+    /// The current raft-like index.
+    #[cfg(test)]
     pub(crate) fn index(&self) -> u64 {
         self.index
+    }
+
+    /// Index of `/v1/catalog/services`: moves on registrations only.
+    pub(crate) fn catalog_index(&self) -> u64 {
+        self.catalog_index
+    }
+
+    /// Index of `/v1/health/state/*`: moves when any check changes.
+    pub(crate) fn checks_index(&self) -> u64 {
+        self.checks_index
+    }
+
+    /// Index of `/v1/health/service/<name>`: moves when that service changes (1 for a
+    /// service never seen, as Consul answers).
+    pub(crate) fn service_index(&self, name: &str) -> u64 {
+        self.service_index.get(name).copied().unwrap_or(1)
+    }
+
+    /// Index of `/v1/config/<kind>[/<name>]`: moves when an entry of that kind changes.
+    pub(crate) fn config_index(&self, kind: &str) -> u64 {
+        self.config_index
+            .iter()
+            .find(|(k, _)| **k == kind)
+            .map_or(1, |(_, v)| *v)
+    }
+
+    /// The datacenter this registry answers for.
+    pub(crate) fn datacenter(&self) -> &str {
+        &self.datacenter
+    }
+
+    /// A receiver that sees every change (blocking queries wait on it).
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Announces a change to blocked readers.
+    fn announce(&self) {
+        self.changes.send_replace(self.index);
+    }
+
+    /// Records that `service`'s instances or checks changed at the current index.
+    fn touch_service(&mut self, service: &str, registration: bool) {
+        self.service_index.insert(service.to_owned(), self.index);
+        self.checks_index = self.index;
+        if registration {
+            self.catalog_index = self.index;
+        }
+        self.announce();
+    }
+
+    /// Records that config entries of `kind` changed at the current index.
+    fn touch_config(&mut self, kind: Kind) {
+        let name = match kind {
+            Kind::Defaults => "service-defaults",
+            Kind::Resolver => "service-resolver",
+            Kind::Splitter => "service-splitter",
+        };
+        self.config_index.insert(name, self.index);
+        self.announce();
     }
 
     /// Stores `service-defaults` for `service` (seeding only; the API does not write them).
@@ -251,6 +340,7 @@ impl RegistryState {
                 modify_index: self.index,
             },
         );
+        self.touch_config(Kind::Defaults);
     }
 
     /// Records a health check result; bumps the index when status or output changed.
@@ -265,6 +355,8 @@ impl RegistryState {
         rec.status = status;
         rec.output = output;
         rec.check_modify_index = self.index;
+        let service = rec.spec.service.clone();
+        self.touch_service(&service, false);
         true
     }
 
@@ -291,6 +383,7 @@ impl RegistryState {
                     .insert(rec.spec.version.clone());
             }
         }
+        self.agent_catalog(filter, &mut out);
         out
     }
 
@@ -306,15 +399,63 @@ impl RegistryState {
             Some(s) => (s, true),
             None => (name, false),
         };
-        let entries: Vec<HealthEntry<'_>> = self
+        let mut entries: Vec<Value> = self
             .instances
             .values()
             .filter(|r| r.spec.service == service)
             .filter(|r| !passing_only || r.status == Health::Passing)
             .filter(|r| filter.is_none_or(|f| f.matches(|sel| health_field(self, r, proxy, sel))))
-            .map(|r| self.health_entry(r, proxy))
-            .collect();
+            .map(|r| serde_json::to_value(self.health_entry(r, proxy)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        if !proxy {
+            entries.extend(self.agent_health_entries(name, passing_only, filter));
+        }
         serde_json::to_vec(&entries).map_err(|e| ApiError::invalid(e.to_string()))
+    }
+
+    /// `GET /v1/health/state/<state>` (`any`, `passing`, `warning`, `critical`): every
+    /// check of the node, the instances, their sidecars and the agent's services.
+    pub(crate) fn health_state_json(&self, state: &str) -> Result<Vec<u8>, ApiError> {
+        let wanted = match state {
+            "any" => None,
+            "passing" => Some(Health::Passing),
+            "warning" => Some(Health::Warning),
+            "critical" => Some(Health::Critical),
+            other => {
+                return Err(ApiError {
+                    status: 400,
+                    message: format!("Invalid state: {other}"),
+                });
+            }
+        };
+        let mut checks: Vec<Value> = Vec::new();
+        let mut node_check_done = false;
+        for rec in self.instances.values() {
+            for proxy in [false, true] {
+                let entry = self.health_entry(rec, proxy);
+                for (i, check) in entry.checks.iter().enumerate() {
+                    if i == 0 {
+                        if node_check_done {
+                            continue;
+                        }
+                        node_check_done = true;
+                    }
+                    checks.push(
+                        serde_json::to_value(check)
+                            .map_err(|e| ApiError::invalid(e.to_string()))?,
+                    );
+                }
+            }
+        }
+        checks.extend(self.agent_checks());
+        if let Some(wanted) = wanted {
+            checks.retain(|c| {
+                Health::from_consul_status(c["Status"].as_str().unwrap_or_default()) == wanted
+                    && c["Status"] != "maintenance"
+            });
+        }
+        serde_json::to_vec(&checks).map_err(|e| ApiError::invalid(e.to_string()))
     }
 
     fn health_entry<'a>(&'a self, rec: &'a InstanceRecord, proxy: bool) -> HealthEntry<'a> {
@@ -522,18 +663,24 @@ impl RegistryState {
     /// changed), `Err` 400 on decoding problems and 500 on validation failures.
     pub(crate) fn config_put(&mut self, body: &[u8], cas: Option<u64>) -> Result<bool, ApiError> {
         let entry = decode_entry(body)?;
-        match entry {
+        let (kind, written) = match entry {
             Entry::Splitter(sp) => {
                 self.validate_splitter(&sp)?;
                 let name = sp.name.clone();
-                Ok(put_cas(&mut self.index, &mut self.splitters, name, sp, cas))
+                let ok = put_cas(&mut self.index, &mut self.splitters, name, sp, cas);
+                (Kind::Splitter, ok)
             }
             Entry::Resolver(r) => {
                 self.check_splitters_against(&r.name, Some(&r))?;
                 let name = r.name.clone();
-                Ok(put_cas(&mut self.index, &mut self.resolvers, name, r, cas))
+                let ok = put_cas(&mut self.index, &mut self.resolvers, name, r, cas);
+                (Kind::Resolver, ok)
             }
+        };
+        if written {
+            self.touch_config(kind);
         }
+        Ok(written)
     }
 
     /// `DELETE /v1/config/:kind/:name[?cas=N]`: `Ok(None)` deleted without CAS (Consul
@@ -553,6 +700,7 @@ impl RegistryState {
                 let ok = matches_cas(self.splitters.get(name).map(|s| s.modify_index));
                 if ok && self.splitters.remove(name).is_some() {
                     self.index += 1;
+                    self.touch_config(Kind::Splitter);
                 }
                 ok
             }
@@ -562,6 +710,7 @@ impl RegistryState {
                     self.check_splitters_against(name, None)?;
                     self.resolvers.remove(name);
                     self.index += 1;
+                    self.touch_config(Kind::Resolver);
                 }
                 ok
             }
@@ -1328,6 +1477,43 @@ fn splitter_json(s: &Stored<Splitter>) -> EntryJson<'_> {
     })
 }
 
+/// Parses a Go duration (`30s`, `1m30s`, `250ms`, `1.5h`); `None` when it is not one.
+pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0.0_f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * secs;
+    }
+    (total.is_finite() && total < 1e9).then(|| Duration::from_secs_f64(total))
+}
+
 /// Formats a duration the way Go prints one: `2s`, `500ms`, `1.5s`, `1m30s`.
 pub(crate) fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -1639,6 +1825,53 @@ mod tests {
         assert_eq!(st.index(), i);
         assert!(st.set_check("photo-1", Health::Critical, "down".into()));
         assert_eq!(st.index(), i + 1);
+    }
+
+    #[test]
+    fn go_duration_parsing() {
+        assert_eq!(parse_go_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "30", "s", "3x", "-1s", "1s2"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn indexes_move_only_with_their_data() {
+        let mut st = registry();
+        let (cat, checks, split) = (
+            st.catalog_index(),
+            st.checks_index(),
+            st.config_index("service-splitter"),
+        );
+        let photo = st.service_index("photo");
+        let identity = st.service_index("identity");
+        let mut rx = st.subscribe();
+        assert!(st.set_check("identity-v2-1", Health::Critical, "down".into()));
+        assert!(rx.has_changed().unwrap(), "waiters are woken");
+        rx.mark_unchanged();
+        assert_eq!(st.catalog_index(), cat, "a check is not a registration");
+        assert!(st.checks_index() > checks);
+        assert!(st.service_index("identity") > identity);
+        assert_eq!(st.service_index("photo"), photo);
+        assert_eq!(st.config_index("service-splitter"), split);
+        assert_eq!(st.service_index("never-seen"), 1);
+        let body = br#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":50,"ServiceSubset":"v1"},{"Weight":50,"ServiceSubset":"v2"}]}"#;
+        assert_eq!(st.config_put(body, None), Ok(true));
+        assert!(st.config_index("service-splitter") > split);
+        assert!(rx.has_changed().unwrap());
+        let any: Value = serde_json::from_slice(&st.health_state_json("any").unwrap()).unwrap();
+        // One node check, then per instance its service check and two sidecar checks.
+        assert_eq!(any.as_array().unwrap().len(), 1 + 4 * 3);
+        let critical: Value =
+            serde_json::from_slice(&st.health_state_json("critical").unwrap()).unwrap();
+        assert_eq!(
+            critical.as_array().unwrap().len(),
+            2,
+            "the check and its alias"
+        );
     }
 
     #[test]

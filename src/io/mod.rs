@@ -48,6 +48,15 @@ pub enum IoEvent {
         /// Applied / conflict, or the error text.
         result: Result<WriteOutcome, String>,
     },
+    /// The registry's datacenters (at start, and after a switch was asked for).
+    Datacenters {
+        /// The one reads and writes go to.
+        current: Option<String>,
+        /// Every datacenter to offer, nearest first.
+        known: Vec<String>,
+        /// Why the list or the switch failed, if it did.
+        error: Option<String>,
+    },
     /// A demo-spine control finished (demo mode only).
     DemoChanged {
         /// Instances of the demo spine and whether each is running.
@@ -81,6 +90,8 @@ pub enum Command {
     },
     /// Poll the registry now.
     RefreshNow,
+    /// Read and write another datacenter of the registry (Consul `?dc=`).
+    SetDatacenter(String),
 }
 
 mod http;

@@ -123,7 +123,7 @@ pub fn spawn<R: Registry + 'static>(
             )),
         },
         tokio::spawn(handle_commands(
-            registry,
+            Arc::clone(&registry),
             demo.clone(),
             config.read_only,
             refresh,
@@ -132,6 +132,16 @@ pub fn spawn<R: Registry + 'static>(
             Arc::clone(wake),
         )),
     ];
+    {
+        // Tell the UI which datacenters the registry offers, once, at start.
+        let registry = Arc::clone(&registry);
+        let tx = event_tx.clone();
+        let wake = Arc::clone(wake);
+        tasks.push(tokio::spawn(async move {
+            let event = datacenters_event(registry.as_ref(), None).await;
+            emit(&tx, &wake, event).await;
+        }));
+    }
     if let Some(demo) = demo {
         // Tell the UI which demo instances exist, once, at start.
         let tx = event_tx;
@@ -383,10 +393,34 @@ async fn handle_commands<R: Registry>(
                 refresh.notify_one();
                 continue;
             }
+            Command::SetDatacenter(dc) => {
+                let switched = registry.set_datacenter(&dc);
+                match &switched {
+                    Ok(()) => tracing::info!("datacenter: {dc}"),
+                    Err(e) => tracing::warn!("datacenter {dc}: {e}"),
+                }
+                datacenters_event(registry.as_ref(), switched.err().map(|e| e.to_string())).await
+            }
         };
         if !emit(&tx, &wake, event).await {
             return;
         }
+    }
+}
+
+/// The registry's datacenters as an event (`error`: a failed switch, reported with it).
+async fn datacenters_event<R: Registry>(registry: &R, error: Option<String>) -> IoEvent {
+    match registry.datacenters().await {
+        Ok(dcs) => IoEvent::Datacenters {
+            current: dcs.current,
+            known: dcs.known,
+            error,
+        },
+        Err(e) => IoEvent::Datacenters {
+            current: None,
+            known: Vec::new(),
+            error: Some(error.unwrap_or_else(|| format!("datacenters: {e}"))),
+        },
     }
 }
 

@@ -183,6 +183,8 @@ pub struct Model {
     lane_index: index::LaneIndex,
     /// The Prometheus metrics source, when lanes come from it instead of the sidecars.
     pub prometheus: Option<prom::PromState>,
+    /// Datacenters the registry offers (the header's picker), nearest first.
+    pub datacenters: Vec<String>,
 }
 
 impl Model {
@@ -212,6 +214,7 @@ impl Model {
             gone: BTreeMap::new(),
             lane_index: index::LaneIndex::default(),
             prometheus: None,
+            datacenters: Vec::new(),
         }
     }
 
@@ -289,6 +292,21 @@ impl Model {
                 self.recompute_lanes(now);
             }
             IoEvent::LaneSamples { at, result } => self.apply_lane_samples(at, result, now),
+            IoEvent::Datacenters {
+                current,
+                known,
+                error,
+            } => {
+                if let Some(error) = error {
+                    self.notice(now, true, format!("datacenter: {error}"));
+                }
+                if current.is_some() {
+                    self.registry.datacenter = current;
+                }
+                if !known.is_empty() {
+                    self.datacenters = known;
+                }
+            }
             IoEvent::WriteFinished {
                 service,
                 split,

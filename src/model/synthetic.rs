@@ -176,10 +176,7 @@ pub fn model_over(
     };
     let mut m = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
     // A fixed wall clock (2026-11-27 12:00:00 UTC at `now`): snapshots show the same times.
-    m.set_clock_anchor(
-        now,
-        std::time::UNIX_EPOCH + Duration::from_hours(498_828),
-    );
+    m.set_clock_anchor(now, std::time::UNIX_EPOCH + Duration::from_hours(498_828));
     let entries: Vec<ServiceEntry> = services
         .iter()
         .map(|s| {

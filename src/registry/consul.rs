@@ -16,11 +16,21 @@
 //!   Consul service and subset names cannot contain `/`, so this is unambiguous, and
 //!   [`ConsulClient::write_split`] turns it back into `Service` + `ServiceSubset`: moving a
 //!   slider never silently deletes a colleague's cross-service split.
-//! - Per-split `RequestHeaders` / `ResponseHeaders` and Enterprise `Namespace` /
-//!   `Partition` are not represented in [`Split`] and are not written back.
+//! - Per-split `RequestHeaders` / `ResponseHeaders`, Enterprise `Namespace` / `Partition`
+//!   and the entry's `Meta` are not represented in [`Split`]; [`ConsulClient::write_split`]
+//!   reads the stored entry first and changes only the weights and destinations, so every
+//!   field it does not own is written back as it was (read-modify-write, then CAS).
 //! - The token travels only in the `X-Consul-Token` header (never in a URL), is marked
 //!   sensitive, and is never part of `Debug` output or an error text. Redirects are not
 //!   followed, so the header cannot leak to another host.
+//! - Every read and write carries `?dc=` once a datacenter is chosen
+//!   ([`ConsulClient::set_datacenter`], the header's picker).
+//! - [`Registry::follow`] uses blocking queries on bulk endpoints ([`blocking`]); the
+//!   KV mode lives in [`kv`], the design's SDK calls in [`sdk`].
+
+pub mod blocking;
+pub mod kv;
+pub mod sdk;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,10 +40,11 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::{Registry, RegistryError, WriteOutcome};
+use super::{Datacenters, FollowContext, Registry, RegistryError, WriteOutcome};
+use crate::config::consul::{ConsulSettings, MAX_BLOCKING_WAIT, Secret};
 use crate::model::types::{
     DEFAULT_VERSION, Health, Instance, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
     SplitEntry,
@@ -43,8 +54,8 @@ use crate::net::{self, BodyError};
 /// Default time allowed to open a TCP (and TLS) connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Default time allowed for a whole request, body included. Blocking queries would need
-/// more than `wait + wait/16` (API brief, gotcha 1); this client issues none.
+/// Default time allowed for a whole request, body included. A blocking query gets
+/// `wait + wait/16` on top (API brief, gotcha 1; see [`blocking_deadline`]).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default largest response body accepted (read in chunks, cut off beyond it).
@@ -59,17 +70,24 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Error bodies are shown truncated to this many characters.
 pub const MAX_ERROR_BODY_CHARS: usize = 500;
 
+/// Suffix of the sidecar registrations (`identity-sidecar-proxy`).
+const PROXY_SUFFIX: &str = "-sidecar-proxy";
+
 /// Header Consul reads the ACL token from.
 const TOKEN_HEADER: &str = "X-Consul-Token";
 
-/// An ACL token secret. Its `Debug` never shows the value.
-#[derive(Clone)]
-struct Secret(String);
+/// Header carrying a blocking-capable read's index.
+const INDEX_HEADER: &str = "X-Consul-Index";
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
+/// One answer: status, `X-Consul-Index` (when present and numeric) and the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `X-Consul-Index`.
+    pub index: Option<u64>,
+    /// Body (bounded).
+    pub body: Vec<u8>,
 }
 
 /// A Consul agent reached over HTTP(S).
@@ -85,6 +103,151 @@ pub struct ConsulClient {
     connect_timeout: Duration,
     request_timeout: Duration,
     max_body_bytes: usize,
+    /// The datacenter every request names (`None` = the agent's own); follow loops
+    /// subscribe to restart on a change.
+    dc: Arc<watch::Sender<Option<String>>>,
+    blocking_wait: Duration,
+    tls: TlsSetup,
+}
+
+/// How the client reaches a TLS agent: the CA it trusts, its client certificate, and the
+/// server name to check (when `CONSUL_TLS_SERVER_NAME` differs from the address's host,
+/// requests go to `https://<server name>:<port>` with that name resolved to the
+/// address's IPs, so the name is both sent (SNI) and verified).
+#[derive(Clone, Default)]
+struct TlsSetup {
+    ca: Option<Vec<reqwest::Certificate>>,
+    identity: Option<reqwest::Identity>,
+    verify: bool,
+    server_name: Option<(String, Vec<std::net::SocketAddr>)>,
+    request_base: Option<Url>,
+    /// What the operator configured, for hints.
+    has_ca: bool,
+    has_identity: bool,
+}
+
+impl TlsSetup {
+    fn from_settings(settings: &ConsulSettings, shown: &Url) -> Result<Self, RegistryError> {
+        let mut tls = Self {
+            verify: settings.verify_tls,
+            ..Self::default()
+        };
+        let https = shown.scheme() == "https";
+        let needs_https = settings.ca_pem.is_some()
+            || settings.client_identity.is_some()
+            || settings.tls_server_name.is_some();
+        if needs_https && !https {
+            return Err(RegistryError::Invalid(format!(
+                "TLS settings (CONSUL_CACERT / CONSUL_CLIENT_CERT / CONSUL_TLS_SERVER_NAME) need an https address, not {}",
+                redact_url(shown)
+            )));
+        }
+        if let Some(pem) = &settings.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                RegistryError::Invalid(format!(
+                    "CONSUL_CACERT: not a PEM certificate bundle: {}",
+                    net::innermost_message(&e)
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(RegistryError::Invalid(
+                    "CONSUL_CACERT: the file holds no certificate".into(),
+                ));
+            }
+            tls.ca = Some(certs);
+            tls.has_ca = true;
+        }
+        if let Some(id) = &settings.client_identity {
+            let mut pem = id.cert_pem.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(&id.key_pem);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                RegistryError::Invalid(format!(
+                    "CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY: not a usable certificate and key: {} ({})",
+                    net::innermost_message(&e),
+                    id.cert_path.display()
+                ))
+            })?;
+            tls.identity = Some(identity);
+            tls.has_identity = true;
+        }
+        if let Some(name) = settings.tls_server_name.as_deref().map(str::trim)
+            && !name.is_empty()
+            && Some(name) != shown.host_str()
+        {
+            let port = shown.port_or_known_default().unwrap_or(443);
+            let host = shown.host_str().unwrap_or_default();
+            let literal = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>();
+            let addrs: Vec<std::net::SocketAddr> = match literal {
+                Ok(ip) => vec![(ip, port).into()],
+                Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+                    .map_err(|e| {
+                        RegistryError::Invalid(format!(
+                            "cannot resolve the Consul host {host:?} (needed for CONSUL_TLS_SERVER_NAME): {e}"
+                        ))
+                    })?
+                    .collect(),
+            };
+            let mut base = shown.clone();
+            base.set_host(Some(name)).map_err(|e| {
+                RegistryError::Invalid(format!(
+                    "CONSUL_TLS_SERVER_NAME {name:?} is not a host name: {e}"
+                ))
+            })?;
+            tls.server_name = Some((name.to_ascii_lowercase(), addrs));
+            tls.request_base = Some(base);
+        }
+        Ok(tls)
+    }
+
+    fn apply(&self, mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        if let Some(ca) = &self.ca {
+            builder = builder.tls_certs_only(ca.iter().cloned());
+        }
+        if let Some(identity) = &self.identity {
+            builder = builder.identity(identity.clone());
+        }
+        if !self.verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        if let Some((name, addrs)) = &self.server_name {
+            builder = builder.resolve_to_addrs(name, addrs);
+        }
+        builder
+    }
+
+    /// A hint for a failed TLS handshake, from the error text.
+    fn hint_for(&self, message: &str) -> Option<String> {
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("unknownissuer")
+            || lower.contains("unknown issuer")
+            || lower.contains("badsignature")
+        {
+            Some(if self.has_ca {
+                "the agent's certificate is not signed by the CA in CONSUL_CACERT".into()
+            } else {
+                "the agent's certificate is not trusted: set CONSUL_CACERT to the Consul CA".into()
+            })
+        } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+            Some("the agent's certificate does not carry this host name: set CONSUL_TLS_SERVER_NAME (e.g. server.dc1.consul)".into())
+        } else if lower.contains("certificate required")
+            || lower.contains("certificaterequired")
+            || lower.contains("bad certificate")
+            || lower.contains("badcertificate")
+            || lower.contains("handshake")
+        {
+            Some(if self.has_identity {
+                "the agent refused the TLS handshake: check that CONSUL_CLIENT_CERT is signed by the agent's CA".into()
+            } else {
+                "the agent refused the TLS handshake: it may require a client certificate (CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY)".into()
+            })
+        } else {
+            None
+        }
+    }
 }
 
 impl fmt::Debug for ConsulClient {
@@ -95,6 +258,8 @@ impl fmt::Debug for ConsulClient {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("datacenter", &*self.dc.borrow())
+            .field("blocking_wait", &self.blocking_wait)
             .finish_non_exhaustive()
     }
 }
@@ -104,16 +269,30 @@ impl ConsulClient {
     /// ([`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`]) and body limit
     /// ([`DEFAULT_MAX_BODY_BYTES`]). Only `http` and `https` URLs with a host are accepted.
     pub fn new(base_url: &str) -> Result<Self, RegistryError> {
-        let base = parse_base_url(base_url)?;
-        let http = build_http(DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)?;
+        Self::from_settings(&ConsulSettings::new(base_url))
+    }
+
+    /// A client for `settings`: address, token, TLS (CA, client certificate, server
+    /// name), datacenter and blocking-query wait.
+    pub fn from_settings(settings: &ConsulSettings) -> Result<Self, RegistryError> {
+        let shown = parse_base_url(&settings.address)?;
+        let tls = TlsSetup::from_settings(settings, &shown)?;
+        let base = tls.request_base.clone().unwrap_or_else(|| shown.clone());
+        let http = build_http(DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, &tls)?;
+        let wait = settings
+            .blocking_wait
+            .clamp(Duration::from_secs(1), MAX_BLOCKING_WAIT);
         Ok(Self {
-            base_url: redact_url(&base).trim_end_matches('/').to_owned(),
+            base_url: redact_url(&shown).trim_end_matches('/').to_owned(),
             base,
             http,
-            token: None,
+            token: settings.token.clone().filter(|t| !t.expose().is_empty()),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            dc: Arc::new(watch::Sender::new(settings.datacenter.clone())),
+            blocking_wait: wait,
+            tls,
         })
     }
 
@@ -121,20 +300,71 @@ impl ConsulClient {
     /// header, so the agent's default token applies).
     #[must_use]
     pub fn with_token(mut self, token: Option<String>) -> Self {
-        self.token = token.filter(|t| !t.is_empty()).map(Secret);
+        self.token = token.filter(|t| !t.is_empty()).map(Secret::new);
         self
     }
 
-    /// Replaces the connect and whole-request timeouts.
+    /// Replaces the connect and whole-request timeouts (a blocking query gets its own
+    /// deadline: `wait + wait/16` plus the request timeout).
     pub fn with_timeouts(
         mut self,
         connect: Duration,
         request: Duration,
     ) -> Result<Self, RegistryError> {
-        self.http = build_http(connect, request)?;
+        self.http = build_http(connect, request, &self.tls)?;
         self.connect_timeout = connect;
         self.request_timeout = request;
         Ok(self)
+    }
+
+    /// Replaces the `wait` of blocking queries (clamped to 1 s ..= 10 min).
+    #[must_use]
+    pub fn with_blocking_wait(mut self, wait: Duration) -> Self {
+        self.blocking_wait = wait.clamp(Duration::from_millis(100), MAX_BLOCKING_WAIT);
+        self
+    }
+
+    /// The `wait` of blocking queries.
+    #[must_use]
+    pub fn blocking_wait(&self) -> Duration {
+        self.blocking_wait
+    }
+
+    /// The datacenter requests name (`None`: the agent's own).
+    #[must_use]
+    pub fn datacenter(&self) -> Option<String> {
+        self.dc.borrow().clone()
+    }
+
+    /// Switches every following request (and running follow loops, which start over with
+    /// index 0) to `dc`; `None` or empty = the agent's own datacenter. Clones share it.
+    pub fn set_datacenter(&self, dc: Option<String>) {
+        let dc = dc.filter(|d| !d.trim().is_empty());
+        self.dc.send_if_modified(|cur| {
+            if *cur == dc {
+                false
+            } else {
+                *cur = dc;
+                true
+            }
+        });
+    }
+
+    /// Notified when the datacenter changes.
+    pub(crate) fn datacenter_changes(&self) -> watch::Receiver<Option<String>> {
+        self.dc.subscribe()
+    }
+
+    /// `GET /v1/catalog/datacenters`: every known datacenter, nearest first (the agent's
+    /// own comes first: Consul sorts them by round-trip time).
+    pub async fn datacenters(&self) -> Result<Vec<String>, RegistryError> {
+        let url = self.base_endpoint(&["v1", "catalog", "datacenters"]);
+        let answer = self.request(Method::GET, &url, None, None).await?;
+        if !answer.status.is_success() {
+            return Err(error_from_response(answer.status.as_u16(), &answer.body));
+        }
+        let list: Option<Vec<String>> = decode("catalog/datacenters", &answer.body)?;
+        Ok(list.unwrap_or_default())
     }
 
     /// Replaces the largest response body accepted.
@@ -165,16 +395,47 @@ impl ConsulClient {
         url
     }
 
-    /// Sends one request and reads the body (bounded). Returns the status and the body.
-    async fn request(
+    /// [`Self::url`] plus `query` pairs and `dc=<datacenter>` when one is chosen: the URL
+    /// of every request to the agent's API.
+    pub(crate) fn endpoint(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.url(segments);
+        let dc = self.dc.borrow().clone();
+        if !query.is_empty() || dc.is_some() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                if v.is_empty() {
+                    pairs.append_key_only(k);
+                } else {
+                    pairs.append_pair(k, v);
+                }
+            }
+            if let Some(dc) = &dc {
+                pairs.append_pair("dc", dc);
+            }
+        }
+        url
+    }
+
+    /// [`Self::url`] without `dc` (for endpoints about the agent itself).
+    fn base_endpoint(&self, segments: &[&str]) -> Url {
+        self.url(segments)
+    }
+
+    /// Sends one request and reads the body (bounded). `timeout` replaces the client's
+    /// request timeout (blocking queries).
+    pub(crate) async fn request(
         &self,
         method: Method,
         url: &Url,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Vec<u8>), RegistryError> {
+        timeout: Option<Duration>,
+    ) -> Result<Answer, RegistryError> {
         let mut req = self.http.request(method, url.clone());
+        if let Some(timeout) = timeout {
+            req = req.timeout(timeout);
+        }
         if let Some(token) = &self.token {
-            let mut value = HeaderValue::from_str(&token.0).map_err(|_| {
+            let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
                 RegistryError::Invalid(
                     "the Consul token contains characters not allowed in an HTTP header".into(),
                 )
@@ -190,8 +451,13 @@ impl ConsulClient {
         let mut resp = req
             .send()
             .await
-            .map_err(|e| self.transport_error(&e, url))?;
+            .map_err(|e| self.transport_error(&e, url, timeout))?;
         let status = resp.status();
+        let index = resp
+            .headers()
+            .get(INDEX_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         // An error text is kept truncated; a success body must fit whole.
         let (limit, truncate) = if status.is_success() {
             (self.max_body_bytes, false)
@@ -201,25 +467,78 @@ impl ConsulClient {
         let buf = match net::read_body(&mut resp, limit, truncate).await {
             Ok(buf) => buf,
             Err(BodyError::TooLarge) => return Err(body_too_large(limit, url)),
-            Err(BodyError::Transport(e)) => return Err(self.transport_error(&e, url)),
+            Err(BodyError::Transport(e)) => {
+                return Err(self.transport_error(&e, url, timeout));
+            }
         };
-        Ok((status, buf))
+        Ok(Answer {
+            status,
+            index,
+            body: buf,
+        })
     }
 
-    /// GET `segments`; `Ok(None)` on 404 when `allow_404`, error statuses mapped.
-    async fn get(
+    /// GET `segments` (with `dc`); `Ok(None)` on 404 when `allow_404`, error statuses mapped.
+    pub(crate) async fn get(
         &self,
         segments: &[&str],
         allow_404: bool,
     ) -> Result<Option<Vec<u8>>, RegistryError> {
-        let url = self.url(segments);
-        let (status, body) = self.request(Method::GET, &url, None).await?;
-        if status.is_success() {
-            Ok(Some(body))
-        } else if allow_404 && status == StatusCode::NOT_FOUND {
+        let url = self.endpoint(segments, &[]);
+        let answer = self.request(Method::GET, &url, None, None).await?;
+        if answer.status.is_success() {
+            Ok(Some(answer.body))
+        } else if allow_404 && answer.status == StatusCode::NOT_FOUND {
             Ok(None)
         } else {
-            Err(error_from_response(status.as_u16(), &body))
+            Err(error_from_response(answer.status.as_u16(), &answer.body))
+        }
+    }
+
+    /// A blocking GET: `?index=<index>&wait=<wait>` when `index > 0` (never a blocking
+    /// query on index 0, which would not block), with a deadline of `wait + wait/16`
+    /// plus the request timeout. Returns the answer whatever its status.
+    pub(crate) async fn get_blocking(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        index: u64,
+    ) -> Result<Answer, RegistryError> {
+        let mut pairs: Vec<(&str, &str)> = query.to_vec();
+        let index_text = index.to_string();
+        let wait_text = go_wait(self.blocking_wait);
+        let timeout = if index > 0 {
+            pairs.push(("index", &index_text));
+            pairs.push(("wait", &wait_text));
+            Some(blocking_deadline(self.blocking_wait, self.request_timeout))
+        } else {
+            None
+        };
+        let url = self.endpoint(segments, &pairs);
+        self.request(Method::GET, &url, None, timeout).await
+    }
+
+    /// PUT `url` with `body`; the answer must be 2xx (else the mapped error).
+    pub(crate) async fn put_ok(
+        &self,
+        url: &Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let answer = self.request(Method::PUT, url, body, None).await?;
+        if answer.status.is_success() {
+            Ok(answer.body)
+        } else {
+            Err(error_from_response(answer.status.as_u16(), &answer.body))
+        }
+    }
+
+    /// DELETE `url`; the answer must be 2xx.
+    pub(crate) async fn delete_ok(&self, url: &Url) -> Result<Vec<u8>, RegistryError> {
+        let answer = self.request(Method::DELETE, url, None, None).await?;
+        if answer.status.is_success() {
+            Ok(answer.body)
+        } else {
+            Err(error_from_response(answer.status.as_u16(), &answer.body))
         }
     }
 
@@ -270,20 +589,32 @@ impl ConsulClient {
         })
     }
 
-    /// A concise transport error: what failed, then the URL (without secrets).
-    fn transport_error(&self, err: &reqwest::Error, url: &Url) -> RegistryError {
-        let message = if err.is_timeout() {
+    /// A concise transport error: what failed (with a TLS hint when the handshake
+    /// failed), then the URL (without secrets).
+    fn transport_error(
+        &self,
+        err: &reqwest::Error,
+        url: &Url,
+        timeout: Option<Duration>,
+    ) -> RegistryError {
+        let mut message = if err.is_timeout() {
             if err.is_connect() {
                 format!(
                     "connect timed out after {}",
                     format_duration(self.connect_timeout)
                 )
             } else {
-                format!("no answer within {}", format_duration(self.request_timeout))
+                format!(
+                    "no answer within {}",
+                    format_duration(timeout.unwrap_or(self.request_timeout))
+                )
             }
         } else {
             net::describe_transport(err)
         };
+        if let Some(hint) = self.tls.hint_for(&message) {
+            message = format!("{message} — {hint}");
+        }
         RegistryError::Transport {
             message,
             url: redact_url(url),
@@ -316,9 +647,40 @@ impl Registry for ConsulClient {
         Ok(RegistrySnapshot { services })
     }
 
-    /// `PUT /v1/config?cas=<expected_index>` with the splitter entry. The split is
-    /// validated locally first (nothing is sent when it is invalid). `true` → `Applied`,
-    /// `false` → `Conflict` (Consul answers a CAS mismatch with 200 `false`).
+    /// `GET /v1/catalog/datacenters`; the current one is the chosen one, else the
+    /// agent's own (the first of the list: Consul sorts by round-trip time).
+    async fn datacenters(&self) -> Result<Datacenters, RegistryError> {
+        let known = ConsulClient::datacenters(self).await?;
+        let current = self.datacenter().or_else(|| known.first().cloned());
+        Ok(Datacenters { current, known })
+    }
+
+    fn set_datacenter(&self, dc: &str) -> Result<(), RegistryError> {
+        if dc.is_empty()
+            || !dc
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(RegistryError::Invalid(format!("invalid datacenter {dc:?}")));
+        }
+        ConsulClient::set_datacenter(self, Some(dc.to_owned()));
+        Ok(())
+    }
+
+    /// Blocking queries on bulk endpoints (see [`blocking`]).
+    async fn follow(&self, ctx: FollowContext) {
+        blocking::follow_catalog(self, ctx).await;
+    }
+
+    /// Read-modify-write of the `service-splitter` entry: `GET` it, keep every field it
+    /// does not own (entry `Meta`, `Namespace`, `Partition`, per-split `RequestHeaders`,
+    /// `ResponseHeaders`, `Namespace`, `Partition`, unknown future fields), replace the
+    /// weights and destinations, then `PUT /v1/config?cas=<expected_index>`.
+    ///
+    /// The split is validated locally first (nothing is sent when it is invalid). When the
+    /// stored entry's `ModifyIndex` is not `expected_index` (or it exists while `0` asked
+    /// for create-only, or is gone), Consul would answer the CAS with `false`: this is a
+    /// `Conflict` without a write. Otherwise `true` → `Applied`, `false` → `Conflict`.
     async fn write_split(
         &self,
         service: &str,
@@ -333,11 +695,25 @@ impl Registry for ConsulClient {
                 "split not sent: empty service name".into(),
             ));
         }
-        let body = splitter_request_body(service, split)?;
-        let mut url = self.url(&["v1", "config"]);
-        url.query_pairs_mut()
-            .append_pair("cas", &expected_index.to_string());
-        let (status, resp) = self.request(Method::PUT, &url, Some(body)).await?;
+        let stored = self
+            .get(&["v1", "config", "service-splitter", service], true)
+            .await?;
+        let body = match stored {
+            Some(bytes) => {
+                let entry: serde_json::Value = decode("service-splitter", &bytes)?;
+                let modify_index = entry.get("ModifyIndex").and_then(serde_json::Value::as_u64);
+                if modify_index != Some(expected_index) {
+                    return Ok(WriteOutcome::Conflict);
+                }
+                merge_splitter_body(service, &entry, split)?
+            }
+            None if expected_index != 0 => return Ok(WriteOutcome::Conflict),
+            None => splitter_request_body(service, split)?,
+        };
+        let cas = expected_index.to_string();
+        let url = self.endpoint(&["v1", "config"], &[("cas", &cas)]);
+        let answer = self.request(Method::PUT, &url, Some(body), None).await?;
+        let (status, resp) = (answer.status, answer.body);
         if !status.is_success() {
             return Err(error_from_response(status.as_u16(), &resp));
         }
@@ -381,9 +757,30 @@ fn parse_base_url(base_url: &str) -> Result<Url, RegistryError> {
     Ok(url)
 }
 
-/// The reqwest client: timeouts, no redirects (the token header must not follow one).
-fn build_http(connect: Duration, request: Duration) -> Result<reqwest::Client, RegistryError> {
-    reqwest::Client::builder()
+/// The deadline of a blocking query: Consul answers within `wait + wait/16` (its jitter);
+/// the request timeout on top covers the transfer.
+#[must_use]
+pub fn blocking_deadline(wait: Duration, request_timeout: Duration) -> Duration {
+    wait + wait / 16 + request_timeout
+}
+
+/// A `wait` in Go duration syntax: `30s`, `250ms`.
+fn go_wait(wait: Duration) -> String {
+    let ms = wait.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The reqwest client: timeouts, TLS, no redirects (the token header must not follow one).
+fn build_http(
+    connect: Duration,
+    request: Duration,
+    tls: &TlsSetup,
+) -> Result<reqwest::Client, RegistryError> {
+    tls.apply(reqwest::Client::builder())
         .connect_timeout(connect)
         .timeout(request)
         .redirect(reqwest::redirect::Policy::none())
@@ -494,7 +891,27 @@ fn hint_for(status: u16, body: &str) -> Option<String> {
         429 | 503 if lower.contains("rate limit") => {
             Some("Consul is rate limiting requests: retry later (or against another server)".into())
         }
+        429 => Some("too many requests: Consul asks to back off and retry later".into()),
         503 => Some("Consul is unavailable: retry later".into()),
+        400 if lower.contains("invalid wait") => Some(
+            "a blocking query's wait must be a Go duration such as 30s, at most 10m".into(),
+        ),
+        400 if lower.contains("invalid index") => Some(
+            "a blocking query's index must be a number from X-Consul-Index: the dashboard starts over from index 0"
+                .into(),
+        ),
+        400 if lower.contains("request decoding failed") => Some(
+            "Consul could not decode the entry sent: check its field names and types".into(),
+        ),
+        404 if text_is_empty(body) => Some("the key does not exist".into()),
+        404 if lower.contains("config entry not found") => Some(
+            "the config entry does not exist (for a service-splitter: no split yet, all traffic \
+             goes to the resolver's default subset)"
+                .into(),
+        ),
+        500 if lower.contains("sum of all split weights") => Some(
+            "the weights must add up to exactly 100 (100.00 %; 99.99 and 100.01 both fail)".into(),
+        ),
         500 if lower.contains("no cluster leader") => {
             Some("the Consul cluster has no leader: wait for an election, check the servers".into())
         }
@@ -508,6 +925,10 @@ fn hint_for(status: u16, body: &str) -> Option<String> {
         }
         _ => None,
     }
+}
+
+fn text_is_empty(body: &str) -> bool {
+    body.trim().is_empty()
 }
 
 /// `lacks permission 'service:write' on "identity"` → `("service:write", "identity")`.
@@ -541,7 +962,7 @@ pub fn parse_catalog_services(body: &[u8]) -> Result<Vec<String>, RegistryError>
     let map: BTreeMap<String, serde_json::Value> = decode("catalog/services", body)?;
     Ok(map
         .into_keys()
-        .filter(|name| name != "consul" && !name.ends_with("-sidecar-proxy"))
+        .filter(|name| name != "consul" && !name.ends_with(PROXY_SUFFIX))
         .collect())
 }
 
@@ -559,6 +980,8 @@ struct HealthEntryJson {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct NodeJson {
+    #[serde(default)]
+    node: Option<String>,
     #[serde(default)]
     address: Option<String>,
 }
@@ -595,6 +1018,10 @@ struct ProxyJson {
 #[serde(rename_all = "PascalCase")]
 struct CheckJson {
     #[serde(default)]
+    node: Option<String>,
+    #[serde(default, rename = "CheckID")]
+    check_id: Option<String>,
+    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     status: Option<String>,
@@ -602,6 +1029,12 @@ struct CheckJson {
     notes: Option<String>,
     #[serde(default)]
     output: Option<String>,
+    #[serde(default, rename = "ServiceID")]
+    service_id: Option<String>,
+    #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
+    create_index: Option<u64>,
 }
 
 impl ServiceJson {
@@ -659,12 +1092,34 @@ fn is_version_tag(tag: &str) -> bool {
 ///   (`Proxy.Config.envoy_prometheus_bind_addr`) lives on the sidecar's registration: see
 ///   [`parse_connect_metrics`].
 pub fn parse_health_service(body: &[u8]) -> Result<Vec<Instance>, RegistryError> {
+    Ok(parse_health_service_nodes(body)?
+        .into_iter()
+        .map(|n| n.instance)
+        .collect())
+}
+
+/// An instance with the node it runs on (the key of its checks in `/v1/health/state/any`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInstance {
+    /// `Node.Node`.
+    pub node: String,
+    /// The instance.
+    pub instance: Instance,
+}
+
+/// [`parse_health_service`] keeping each instance's node name.
+pub fn parse_health_service_nodes(body: &[u8]) -> Result<Vec<NodeInstance>, RegistryError> {
     let entries: Option<Vec<HealthEntryJson>> = decode("health/service", body)?;
-    let mut instances: Vec<Instance> = entries
+    let mut instances: Vec<NodeInstance> = entries
         .unwrap_or_default()
         .into_iter()
         .filter_map(|entry| {
             let service = entry.service?;
+            let node = entry
+                .node
+                .as_ref()
+                .and_then(|n| n.node.clone())
+                .unwrap_or_default();
             let checks = entry.checks.unwrap_or_default();
             let health = checks
                 .iter()
@@ -677,20 +1132,94 @@ pub fn parse_health_service(body: &[u8]) -> Result<Vec<Instance>, RegistryError>
                 .map(check_text)
                 .collect::<Vec<_>>()
                 .join("\n");
-            Some(Instance {
-                id: service.id.clone().unwrap_or_default(),
-                service: service.service.clone().unwrap_or_default(),
-                version: version_of(&service),
-                address: service.display_address(entry.node.as_ref()),
-                port: service.port.unwrap_or(0),
-                health,
-                check_output,
-                metrics_url: service.meta_str("metrics_url").map(str::to_owned),
+            Some(NodeInstance {
+                node,
+                instance: Instance {
+                    id: service.id.clone().unwrap_or_default(),
+                    service: service.service.clone().unwrap_or_default(),
+                    version: version_of(&service),
+                    address: service.display_address(entry.node.as_ref()),
+                    port: service.port.unwrap_or(0),
+                    health,
+                    check_output,
+                    metrics_url: service.meta_str("metrics_url").map(str::to_owned),
+                },
             })
         })
         .collect();
-    instances.sort_by(|a, b| a.id.cmp(&b.id));
+    instances.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
     Ok(instances)
+}
+
+/// One health check as `/v1/health/state/any` lists them (the whole mesh's checks in one
+/// answer).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CheckRow {
+    /// `Node`.
+    pub node: String,
+    /// `ServiceID`, empty for a node check (e.g. `serfHealth`).
+    pub service_id: String,
+    /// `CheckID`.
+    pub check_id: String,
+    /// `ServiceName`, empty for a node check.
+    pub service_name: String,
+    /// Health of this check.
+    pub health: Health,
+    /// What to show when it is not passing (`Output`, else `Notes`, else `Name`).
+    pub text: String,
+    /// `CreateIndex`: moves when the check (or its instance) is registered again.
+    pub create_index: u64,
+}
+
+/// Parses `GET /v1/health/state/any`, sorted by node, service id, check id.
+pub fn parse_checks(body: &[u8]) -> Result<Vec<CheckRow>, RegistryError> {
+    let checks: Option<Vec<CheckJson>> = decode("health/state", body)?;
+    let mut rows: Vec<CheckRow> = checks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| CheckRow {
+            text: check_text(&c),
+            health: Health::from_consul_status(c.status.as_deref().unwrap_or_default()),
+            node: c.node.unwrap_or_default(),
+            service_id: c.service_id.unwrap_or_default(),
+            check_id: c.check_id.unwrap_or_default(),
+            service_name: c.service_name.unwrap_or_default(),
+            create_index: c.create_index.unwrap_or(0),
+        })
+        .collect();
+    rows.sort();
+    Ok(rows)
+}
+
+/// Health and check output of an instance on `node` with `service_id`, from the mesh's
+/// checks (node checks first, then the instance's own, as `/v1/health/service` lists
+/// them): the worst status, one line per non-passing check. `None` when no check names
+/// the node or the instance (the caller keeps what the per-service read said).
+#[must_use]
+pub fn health_from_checks(
+    checks: &[CheckRow],
+    node: &str,
+    service_id: &str,
+) -> Option<(Health, String)> {
+    let mine: Vec<&CheckRow> = checks
+        .iter()
+        .filter(|c| c.node == node && (c.service_id.is_empty() || c.service_id == service_id))
+        .collect();
+    if !mine.iter().any(|c| c.service_id == service_id) {
+        return None;
+    }
+    let health = mine
+        .iter()
+        .map(|c| c.health)
+        .max()
+        .unwrap_or(Health::Passing);
+    let text = mine
+        .iter()
+        .filter(|c| c.health != Health::Passing)
+        .map(|c| c.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    Some((health, text))
 }
 
 /// What to show for a non-passing check.
@@ -782,6 +1311,42 @@ pub fn parse_resolver_subsets(body: &[u8]) -> Result<Vec<String>, RegistryError>
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
+struct NamedResolverJson {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    subsets: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// Parses `GET /v1/config/service-resolver` (every resolver): service → sorted subsets.
+pub fn parse_resolver_list(body: &[u8]) -> Result<BTreeMap<String, Vec<String>>, RegistryError> {
+    let list: Option<Vec<NamedResolverJson>> = decode("service-resolver list", body)?;
+    Ok(list
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            let name = r.name.filter(|n| !n.is_empty())?;
+            Some((name, r.subsets.unwrap_or_default().into_keys().collect()))
+        })
+        .collect())
+}
+
+/// Parses `GET /v1/config/service-splitter` (every splitter): service → split with its
+/// `ModifyIndex`, each as [`parse_splitter`] reads one entry.
+pub fn parse_splitter_list(body: &[u8]) -> Result<BTreeMap<String, SplitConfig>, RegistryError> {
+    let list: Option<Vec<SplitterJson>> = decode("service-splitter list", body)?;
+    let mut out = BTreeMap::new();
+    for entry in list.unwrap_or_default() {
+        let Some(name) = entry.name.clone().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        out.insert(name, splitter_config(entry)?);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct SplitterJson {
     #[serde(default)]
     name: Option<String>,
@@ -808,7 +1373,10 @@ struct SplitJson {
 /// A missing `ServiceSubset` gives the subset `""` (the default subset); a `Service`
 /// other than the entry's own name gives `"<service>/<subset>"` (see the module docs).
 pub fn parse_splitter(body: &[u8]) -> Result<SplitConfig, RegistryError> {
-    let splitter: SplitterJson = decode("service-splitter", body)?;
+    splitter_config(decode("service-splitter", body)?)
+}
+
+fn splitter_config(splitter: SplitterJson) -> Result<SplitConfig, RegistryError> {
     let Some(modify_index) = splitter.modify_index else {
         return Err(RegistryError::Decode(
             "service-splitter: the entry has no ModifyIndex".into(),
@@ -852,6 +1420,81 @@ fn hundredths_to_json(weight: u32) -> serde_json::Number {
         serde_json::Number::from_f64(f64::from(weight) / 100.0)
             .unwrap_or_else(|| serde_json::Number::from(weight / 100))
     }
+}
+
+/// The `PUT /v1/config` body that changes `stored` (a `service-splitter` entry as read)
+/// to `split`: every field other than `CreateIndex` / `ModifyIndex` (the index goes in
+/// `?cas=`) and the splits' `Weight` / `Service` / `ServiceSubset` is kept as stored. A
+/// split whose destination (service, subset) was already there keeps its other fields
+/// (`RequestHeaders`, `ResponseHeaders`, `Namespace`, `Partition`…); new destinations get
+/// the plain shape of [`splitter_request_body`].
+pub fn merge_splitter_body(
+    service: &str,
+    stored: &serde_json::Value,
+    split: &Split,
+) -> Result<Vec<u8>, RegistryError> {
+    use serde_json::Value;
+    let Value::Object(stored) = stored else {
+        return Err(RegistryError::Decode(
+            "service-splitter: the stored entry is not a JSON object".into(),
+        ));
+    };
+    let mut entry = stored.clone();
+    entry.remove("CreateIndex");
+    entry.remove("ModifyIndex");
+    entry.insert("Kind".into(), Value::from("service-splitter"));
+    entry.insert("Name".into(), Value::from(service));
+    let old_splits: Vec<&serde_json::Map<String, Value>> = stored
+        .get("Splits")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_object).collect())
+        .unwrap_or_default();
+    let destination = |obj: &serde_json::Map<String, Value>| {
+        let svc = obj
+            .get("Service")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && *s != service)
+            .unwrap_or(service)
+            .to_owned();
+        let subset = obj
+            .get("ServiceSubset")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        (svc, subset)
+    };
+    let splits: Vec<Value> = split
+        .entries
+        .iter()
+        .map(|e| {
+            let (other, subset) = match e.subset.split_once('/') {
+                Some((other, subset)) => (Some(other).filter(|o| !o.is_empty()), subset),
+                None => (None, e.subset.as_str()),
+            };
+            let want = (other.unwrap_or(service).to_owned(), subset.to_owned());
+            let mut obj = old_splits
+                .iter()
+                .find(|o| destination(o) == want)
+                .map_or_else(
+                    || {
+                        let mut fresh = serde_json::Map::new();
+                        if let Some(other) = other {
+                            fresh.insert("Service".into(), Value::from(other));
+                        }
+                        if !subset.is_empty() {
+                            fresh.insert("ServiceSubset".into(), Value::from(subset));
+                        }
+                        fresh
+                    },
+                    |o| (*o).clone(),
+                );
+            obj.insert("Weight".into(), Value::Number(hundredths_to_json(e.weight)));
+            Value::Object(obj)
+        })
+        .collect();
+    entry.insert("Splits".into(), Value::Array(splits));
+    serde_json::to_vec(&Value::Object(entry))
+        .map_err(|e| RegistryError::Invalid(format!("cannot encode the splitter entry: {e}")))
 }
 
 #[derive(Serialize)]
@@ -989,7 +1632,12 @@ mod tests {
 
     #[test]
     fn hints() {
-        assert_eq!(hint_for(404, "Config entry not found"), None);
+        assert!(
+            hint_for(404, "Config entry not found")
+                .unwrap()
+                .contains("does not exist")
+        );
+        assert_eq!(hint_for(404, "page not found"), None);
         assert!(
             hint_for(403, "Permission denied")
                 .unwrap()

@@ -81,8 +81,32 @@ pub struct FollowContext {
     pub out: mpsc::Sender<FeedUpdate>,
 }
 
+/// The datacenters a registry knows and the one in use (Consul; other registries have none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Datacenters {
+    /// The datacenter reads and writes go to (`None`: unknown / not applicable).
+    pub current: Option<String>,
+    /// Every datacenter that can be chosen, nearest first.
+    pub known: Vec<String>,
+}
+
 /// Operations every registry backend offers to the io layer.
 pub trait Registry: Send + Sync {
+    /// The datacenters to offer in the header's picker (default: none).
+    fn datacenters(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Datacenters, RegistryError>> + Send {
+        async { Ok(Datacenters::default()) }
+    }
+
+    /// Switches reads and writes to datacenter `dc` (the follow loop starts over there).
+    /// The default refuses: the registry has no datacenters.
+    fn set_datacenter(&self, dc: &str) -> Result<(), RegistryError> {
+        Err(RegistryError::Invalid(format!(
+            "this registry has no datacenters (asked for {dc:?})"
+        )))
+    }
+
     /// Follows the registry until `ctx.out` closes: sends a snapshot whenever the data
     /// may have changed, `Ok(None)` while connected with nothing new, and each failure.
     /// The default polls [`Registry::snapshot`] every `ctx.interval` (and on refresh);

@@ -7,6 +7,7 @@ use egui::{RichText, Ui};
 
 use super::ViewState;
 use super::theme::Theme;
+use crate::io::Command;
 use crate::metrics::prometheus::format_duration;
 use crate::model::Model;
 use crate::model::prom::PromState;
@@ -22,8 +23,16 @@ pub fn fmt_age(age: Option<Duration>) -> String {
     }
 }
 
-/// The always-visible header.
-pub fn header_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, now: Instant) {
+/// The always-visible header. Choosing another datacenter emits
+/// [`Command::SetDatacenter`].
+pub fn header_ui(
+    ui: &mut Ui,
+    model: &Model,
+    view: &mut ViewState,
+    theme: &Theme,
+    commands: &mut Vec<Command>,
+    now: Instant,
+) {
     ui.horizontal(|ui| {
         ui.heading("spine-dash");
         ui.separator();
@@ -45,9 +54,7 @@ pub fn header_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme
             );
             ui.label(format!("{} at {}", reg.kind.as_str(), reg.address));
         }
-        if let Some(dc) = &reg.datacenter {
-            ui.label(format!("dc {dc}"));
-        }
+        datacenter_ui(ui, model, commands);
         ui.separator();
         if reg.writable {
             ui.label("writable");
@@ -106,6 +113,32 @@ pub fn header_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme
             }
         });
     });
+}
+
+/// The datacenter: a small picker when the registry offers several, else its name.
+fn datacenter_ui(ui: &mut Ui, model: &Model, commands: &mut Vec<Command>) {
+    let current = model.registry.datacenter.clone();
+    if model.datacenters.len() < 2 {
+        if let Some(dc) = &current {
+            ui.label(format!("dc {dc}"));
+        }
+        return;
+    }
+    let label = ui.label("dc");
+    let mut chosen = current.clone().unwrap_or_default();
+    egui::ComboBox::from_id_salt("datacenter")
+        .selected_text(chosen.clone())
+        .width(90.0)
+        .show_ui(ui, |ui| {
+            for dc in &model.datacenters {
+                ui.selectable_value(&mut chosen, dc.clone(), dc);
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    if current.as_deref() != Some(chosen.as_str()) && !chosen.is_empty() {
+        commands.push(Command::SetDatacenter(chosen));
+    }
 }
 
 /// The bottom status bar.

@@ -229,7 +229,9 @@ pub fn root_ui(
     if ui.ctx().theme() != want {
         ui.ctx().set_theme(want);
     }
-    egui::Panel::top("header").show(ui, |ui| bars::header_ui(ui, model, view, &theme, now));
+    egui::Panel::top("header").show(ui, |ui| {
+        bars::header_ui(ui, model, view, &theme, commands, now);
+    });
     egui::Panel::bottom("status").show(ui, |ui| bars::status_ui(ui, model, &theme, now));
     if view.tape_open {
         egui::Panel::bottom("tape")
