@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use crate::metrics::SidecarScrape;
-pub use crate::model::types::DemoInstanceState;
+use crate::metrics::{ClusterHosts, SidecarScrape};
+pub use crate::model::types::{DemoFault, DemoInstanceState};
 use crate::model::types::{RegistrySnapshot, Split};
 use crate::registry::WriteOutcome;
 
@@ -27,6 +27,16 @@ pub enum IoEvent {
         at: Instant,
         /// Parsed stats, or the error text to show.
         result: Result<SidecarScrape, String>,
+    },
+    /// One fetch of one sidecar's Envoy `/clusters?format=json` finished (which hosts each
+    /// cluster has, which are ejected). Not sent for a sidecar without the endpoint.
+    Clusters {
+        /// The sidecar's stats URL (`Meta.metrics_url`), the key of [`IoEvent::Scrape`].
+        url: String,
+        /// When the answer arrived.
+        at: Instant,
+        /// Clusters with their hosts, or the error text to show.
+        result: Result<Vec<ClusterHosts>, String>,
     },
     /// A split write finished.
     WriteFinished {
@@ -68,6 +78,13 @@ pub enum Command {
         /// Instance id.
         instance_id: String,
     },
+    /// Inject faults into a demo instance (replacing its current ones; the default clears).
+    DemoFault {
+        /// Instance id.
+        instance_id: String,
+        /// The faults it should have from now on.
+        fault: DemoFault,
+    },
     /// Poll the registry now.
     RefreshNow,
 }
@@ -76,4 +93,4 @@ mod http;
 mod tasks;
 
 pub use http::{FetchError, fetch_text};
-pub use tasks::{IoConfig, IoHandle, IoTasks, Wake, spawn};
+pub use tasks::{IoConfig, IoHandle, IoTasks, Wake, clusters_url, spawn};

@@ -1,6 +1,7 @@
 //! Pure data and rules: services, instances, versions, splits, breaker states, lanes,
 //! source freshness. No I/O, no egui; time is passed in.
 
+pub mod hosts;
 pub mod snapshot;
 pub mod types;
 
@@ -152,6 +153,8 @@ pub struct Model {
     pub writes: BTreeMap<String, WriteState>,
     /// Demo instances and whether they run (demo mode only).
     pub demo_instances: Vec<DemoInstanceState>,
+    /// Hosts per sidecar from Envoy's `/clusters` (see [`hosts`]).
+    pub hosts: hosts::HostsState,
     /// Recent notices, oldest first.
     pub notices: VecDeque<Notice>,
     /// Registry poll interval (for freshness).
@@ -176,6 +179,7 @@ impl Model {
             lanes: BTreeMap::new(),
             writes: BTreeMap::new(),
             demo_instances: Vec::new(),
+            hosts: hosts::HostsState::default(),
             notices: VecDeque::new(),
             registry_interval,
             scrape_interval,
@@ -217,6 +221,7 @@ impl Model {
                 }
                 self.recompute_lanes(now);
             }
+            IoEvent::Clusters { url, at, result } => self.apply_clusters(url, at, result),
             IoEvent::WriteFinished {
                 service,
                 split,
