@@ -1,5 +1,5 @@
 //! The demo sidecar's `/clusters?format=json`, shaped as Envoy's admin endpoint prints it
-//! (`API_BRIEF.md` §2.6, fixture `envoy/clusters.json`): proto-JSON with snake_case keys,
+//! (`API_BRIEF.md` §2.6, fixture `envoy/clusters.json`): proto-JSON with `snake_case` keys,
 //! default values left out (a zero counter has no `value`, `DEFAULT` priority and false flags
 //! are omitted), counters as strings, gauges marked `"type":"GAUGE"`, host stats in Envoy's
 //! order (counters, then gauges).

@@ -542,17 +542,13 @@ impl Sidecar {
                 };
                 let waited = tokio::time::timeout(UPSTREAM_TIMEOUT, slots.acquire_owned()).await;
                 guard.done = true;
-                match waited {
-                    Ok(Ok(permit)) => {
-                        self.leave_pending(&key, &id, PendingEnd::Admitted);
-                        permit
-                    }
-                    // Timed out (the semaphore is never closed).
-                    _ => {
-                        self.leave_pending(&key, &id, PendingEnd::TimedOut);
-                        return timeout_reply();
-                    }
-                }
+                // Err: timed out (the semaphore is never closed).
+                let Ok(Ok(permit)) = waited else {
+                    self.leave_pending(&key, &id, PendingEnd::TimedOut);
+                    return timeout_reply();
+                };
+                self.leave_pending(&key, &id, PendingEnd::Admitted);
+                permit
             }
         };
         // Decrements `rq_active` even if the caller goes away mid-request.
@@ -725,6 +721,7 @@ impl Sidecar {
 }
 
 /// How a wait for a slot ended.
+#[derive(Clone, Copy)]
 enum PendingEnd {
     Admitted,
     TimedOut,

@@ -22,7 +22,7 @@ const COMMAND_CAPACITY: usize = 64;
 /// Largest sidecar stats (and clusters) body read.
 const MAX_STATS_BYTES: usize = 32 * 1024 * 1024;
 /// How long a sidecar whose `/clusters` answered 404 is not asked again.
-const CLUSTERS_404_PAUSE: Duration = Duration::from_secs(300);
+const CLUSTERS_404_PAUSE: Duration = Duration::from_mins(5);
 
 /// The sidecar's Envoy `/clusters?format=json` URL, on the same base as its stats URL
 /// (`…/stats/prometheus[?…]` → `…/clusters?format=json`); `None` when the stats URL is not

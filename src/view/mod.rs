@@ -1,6 +1,7 @@
 //! egui only: reads `&Model`, edits its own [`ViewState`], emits [`Command`]s. No I/O.
 
 pub mod bars;
+pub mod demo_panel;
 pub mod layout;
 pub mod map;
 pub mod panel;

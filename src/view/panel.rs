@@ -1,5 +1,6 @@
 //! The inspector for the selected service: instances with health, per-version configured
-//! weight vs observed share with rps / 5xx / p99, the weight sliders, demo controls.
+//! weight vs observed share with rps / 5xx / p99, the weight sliders, demo controls
+//! (`demo_panel`).
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use super::ViewState;
 use super::map::{fmt_ms, fmt_rps};
 use super::theme::Theme;
 use crate::io::Command;
-use crate::model::types::{FULL_WEIGHT, RegistryKind, Split, WeightHundredths, format_pct};
+use crate::model::types::{FULL_WEIGHT, Split, WeightHundredths, format_pct};
 use crate::model::{Model, WriteState, split_text};
 
 /// Draws the inspector.
@@ -56,9 +57,6 @@ pub fn inspector_ui(
                     if !inst.check_output.is_empty() {
                         health.on_hover_text(&inst.check_output);
                     }
-                    if model.registry.kind == RegistryKind::Demo {
-                        demo_button_ui(ui, model, &inst.id, commands);
-                    }
                     ui.end_row();
                 }
             });
@@ -68,33 +66,8 @@ pub fn inspector_ui(
                 format!("{}: {}", inst.id, inst.check_output),
             );
         }
+        super::demo_panel::demo_controls_ui(ui, model, &name, theme, commands);
     });
-}
-
-fn demo_button_ui(ui: &mut Ui, model: &Model, id: &str, commands: &mut Vec<Command>) {
-    let Some(state) = model.demo_instances.iter().find(|d| d.id == id) else {
-        ui.label("");
-        return;
-    };
-    if state.running {
-        if ui
-            .button("Stop")
-            .on_hover_text("Kill this demo instance's server")
-            .clicked()
-        {
-            commands.push(Command::DemoStop {
-                instance_id: id.to_owned(),
-            });
-        }
-    } else if ui
-        .button("Start")
-        .on_hover_text("Start this demo instance again")
-        .clicked()
-    {
-        commands.push(Command::DemoStart {
-            instance_id: id.to_owned(),
-        });
-    }
 }
 
 fn versions_ui(ui: &mut Ui, model: &Model, name: &str, theme: &Theme) {
