@@ -44,8 +44,8 @@ async fn until(
         match tokio::time::timeout_at(deadline, io.events.recv()).await {
             Ok(Some(event)) => model.apply(event, Instant::now()),
             Ok(None) => panic!("io stopped"),
-            Err(_) => panic!(
-                "{what}: not reached within {DEADLINE:?}; lanes: {:#?}",
+            Err(elapsed) => panic!(
+                "{what}: not reached within {DEADLINE:?} ({elapsed}); lanes: {:#?}",
                 model
                     .lanes
                     .values()

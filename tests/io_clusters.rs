@@ -106,7 +106,7 @@ async fn hosts_come_from_clusters_json_and_a_404_is_left_alone() {
     let config = IoConfig {
         registry_interval: Duration::from_millis(200),
         scrape_interval: Duration::from_millis(200),
-        scrape_timeout: Duration::from_millis(1000),
+        scrape_timeout: Duration::from_secs(1),
         read_only: false,
     };
     let wake: Wake = Arc::new(|| {});

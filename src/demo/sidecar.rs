@@ -969,8 +969,8 @@ mod tests {
                 remaining: remaining(1024, 1, 2),
             }
         );
-        let _a = Arc::clone(&c.slots).try_acquire_owned().unwrap();
-        let _b = Arc::clone(&c.slots).try_acquire_owned().unwrap();
+        let a = Arc::clone(&c.slots).try_acquire_owned().unwrap();
+        let b = Arc::clone(&c.slots).try_acquire_owned().unwrap();
         c.stats.rq_active = 2;
         assert_eq!(
             c.breaker_gauges(limits),
@@ -996,7 +996,8 @@ mod tests {
         };
         c.stats.rq_pending_active = 0;
         assert!(c.breaker_gauges(no_queue).rq_pending_open);
-        drop(_a);
+        drop(a);
         assert!(!c.breaker_gauges(no_queue).rq_pending_open);
+        drop(b);
     }
 }

@@ -322,12 +322,12 @@ mod tests {
 
     #[test]
     fn an_ejection_in_one_caller_sidecar_shows_with_which() {
+        use HostHealth::{Degraded, Ejected, Healthy, Unhealthy};
         let mut m = model();
         assert_eq!(m.lane_hosts(&lane("photo", "v1")), vec![], "unknown yet");
         let photo_1 = m.services["photo"].instances[0].clone();
         assert_eq!(m.instance_ejected(&photo_1), None);
 
-        use HostHealth::{Degraded, Ejected, Healthy, Unhealthy};
         clusters(&mut m, "http://gw1", Ok(photo_hosts(Ejected, Healthy)));
         clusters(&mut m, "http://gw2", Ok(photo_hosts(Healthy, Healthy)));
         assert_eq!(
