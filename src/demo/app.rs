@@ -15,20 +15,30 @@ use axum::routing::get;
 
 use super::lock;
 use super::sidecar::Sidecar;
+use crate::model::types::{DemoFault, Health};
 
 /// Timeout of one call from the app to its sidecar (the sidecar's own is shorter).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Faults injected into one instance. Nothing sets them yet: latency / 5xx injection comes
-/// with a later issue, the app already honours them.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Fault {
-    /// Added to every work request.
-    pub extra_latency: Duration,
-    /// Work requests answered 500, per thousand (deterministic, by request count).
-    pub error_permille: u32,
-    /// Status `/health` answers instead of 200.
-    pub health_status: Option<u16>,
+/// Longest latency a fault may add (longer values are cut to this).
+pub(crate) const MAX_FAULT_LATENCY_MS: u32 = 60_000;
+
+/// Whether work request number `n` (0-based) fails under `error_pct`: failures are spread
+/// evenly (10 % fails every tenth request, 50 % every other one), so a partial error rate
+/// shows as a failing lane rather than as runs of consecutive failures that eject the host.
+pub(crate) fn injected_failure(n: u64, error_pct: u8) -> bool {
+    let p = u64::from(error_pct.min(100));
+    (n + 1) * p / 100 > n * p / 100
+}
+
+/// The status `/health` answers under a health override (Consul: 2xx passing, 429 warning,
+/// anything else critical).
+fn health_status(h: Health) -> StatusCode {
+    match h {
+        Health::Passing => StatusCode::OK,
+        Health::Warning => StatusCode::TOO_MANY_REQUESTS,
+        Health::Critical => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 /// One upstream call the app makes.
@@ -55,7 +65,7 @@ pub(crate) struct AppCtx {
     requests: AtomicU64,
     client: reqwest::Client,
     sidecar: Arc<Sidecar>,
-    fault: Mutex<Fault>,
+    fault: Mutex<DemoFault>,
 }
 
 impl AppCtx {
@@ -81,12 +91,23 @@ impl AppCtx {
             requests: AtomicU64::new(0),
             client,
             sidecar,
-            fault: Mutex::new(Fault::default()),
+            fault: Mutex::new(DemoFault::default()),
         }
     }
 
-    fn fault(&self) -> Fault {
-        lock(&self.fault).clone()
+    /// The faults injected now.
+    pub(crate) fn fault(&self) -> DemoFault {
+        *lock(&self.fault)
+    }
+
+    /// Replaces the injected faults; latency is capped at [`MAX_FAULT_LATENCY_MS`], the
+    /// error share at 100 %. Takes effect with the next request (health: the next check).
+    pub(crate) fn set_fault(&self, fault: DemoFault) {
+        *lock(&self.fault) = DemoFault {
+            latency_ms: fault.latency_ms.min(MAX_FAULT_LATENCY_MS),
+            error_pct: fault.error_pct.min(100),
+            health: fault.health,
+        };
     }
 }
 
@@ -111,10 +132,10 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response {
 }
 
 async fn health(State(app): State<Arc<AppCtx>>) -> Response {
-    match app.fault().health_status {
-        Some(code) => json(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-            &serde_json::json!({"up": false}),
+    match app.fault().health {
+        Some(h) => json(
+            health_status(h),
+            &serde_json::json!({"up": h == Health::Passing, "override": h.as_str()}),
         ),
         None => json(StatusCode::OK, &serde_json::json!({"up": true})),
     }
@@ -126,7 +147,8 @@ async fn work(State(app): State<Arc<AppCtx>>) -> Response {
     let fault = app.fault();
     // Deterministic jitter: 0..=4 ms on top of the service's base latency.
     let jitter = Duration::from_millis((n * 7) % 5);
-    tokio::time::sleep(app.latency + jitter + fault.extra_latency).await;
+    let extra = Duration::from_millis(u64::from(fault.latency_ms));
+    tokio::time::sleep(app.latency + jitter + extra).await;
 
     let mut failures: Vec<String> = Vec::new();
     for up in &app.upstreams {
@@ -149,7 +171,7 @@ async fn work(State(app): State<Arc<AppCtx>>) -> Response {
         }
     }
 
-    let injected = fault.error_permille > 0 && (n % 1000) < u64::from(fault.error_permille);
+    let injected = injected_failure(n, fault.error_pct);
     let (status, body) = if !failures.is_empty() {
         (
             StatusCode::BAD_GATEWAY,
@@ -169,4 +191,27 @@ async fn work(State(app): State<Arc<AppCtx>>) -> Response {
     app.sidecar
         .record_inbound(status.as_u16(), started.elapsed());
     json(status, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failures(pct: u8, n: u64) -> Vec<u64> {
+        (0..n).filter(|&i| injected_failure(i, pct)).collect()
+    }
+
+    #[test]
+    fn injected_failures_are_spread_evenly() {
+        assert!(failures(0, 1000).is_empty());
+        assert_eq!(failures(100, 5), vec![0, 1, 2, 3, 4]);
+        assert_eq!(failures(50, 6), vec![1, 3, 5]);
+        assert_eq!(failures(10, 30), vec![9, 19, 29]);
+        assert_eq!(failures(1, 1000).len(), 10);
+        // Never two in a row below 50 %.
+        let f = failures(33, 1000);
+        assert_eq!(f.len(), 330);
+        assert!(f.windows(2).all(|w| w[1] - w[0] >= 2));
+        assert_eq!(failures(250, 3).len(), 3, "above 100 % is 100 %");
+    }
 }

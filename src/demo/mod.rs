@@ -8,6 +8,7 @@
 //! Consul and Envoy adapters (`registry_url()`, `Service.Meta.metrics_url`).
 
 mod app;
+mod clusters;
 mod consul_api;
 mod filter;
 mod net;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use tokio::task::{AbortHandle, JoinSet};
 
+pub use crate::model::types::DemoFault;
 use crate::model::types::DemoInstanceState;
 use crate::model::types::Health;
 use app::{AppCtx, UpstreamCall};
@@ -42,6 +44,13 @@ pub struct DemoConfig {
     pub consecutive_failures: u32,
     /// Datacenter name reported by the registry and in sidecar labels.
     pub datacenter: String,
+    /// Circuit-breaker thresholds of every upstream cluster of the sidecars behind the
+    /// entry service (gateway → identity / photo / payment, payment → notification).
+    pub limits: RequestLimits,
+    /// Thresholds of the entry service's (portal's) upstream cluster: Envoy's defaults, as
+    /// an edge sized for all user traffic. Were they as tight as `limits`, the lane in front
+    /// would saturate first and hide the saturated lane behind it.
+    pub entry_limits: RequestLimits,
 }
 
 impl Default for DemoConfig {
@@ -52,6 +61,33 @@ impl Default for DemoConfig {
             ejection_base: Duration::from_secs(5),
             consecutive_failures: 3,
             datacenter: "dc1".into(),
+            limits: RequestLimits::default(),
+            entry_limits: RequestLimits {
+                max_requests: sidecar::ENVOY_DEFAULT_MAX,
+                max_pending_requests: sidecar::ENVOY_DEFAULT_MAX,
+            },
+        }
+    }
+}
+
+/// Envoy circuit-breaker thresholds (default priority) of one upstream cluster, as Consul
+/// sets them from an upstream's `limits` (`max_concurrent_requests`, `max_pending_requests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Requests in flight at once (`max_requests`); at least 1.
+    pub max_requests: u32,
+    /// Requests waiting for a slot beyond those (`max_pending_requests`); 0 = none wait.
+    pub max_pending_requests: u32,
+}
+
+impl Default for RequestLimits {
+    /// 10 in flight, 10 waiting: the demo's ~50 rps needs about 1 slot per lane (about 3
+    /// on portal → gateway), while 500 ms added to one payment instance needs about 13 on
+    /// gateway → payment, and 2 s on both about 100.
+    fn default() -> Self {
+        Self {
+            max_requests: 10,
+            max_pending_requests: 10,
         }
     }
 }
@@ -233,6 +269,9 @@ fn validate(cfg: &DemoConfig) -> Result<Option<Duration>, DemoError> {
             cfg.traffic_rps
         )));
     }
+    if cfg.limits.max_requests == 0 || cfg.entry_limits.max_requests == 0 {
+        return Err(DemoError::Config("max_requests must be at least 1".into()));
+    }
     if cfg.traffic_rps == 0.0 {
         return Ok(None);
     }
@@ -318,6 +357,11 @@ impl DemoSpine {
 
         let mut instances = BTreeMap::new();
         for (svc, spec, latency_ms, app_listener, sidecar_listener) in planned {
+            let limits = if svc.name == TOPOLOGY[0].name {
+                cfg.entry_limits
+            } else {
+                cfg.limits
+            };
             let sidecar = Arc::new(Sidecar::new(
                 svc.name,
                 &cfg.datacenter,
@@ -325,6 +369,8 @@ impl DemoSpine {
                 Arc::clone(&registry),
                 client.clone(),
                 outlier,
+                limits,
+                spec.port,
             ));
             servers.push(net::spawn_server(
                 sidecar_listener,
@@ -411,7 +457,7 @@ impl DemoSpine {
         self.inner.registry_url.clone()
     }
 
-    /// Every instance and whether its server runs, sorted by id.
+    /// Every instance, whether its server runs and its injected faults, sorted by id.
     #[must_use]
     pub fn instances(&self) -> Vec<DemoInstanceState> {
         self.inner
@@ -422,6 +468,7 @@ impl DemoSpine {
                 service: rt.app.service.clone(),
                 version: rt.app.version.clone(),
                 running: lock(&rt.server).is_some(),
+                fault: rt.app.fault(),
             })
             .collect()
     }
@@ -462,6 +509,23 @@ impl DemoSpine {
         }
         *lock(&rt.server) = Some(server);
         Ok(())
+    }
+
+    /// Injects faults into one instance (replacing any before): added latency and a share of
+    /// 5xx answers take effect with the next request, a health override with the next
+    /// health check (within `health_interval`). `DemoFault::default()` clears them.
+    /// Latency is capped at 60 s and the error share at 100 %.
+    pub fn set_fault(&self, id: &str, fault: DemoFault) -> Result<(), DemoError> {
+        let rt = self.runtime(id)?;
+        rt.app.set_fault(fault);
+        tracing::info!("demo fault on {id}: {}", rt.app.fault().summary());
+        Ok(())
+    }
+
+    /// The faults injected into one instance now, `None` for an unknown id.
+    #[must_use]
+    pub fn fault(&self, id: &str) -> Option<DemoFault> {
+        self.inner.instances.get(id).map(|rt| rt.app.fault())
     }
 
     /// The Envoy Prometheus stats URL of the instance's sidecar

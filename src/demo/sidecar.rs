@@ -4,7 +4,18 @@
 //! among those not critical and not ejected, forwards, and keeps Envoy's cluster stats and
 //! outlier detection (consecutive failures eject a host for a while). When no host can
 //! take traffic it answers 503 at once: the design's `CircuitOpen` message.
-//! `GET /stats/prometheus` serves the stats with Consul Connect's labels.
+//!
+//! Request limits work as Envoy's default-priority circuit-breaker thresholds: at most
+//! `max_requests` requests in flight per upstream cluster, at most `max_pending_requests`
+//! more waiting for a slot; any request beyond is refused at once with 503 and
+//! `x-envoy-overloaded: true`, counted in `upstream_rq_pending_overflow` (Envoy counts both
+//! limits' overflows there) and in `upstream_rq_completed` / 5xx, not in `upstream_rq_total`.
+//! The `circuit_breakers.default.{rq_open,rq_pending_open}` gauges read 1 while a limit is
+//! reached; the `remaining_*` gauges are served too (as with Envoy's `track_remaining`).
+//!
+//! `GET /stats/prometheus` serves the stats with Consul Connect's labels;
+//! `GET /clusters?format=json` serves the clusters, their hosts and which are ejected, as
+//! Envoy's admin endpoint does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,15 +28,25 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::RequestLimits;
+use super::clusters::{self, ClusterStatusView, HostView};
 use super::lock;
 use super::state::{ClusterKey, LOOPBACK, Member, RegistryState, Target};
-use super::stats::{self, ClusterStats, ClusterView, Membership};
+use super::stats::{self, BreakerGauges, ClusterStats, ClusterView, Membership, Remaining};
 
 /// Trust domain used in cluster names (`….internal.<td>.consul`).
 pub(crate) const TRUST_DOMAIN: &str = "0de70000-5b1e-4d3a-8c2f-7a9e6b4d2c10";
 
-/// Timeout of one forwarded request.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of one forwarded request once it is sent to a host, and, separately, the longest
+/// a request waits for a slot while the cluster is at `max_requests`. Up to 2 s of injected
+/// latency stays below it: slowness alone saturates a lane, it does not eject hosts.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Envoy's default thresholds: connections, pending and requests (retries: 3).
+pub(crate) const ENVOY_DEFAULT_MAX: u32 = 1024;
+/// Envoy's default `max_retries` (the demo never retries).
+pub(crate) const ENVOY_DEFAULT_RETRIES: u32 = 3;
 
 /// Outlier detection settings.
 #[derive(Debug, Clone, Copy)]
@@ -36,19 +57,41 @@ pub(crate) struct OutlierConfig {
     pub ejection_base: Duration,
 }
 
+/// Envoy's per-host counters (`/clusters` `host_statuses[].stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HostStats {
+    /// Connection attempts that failed.
+    pub cx_connect_fail: u64,
+    /// Requests sent to the host.
+    pub rq_total: u64,
+    /// Answers below 500.
+    pub rq_success: u64,
+    /// 5xx answers, timeouts and resets.
+    pub rq_error: u64,
+    /// Requests that timed out.
+    pub rq_timeout: u64,
+    /// Requests in flight to the host.
+    pub rq_active: u64,
+}
+
 #[derive(Debug, Default)]
 struct HostState {
     consecutive_failures: u32,
     ejected_until: Option<Instant>,
+    stats: HostStats,
 }
 
 #[derive(Debug)]
 struct Cluster {
     labels: String,
     envoy_name: String,
+    /// The full Consul Connect cluster name (`v1.identity.default.dc1.internal.<td>.consul`).
+    full_name: String,
     stats: ClusterStats,
     hosts: BTreeMap<String, HostState>,
     next_host: usize,
+    /// One permit per request allowed in flight (`max_requests`).
+    slots: Arc<Semaphore>,
 }
 
 impl Cluster {
@@ -66,6 +109,25 @@ impl Cluster {
                 h.ejected_until = None;
                 h.consecutive_failures = 0;
             }
+        }
+    }
+
+    /// The default-priority breaker gauges now: `rq_open` while every slot is taken,
+    /// `rq_pending_open` while the pending queue is full (with no queue: while `rq_open`).
+    fn breaker_gauges(&self, limits: RequestLimits) -> BreakerGauges {
+        let free = self.slots.available_permits() as u64;
+        let pending = self.stats.rq_pending_active;
+        let max_pending = u64::from(limits.max_pending_requests);
+        BreakerGauges {
+            rq_open: free == 0,
+            rq_pending_open: pending >= max_pending && (max_pending > 0 || free == 0),
+            remaining: Some(Remaining {
+                // One connection per request in flight, as Envoy's HTTP/1.1 pool.
+                cx: u64::from(ENVOY_DEFAULT_MAX).saturating_sub(self.stats.rq_active),
+                pending: max_pending.saturating_sub(pending),
+                retries: u64::from(ENVOY_DEFAULT_RETRIES),
+                rq: free,
+            }),
         }
     }
 
@@ -151,6 +213,16 @@ struct SidecarState {
     local_app: ClusterStats,
 }
 
+/// Whether a request may go to its host now.
+enum Admission {
+    /// A slot is taken; dropping the permit frees it.
+    Go(OwnedSemaphorePermit),
+    /// The cluster is at `max_requests`: wait for a slot (counted as pending).
+    Wait(Arc<Semaphore>),
+    /// Both limits are reached: refused at once.
+    Overflow,
+}
+
 /// One sidecar.
 #[derive(Debug)]
 pub(crate) struct Sidecar {
@@ -161,6 +233,9 @@ pub(crate) struct Sidecar {
     registry: Arc<Mutex<RegistryState>>,
     client: reqwest::Client,
     outlier: OutlierConfig,
+    limits: RequestLimits,
+    /// Port of the app beside it (the `local_app` cluster's host).
+    app_port: u16,
     started: Instant,
     state: Mutex<SidecarState>,
 }
@@ -171,6 +246,7 @@ enum Pick {
         key: ClusterKey,
         id: String,
         port: u16,
+        admission: Admission,
     },
     Open {
         key: ClusterKey,
@@ -190,8 +266,10 @@ enum Outcome {
 }
 
 impl Sidecar {
-    /// A sidecar for `source` calling `upstreams`; clusters for the current routes exist
-    /// from the start, so every lane shows up before traffic does.
+    /// A sidecar for `source` calling `upstreams` with `limits` on every upstream cluster;
+    /// clusters for the current routes exist from the start, so every lane shows up before
+    /// traffic does.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         source: &str,
         datacenter: &str,
@@ -199,6 +277,8 @@ impl Sidecar {
         registry: Arc<Mutex<RegistryState>>,
         client: reqwest::Client,
         outlier: OutlierConfig,
+        limits: RequestLimits,
+        app_port: u16,
     ) -> Self {
         let sc = Self {
             source: source.to_owned(),
@@ -208,6 +288,8 @@ impl Sidecar {
             registry,
             client,
             outlier,
+            limits,
+            app_port,
             started: Instant::now(),
             state: Mutex::new(SidecarState::default()),
         };
@@ -239,9 +321,16 @@ impl Sidecar {
             Cluster {
                 labels,
                 envoy_name: cluster_name,
+                full_name: stats::cluster_full_name(
+                    &key.service,
+                    &key.subset,
+                    &self.datacenter,
+                    TRUST_DOMAIN,
+                ),
                 stats: ClusterStats::default(),
                 hosts: BTreeMap::new(),
                 next_host: 0,
+                slots: Arc::new(Semaphore::new(self.limits.max_requests as usize)),
             }
         })
     }
@@ -293,12 +382,61 @@ impl Sidecar {
         }
         let host = eligible[cluster.next_host % eligible.len()];
         cluster.next_host = cluster.next_host.wrapping_add(1);
-        cluster.stats.rq_active += 1;
+        let admission = match Arc::clone(&cluster.slots).try_acquire_owned() {
+            Ok(permit) => {
+                cluster.stats.rq_active += 1;
+                cluster
+                    .hosts
+                    .entry(host.id.clone())
+                    .or_default()
+                    .stats
+                    .rq_active += 1;
+                Admission::Go(permit)
+            }
+            Err(_)
+                if cluster.stats.rq_pending_active
+                    < u64::from(self.limits.max_pending_requests) =>
+            {
+                cluster.stats.rq_pending_active += 1;
+                cluster.stats.rq_pending_total += 1;
+                Admission::Wait(Arc::clone(&cluster.slots))
+            }
+            Err(_) => {
+                // Envoy: local 503, `upstream_rq_pending_overflow`, completed but not total.
+                cluster.stats.rq_pending_overflow += 1;
+                cluster.stats.count_response(503);
+                Admission::Overflow
+            }
+        };
         Some(Pick::Host {
             key: target.key.clone(),
             id: host.id.clone(),
             port: host.port,
+            admission,
         })
+    }
+
+    /// A request that waited for a slot got one (`admitted`) or gave up / went away.
+    fn leave_pending(&self, key: &ClusterKey, host: &str, outcome: PendingEnd) {
+        let mut st = lock(&self.state);
+        let cluster = self.ensure_cluster(&mut st, key);
+        cluster.stats.rq_pending_active = cluster.stats.rq_pending_active.saturating_sub(1);
+        match outcome {
+            PendingEnd::Admitted => {
+                cluster.stats.rq_active += 1;
+                cluster
+                    .hosts
+                    .entry(host.to_owned())
+                    .or_default()
+                    .stats
+                    .rq_active += 1;
+            }
+            PendingEnd::TimedOut => {
+                cluster.stats.rq_timeout += 1;
+                cluster.stats.count_response(504);
+            }
+            PendingEnd::Cancelled => {}
+        }
     }
 
     fn finish(&self, key: &ClusterKey, host: &str, outcome: &Outcome, elapsed: Duration) {
@@ -307,6 +445,29 @@ impl Sidecar {
         let mut st = lock(&self.state);
         let cluster = self.ensure_cluster(&mut st, key);
         cluster.stats.rq_active = cluster.stats.rq_active.saturating_sub(1);
+        let hs = &mut cluster.hosts.entry(host.to_owned()).or_default().stats;
+        hs.rq_active = hs.rq_active.saturating_sub(1);
+        match *outcome {
+            Outcome::Response(code) => {
+                hs.rq_total += 1;
+                if code >= 500 {
+                    hs.rq_error += 1;
+                } else {
+                    hs.rq_success += 1;
+                }
+            }
+            Outcome::ConnectFail => hs.cx_connect_fail += 1,
+            Outcome::Timeout => {
+                hs.rq_total += 1;
+                hs.rq_timeout += 1;
+                hs.rq_error += 1;
+            }
+            Outcome::Reset => {
+                hs.rq_total += 1;
+                hs.rq_error += 1;
+            }
+            Outcome::Cancelled => hs.rq_total += 1,
+        }
         let failed = match *outcome {
             Outcome::Response(code) => {
                 cluster.stats.rq_total += 1;
@@ -344,7 +505,7 @@ impl Sidecar {
         let Some(pick) = self.pick(service, &plan) else {
             return text(503, "no healthy upstream".to_owned());
         };
-        let (key, id, port) = match pick {
+        let (key, id, port, admission) = match pick {
             Pick::Open {
                 key,
                 failing,
@@ -362,7 +523,33 @@ impl Sidecar {
                     ),
                 );
             }
-            Pick::Host { key, id, port } => (key, id, port),
+            Pick::Host {
+                key,
+                id,
+                port,
+                admission,
+            } => (key, id, port, admission),
+        };
+        let _permit = match admission {
+            Admission::Go(permit) => permit,
+            Admission::Overflow => return overflow_reply(),
+            Admission::Wait(slots) => {
+                let mut guard = PendingGuard {
+                    sidecar: self,
+                    key: &key,
+                    host: &id,
+                    done: false,
+                };
+                let waited = tokio::time::timeout(UPSTREAM_TIMEOUT, slots.acquire_owned()).await;
+                guard.done = true;
+                // Err: timed out (the semaphore is never closed).
+                let Ok(Ok(permit)) = waited else {
+                    self.leave_pending(&key, &id, PendingEnd::TimedOut);
+                    return timeout_reply();
+                };
+                self.leave_pending(&key, &id, PendingEnd::Admitted);
+                permit
+            }
         };
         // Decrements `rq_active` even if the caller goes away mid-request.
         let mut guard = ActiveGuard {
@@ -401,8 +588,15 @@ impl Sidecar {
         response
     }
 
-    /// Renders `/stats/prometheus`.
-    pub(crate) fn render_stats(&self, used_only: bool) -> String {
+    /// Members of every known or routed cluster (read from the registry), with the
+    /// clusters for the current routes created and expired ejections let back in.
+    fn prepare_render(
+        &self,
+    ) -> (
+        BTreeMap<ClusterKey, Vec<Member>>,
+        Instant,
+        std::sync::MutexGuard<'_, SidecarState>,
+    ) {
         let known: Vec<ClusterKey> = lock(&self.state).clusters.keys().cloned().collect();
         let (members, routed) = {
             let reg = lock(&self.registry);
@@ -427,6 +621,12 @@ impl Sidecar {
         for c in st.clusters.values_mut() {
             c.expire_ejections(now);
         }
+        (members, now, st)
+    }
+
+    /// Renders `/stats/prometheus`.
+    pub(crate) fn render_stats(&self, used_only: bool) -> String {
+        let (members, now, st) = self.prepare_render();
         let mut views: Vec<ClusterView<'_>> = st
             .clusters
             .iter()
@@ -439,6 +639,7 @@ impl Sidecar {
                     .map(|m| c.membership(m, now))
                     .unwrap_or_default(),
                 outlier_detection: true,
+                breakers: c.breaker_gauges(self.limits),
             })
             .collect();
         views.push(ClusterView {
@@ -451,6 +652,7 @@ impl Sidecar {
                 ejections_active: 0,
             },
             outlier_detection: false,
+            breakers: BreakerGauges::default(),
         });
         stats::render(
             &self.fixed_labels,
@@ -458,6 +660,88 @@ impl Sidecar {
             self.started.elapsed().as_secs(),
             used_only,
         )
+    }
+
+    /// Renders `/clusters?format=json`: every upstream cluster with its hosts (the
+    /// registry's members: EDS health, whether outlier detection ejected them, per-host
+    /// counters) and thresholds, then `local_app`.
+    pub(crate) fn render_clusters(&self) -> String {
+        let (members, now, st) = self.prepare_render();
+        let mut views: Vec<ClusterStatusView<'_>> = st
+            .clusters
+            .iter()
+            .map(|(key, c)| ClusterStatusView {
+                name: &c.full_name,
+                added_via_api: true,
+                hosts: members
+                    .get(key)
+                    .map(|ms| {
+                        ms.iter()
+                            .map(|m| HostView {
+                                address: LOOPBACK,
+                                port: m.port,
+                                stats: c.hosts.get(&m.id).map(|h| h.stats).unwrap_or_default(),
+                                eds_healthy: m.healthy,
+                                ejected: c.is_ejected(&m.id, now),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                max_requests: self.limits.max_requests,
+                max_pending_requests: self.limits.max_pending_requests,
+            })
+            .collect();
+        let app = &st.local_app;
+        let errors: u64 = app
+            .rq_by_code
+            .iter()
+            .filter(|(code, _)| **code >= 500)
+            .map(|(_, n)| n)
+            .sum();
+        views.push(ClusterStatusView {
+            name: "local_app",
+            added_via_api: true,
+            hosts: vec![HostView {
+                address: LOOPBACK,
+                port: self.app_port,
+                stats: HostStats {
+                    rq_total: app.rq_total,
+                    rq_success: app.rq_total.saturating_sub(errors),
+                    rq_error: errors,
+                    ..HostStats::default()
+                },
+                eds_healthy: true,
+                ejected: false,
+            }],
+            max_requests: ENVOY_DEFAULT_MAX,
+            max_pending_requests: ENVOY_DEFAULT_MAX,
+        });
+        clusters::render(&views)
+    }
+}
+
+/// How a wait for a slot ended.
+#[derive(Clone, Copy)]
+enum PendingEnd {
+    Admitted,
+    TimedOut,
+    Cancelled,
+}
+
+/// Leaves the pending queue if the caller goes away while waiting for a slot.
+struct PendingGuard<'a> {
+    sidecar: &'a Sidecar,
+    key: &'a ClusterKey,
+    host: &'a str,
+    done: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.sidecar
+                .leave_pending(self.key, self.host, PendingEnd::Cancelled);
+        }
     }
 }
 
@@ -499,6 +783,14 @@ fn reset_reply(reason: &str) -> Response {
     )
 }
 
+/// Envoy's local reply when a circuit-breaker limit refuses a request (response flag `UO`).
+fn overflow_reply() -> Response {
+    let mut r = reset_reply("overflow");
+    r.headers_mut()
+        .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    r
+}
+
 fn timeout_reply() -> Response {
     text(504, "upstream request timeout".to_owned())
 }
@@ -508,6 +800,7 @@ pub(crate) fn router(sc: Arc<Sidecar>) -> Router {
     Router::new()
         .route("/upstream/{*rest}", get(proxy))
         .route("/stats/prometheus", get(prometheus))
+        .route("/clusters", get(clusters_admin))
         .route("/ready", get(|| async { "LIVE\n" }))
         .with_state(sc)
 }
@@ -544,6 +837,27 @@ async fn prometheus(State(sc): State<Arc<Sidecar>>, RawQuery(query): RawQuery) -
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         sc.render_stats(used_only),
+    )
+        .into_response()
+}
+
+/// `GET /clusters?format=json`. The text form (plain `/clusters`) is not served.
+async fn clusters_admin(State(sc): State<Arc<Sidecar>>, RawQuery(query): RawQuery) -> Response {
+    let json = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "format=json"));
+    if !json {
+        return text(
+            400,
+            "the demo sidecar serves /clusters?format=json only".to_owned(),
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        sc.render_clusters(),
     )
         .into_response()
 }
@@ -595,9 +909,11 @@ mod tests {
         let mut c = Cluster {
             labels: String::new(),
             envoy_name: "photo".into(),
+            full_name: stats::cluster_full_name("photo", "", "dc1", TRUST_DOMAIN),
             stats: ClusterStats::default(),
             hosts: BTreeMap::new(),
             next_host: 0,
+            slots: Arc::new(Semaphore::new(2)),
         };
         let t0 = Instant::now();
         c.record_host("photo-1", true, t0, cfg);
@@ -620,5 +936,68 @@ mod tests {
         c.expire_ejections(later);
         let m = c.membership(&members, later);
         assert_eq!((m.healthy, m.total, m.ejections_active), (1, 1, 0));
+    }
+
+    #[test]
+    fn breaker_gauges_follow_slots_and_pending() {
+        let limits = RequestLimits {
+            max_requests: 2,
+            max_pending_requests: 1,
+        };
+        let mut c = Cluster {
+            labels: String::new(),
+            envoy_name: "payment".into(),
+            full_name: stats::cluster_full_name("payment", "", "dc1", TRUST_DOMAIN),
+            stats: ClusterStats::default(),
+            hosts: BTreeMap::new(),
+            next_host: 0,
+            slots: Arc::new(Semaphore::new(2)),
+        };
+        let remaining = |cx, pending, rq| {
+            Some(Remaining {
+                cx,
+                pending,
+                retries: 3,
+                rq,
+            })
+        };
+        assert_eq!(
+            c.breaker_gauges(limits),
+            BreakerGauges {
+                rq_open: false,
+                rq_pending_open: false,
+                remaining: remaining(1024, 1, 2),
+            }
+        );
+        let a = Arc::clone(&c.slots).try_acquire_owned().unwrap();
+        let b = Arc::clone(&c.slots).try_acquire_owned().unwrap();
+        c.stats.rq_active = 2;
+        assert_eq!(
+            c.breaker_gauges(limits),
+            BreakerGauges {
+                rq_open: true,
+                rq_pending_open: false,
+                remaining: remaining(1022, 1, 0),
+            }
+        );
+        c.stats.rq_pending_active = 1;
+        assert_eq!(
+            c.breaker_gauges(limits),
+            BreakerGauges {
+                rq_open: true,
+                rq_pending_open: true,
+                remaining: remaining(1022, 0, 0),
+            }
+        );
+        // Without a queue the pending breaker is open exactly when the slots are full.
+        let no_queue = RequestLimits {
+            max_pending_requests: 0,
+            ..limits
+        };
+        c.stats.rq_pending_active = 0;
+        assert!(c.breaker_gauges(no_queue).rq_pending_open);
+        drop(a);
+        assert!(!c.breaker_gauges(no_queue).rq_pending_open);
+        drop(b);
     }
 }

@@ -39,8 +39,12 @@ pub(crate) struct ClusterStats {
     pub rq_completed: u64,
     /// Responses by status code; `_xx` classes are derived from it.
     pub rq_by_code: BTreeMap<u16, u64>,
-    /// Requests refused by a request limit (breaker overflow; none yet).
+    /// Requests refused by a request limit (`max_requests` or `max_pending_requests`).
     pub rq_pending_overflow: u64,
+    /// Requests that had to wait for a slot.
+    pub rq_pending_total: u64,
+    /// Requests waiting for a slot now (gauge).
+    pub rq_pending_active: u64,
     /// Connection attempts that failed.
     pub cx_connect_fail: u64,
     /// Requests answered locally because no host could take them.
@@ -95,6 +99,30 @@ pub(crate) struct Membership {
     pub ejections_active: u64,
 }
 
+/// Circuit-breaker gauges of one cluster (default priority).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct BreakerGauges {
+    /// `max_requests` reached.
+    pub rq_open: bool,
+    /// `max_pending_requests` reached.
+    pub rq_pending_open: bool,
+    /// Headroom (`remaining_*`, as with Envoy's `track_remaining`); `None` when not tracked.
+    pub remaining: Option<Remaining>,
+}
+
+/// Headroom below each default-priority threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Remaining {
+    /// `remaining_cx`.
+    pub cx: u64,
+    /// `remaining_pending`.
+    pub pending: u64,
+    /// `remaining_retries`.
+    pub retries: u64,
+    /// `remaining_rq`.
+    pub rq: u64,
+}
+
 /// One cluster to render.
 pub(crate) struct ClusterView<'a> {
     /// Labels before `envoy_response_code` (fixed + `consul_destination_*`), no braces.
@@ -107,6 +135,8 @@ pub(crate) struct ClusterView<'a> {
     pub membership: Membership,
     /// Whether the cluster has outlier detection (upstreams yes, `local_app` no).
     pub outlier_detection: bool,
+    /// Circuit-breaker gauges.
+    pub breakers: BreakerGauges,
 }
 
 /// Escapes a label value for the text format.
@@ -156,6 +186,22 @@ pub(crate) fn upstream_labels(
     );
     let cluster_name = target.split('.').next().unwrap_or_default().to_owned();
     (labels, cluster_name)
+}
+
+/// The Consul Connect name of an upstream cluster:
+/// `[<subset>.]<service>.default.<dc>.internal.<trust-domain>.consul`.
+pub(crate) fn cluster_full_name(
+    service: &str,
+    subset: &str,
+    datacenter: &str,
+    trust_domain: &str,
+) -> String {
+    let service_part = if subset.is_empty() {
+        service.to_owned()
+    } else {
+        format!("{subset}.{service}")
+    };
+    format!("{service_part}.default.{datacenter}.internal.{trust_domain}.consul")
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -216,6 +262,10 @@ pub(crate) fn render(
             "envoy_cluster_upstream_rq_pending_overflow",
             s.rq_pending_overflow,
         );
+        counter(
+            "envoy_cluster_upstream_rq_pending_total",
+            s.rq_pending_total,
+        );
         counter("envoy_cluster_upstream_cx_connect_fail", s.cx_connect_fail);
         counter("envoy_cluster_upstream_cx_none_healthy", s.cx_none_healthy);
         counter("envoy_cluster_upstream_rq_timeout", s.rq_timeout);
@@ -261,18 +311,49 @@ pub(crate) fn render(
                 m.ejections_active,
             );
         }
-        for name in [
-            "envoy_cluster_circuit_breakers_default_cx_open",
-            "envoy_cluster_circuit_breakers_default_rq_open",
-            "envoy_cluster_circuit_breakers_default_rq_pending_open",
+        let b = c.breakers;
+        for (name, open) in [
+            ("envoy_cluster_circuit_breakers_default_cx_open", false),
+            ("envoy_cluster_circuit_breakers_default_cx_pool_open", false),
+            ("envoy_cluster_circuit_breakers_default_rq_open", b.rq_open),
+            (
+                "envoy_cluster_circuit_breakers_default_rq_pending_open",
+                b.rq_pending_open,
+            ),
+            (
+                "envoy_cluster_circuit_breakers_default_rq_retry_open",
+                false,
+            ),
         ] {
-            f.line(Type::Gauge, name, &base, 0);
+            f.line(Type::Gauge, name, &base, u8::from(open));
+        }
+        if let Some(r) = b.remaining {
+            for (name, v) in [
+                ("envoy_cluster_circuit_breakers_default_remaining_cx", r.cx),
+                (
+                    "envoy_cluster_circuit_breakers_default_remaining_pending",
+                    r.pending,
+                ),
+                (
+                    "envoy_cluster_circuit_breakers_default_remaining_retries",
+                    r.retries,
+                ),
+                ("envoy_cluster_circuit_breakers_default_remaining_rq", r.rq),
+            ] {
+                f.line(Type::Gauge, name, &base, v);
+            }
         }
         f.line(
             Type::Gauge,
             "envoy_cluster_upstream_rq_active",
             &base,
             s.rq_active,
+        );
+        f.line(
+            Type::Gauge,
+            "envoy_cluster_upstream_rq_pending_active",
+            &base,
+            s.rq_pending_active,
         );
 
         if s.time_count > 0 || !used_only {
@@ -325,6 +406,7 @@ mod tests {
                     ejections_active: 0,
                 },
                 outlier_detection: true,
+                breakers: BreakerGauges::default(),
             },
             ClusterView {
                 labels: &photo_labels,
@@ -332,6 +414,7 @@ mod tests {
                 stats: &idle,
                 membership: Membership::default(),
                 outlier_detection: true,
+                breakers: BreakerGauges::default(),
             },
         ];
         render(&fixed, &views, 12, false)
@@ -405,6 +488,85 @@ mod tests {
     }
 
     #[test]
+    fn breaker_gauges_and_pending_families_render_with_envoy_names() {
+        let fixed = fixed_labels("gateway", "dc1");
+        let (labels, name) = upstream_labels(&fixed, "payment", "", "dc1", "td");
+        let stats = ClusterStats {
+            rq_pending_overflow: 7,
+            rq_pending_total: 12,
+            rq_pending_active: 10,
+            rq_active: 10,
+            ..ClusterStats::default()
+        };
+        let views = [ClusterView {
+            labels: &labels,
+            cluster_name: &name,
+            stats: &stats,
+            membership: Membership::default(),
+            outlier_detection: true,
+            breakers: BreakerGauges {
+                rq_open: true,
+                rq_pending_open: true,
+                remaining: Some(Remaining {
+                    cx: 1014,
+                    pending: 0,
+                    retries: 3,
+                    rq: 0,
+                }),
+            },
+        }];
+        let text = render(&fixed, &views, 1, true);
+        let value = |family: &str| -> Option<&str> {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{family}{{")))
+                .and_then(|l| l.rsplit_once(' '))
+                .map(|(_, v)| v)
+        };
+        for (family, want) in [
+            ("envoy_cluster_upstream_rq_pending_overflow", "7"),
+            ("envoy_cluster_upstream_rq_pending_total", "12"),
+            ("envoy_cluster_upstream_rq_pending_active", "10"),
+            ("envoy_cluster_circuit_breakers_default_rq_open", "1"),
+            (
+                "envoy_cluster_circuit_breakers_default_rq_pending_open",
+                "1",
+            ),
+            ("envoy_cluster_circuit_breakers_default_cx_open", "0"),
+            ("envoy_cluster_circuit_breakers_default_cx_pool_open", "0"),
+            ("envoy_cluster_circuit_breakers_default_rq_retry_open", "0"),
+            (
+                "envoy_cluster_circuit_breakers_default_remaining_cx",
+                "1014",
+            ),
+            (
+                "envoy_cluster_circuit_breakers_default_remaining_pending",
+                "0",
+            ),
+            (
+                "envoy_cluster_circuit_breakers_default_remaining_retries",
+                "3",
+            ),
+            ("envoy_cluster_circuit_breakers_default_remaining_rq", "0"),
+        ] {
+            assert_eq!(value(family), Some(want), "{family}");
+        }
+        assert!(text.contains("# TYPE envoy_cluster_upstream_rq_pending_overflow counter\n"));
+        assert!(text.contains("# TYPE envoy_cluster_circuit_breakers_default_rq_open gauge\n"));
+        assert!(
+            !text.contains("envoy_cluster_upstream_rq_total{"),
+            "overflow is not in upstream_rq_total"
+        );
+        assert_eq!(
+            cluster_full_name("identity", "v2", "dc1", "td"),
+            "v2.identity.default.dc1.internal.td.consul"
+        );
+        assert_eq!(
+            cluster_full_name("photo", "", "dc1", "td"),
+            "photo.default.dc1.internal.td.consul"
+        );
+    }
+
+    #[test]
     fn used_only_drops_zero_counters_and_empty_histograms() {
         let fixed = fixed_labels("portal", "dc1");
         let (labels, name) = upstream_labels(&fixed, "gateway", "", "dc1", "td");
@@ -415,6 +577,7 @@ mod tests {
             stats: &stats,
             membership: Membership::default(),
             outlier_detection: true,
+            breakers: BreakerGauges::default(),
         }];
         let text = render(&fixed, &views, 1, true);
         assert!(!text.contains("envoy_cluster_upstream_rq_total"));

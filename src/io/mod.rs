@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::metrics::SidecarScrape;
 use crate::metrics::prometheus::LaneSamples;
-pub use crate::model::types::DemoInstanceState;
+use crate::metrics::{ClusterHosts, SidecarScrape};
+pub use crate::model::types::{DemoFault, DemoInstanceState};
 use crate::model::types::{RegistrySnapshot, Split};
 use crate::registry::WriteOutcome;
 
@@ -38,6 +38,16 @@ pub enum IoEvent {
         at: Instant,
         /// Every lane Prometheus knows, or the error text to show.
         result: Result<LaneSamples, String>,
+    },
+    /// One fetch of one sidecar's Envoy `/clusters?format=json` finished (which hosts each
+    /// cluster has, which are ejected). Not sent for a sidecar without the endpoint.
+    Clusters {
+        /// The sidecar's stats URL (`Meta.metrics_url`), the key of [`IoEvent::Scrape`].
+        url: String,
+        /// When the answer arrived.
+        at: Instant,
+        /// Clusters with their hosts, or the error text to show.
+        result: Result<Vec<ClusterHosts>, String>,
     },
     /// A split write finished.
     WriteFinished {
@@ -88,6 +98,13 @@ pub enum Command {
         /// Instance id.
         instance_id: String,
     },
+    /// Inject faults into a demo instance (replacing its current ones; the default clears).
+    DemoFault {
+        /// Instance id.
+        instance_id: String,
+        /// The faults it should have from now on.
+        fault: DemoFault,
+    },
     /// Poll the registry now.
     RefreshNow,
     /// Read and write another datacenter of the registry (Consul `?dc=`).
@@ -99,4 +116,4 @@ pub mod prometheus;
 mod tasks;
 
 pub use http::{FetchError, fetch_text};
-pub use tasks::{IoConfig, IoHandle, IoTasks, Wake, spawn};
+pub use tasks::{IoConfig, IoHandle, IoTasks, Wake, clusters_url, spawn};

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Command, DemoInstanceState, IoEvent, fetch_text};
+use super::{Command, DemoFault, DemoInstanceState, FetchError, IoEvent, fetch_text};
 use crate::demo::DemoSpine;
-use crate::metrics::parse_envoy_stats;
 use crate::metrics::prometheus::PrometheusSource;
+use crate::metrics::{parse_clusters_json, parse_envoy_stats};
 use crate::registry::{FeedUpdate, FollowContext, Registry};
 
 /// Wakes the UI after events were sent (`ctx.request_repaint_after(~10 ms)` in the app).
@@ -21,8 +21,20 @@ pub type Wake = Arc<dyn Fn() + Send + Sync>;
 const EVENT_CAPACITY: usize = 1024;
 /// Capacity of the command channel.
 const COMMAND_CAPACITY: usize = 64;
-/// Largest sidecar stats body read.
+/// Largest sidecar stats (and clusters) body read.
 const MAX_STATS_BYTES: usize = 32 * 1024 * 1024;
+/// How long a sidecar whose `/clusters` answered 404 is not asked again.
+const CLUSTERS_404_PAUSE: Duration = Duration::from_mins(5);
+
+/// The sidecar's Envoy `/clusters?format=json` URL, on the same base as its stats URL
+/// (`…/stats/prometheus[?…]` → `…/clusters?format=json`); `None` when the stats URL is not
+/// Envoy's admin path (e.g. Consul's `envoy_prometheus_bind_addr` listener at `/metrics`).
+#[must_use]
+pub fn clusters_url(stats_url: &str) -> Option<String> {
+    let path = stats_url.split(['?', '#']).next().unwrap_or_default();
+    let base = path.strip_suffix("/stats/prometheus")?;
+    Some(format!("{base}/clusters?format=json"))
+}
 
 /// Intervals and limits of the io layer.
 #[derive(Debug, Clone)]
@@ -278,10 +290,14 @@ async fn scrape_loop(
 ) {
     let mut ticker = tokio::time::interval(config.scrape_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let clusters = clusters_url(&url);
+    // Until when a sidecar without `/clusters` (404) is left alone.
+    let mut clusters_paused_until: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
         let body = fetch_text(&http, &url, config.scrape_timeout, MAX_STATS_BYTES).await;
         let at = Instant::now();
+        let stats_ok = body.is_ok();
         let result = match body {
             Ok(text) => {
                 parse_envoy_stats(&text).map_err(|e| format!("bad stats body: {e} ({url})"))
@@ -302,6 +318,36 @@ async fn scrape_loop(
         )
         .await
         {
+            return;
+        }
+        // Hosts: after a good scrape only (a dead sidecar is reported once, by its stats).
+        let Some(clusters) = clusters.as_deref() else {
+            continue;
+        };
+        if !stats_ok || clusters_paused_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+            continue;
+        }
+        let body = fetch_text(&http, clusters, config.scrape_timeout, MAX_STATS_BYTES).await;
+        let at = Instant::now();
+        let result = match body {
+            Ok(text) => parse_clusters_json(text.as_bytes())
+                .map_err(|e| format!("bad clusters body: {e} ({clusters})")),
+            Err(FetchError::Status { status: 404, .. }) => {
+                tracing::debug!(
+                    "no /clusters on this sidecar, asking again in {CLUSTERS_404_PAUSE:?} ({clusters})"
+                );
+                clusters_paused_until = Some(tokio::time::Instant::now() + CLUSTERS_404_PAUSE);
+                continue;
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        clusters_paused_until = None;
+        let event = IoEvent::Clusters {
+            url: url.clone(),
+            at,
+            result,
+        };
+        if !emit(&tx, &wake, event).await {
             return;
         }
     }
@@ -389,6 +435,9 @@ async fn handle_commands<R: Registry>(
             Command::DemoStart { instance_id } => {
                 demo_control(demo.as_ref(), &instance_id, true).await
             }
+            Command::DemoFault { instance_id, fault } => {
+                demo_fault(demo.as_ref(), &instance_id, fault)
+            }
             Command::RefreshNow => {
                 refresh.notify_one();
                 continue;
@@ -440,5 +489,38 @@ async fn demo_control(demo: Option<&DemoSpine>, id: &str, start: bool) -> IoEven
     IoEvent::DemoChanged {
         instances,
         error: result.err().map(|e| format!("{id}: {e}")),
+    }
+}
+
+fn demo_fault(demo: Option<&DemoSpine>, id: &str, fault: DemoFault) -> IoEvent {
+    let Some(demo) = demo else {
+        return IoEvent::DemoChanged {
+            instances: Vec::new(),
+            error: Some("not in demo mode".into()),
+        };
+    };
+    let result = demo.set_fault(id, fault);
+    IoEvent::DemoChanged {
+        instances: demo.instances(),
+        error: result.err().map(|e| format!("{id}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_url_shares_the_stats_base() {
+        assert_eq!(
+            clusters_url("http://127.0.0.1:19000/stats/prometheus").as_deref(),
+            Some("http://127.0.0.1:19000/clusters?format=json")
+        );
+        assert_eq!(
+            clusters_url("https://10.0.1.12:19000/admin/stats/prometheus?usedonly").as_deref(),
+            Some("https://10.0.1.12:19000/admin/clusters?format=json")
+        );
+        assert_eq!(clusters_url("http://10.0.1.12:20200/metrics"), None);
+        assert_eq!(clusters_url("http://x/stats/prometheus/extra"), None);
     }
 }

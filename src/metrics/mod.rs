@@ -1,11 +1,16 @@
 //! Envoy sidecar statistics: a literal Prometheus text-format (0.0.4) parser, the fold of
 //! Envoy's families into per-cluster counters, and rates / percentiles / breaker state from
-//! two scrapes (`API_BRIEF.md` §2.2–2.5). Pure functions: no I/O.
+//! two scrapes (`API_BRIEF.md` §2.2–2.5); the `/clusters?format=json` host list (§2.6).
+//! Pure functions: no I/O.
 
+pub mod clusters;
 pub mod derive;
 pub mod parse;
 pub mod prometheus;
 
+pub use clusters::{
+    ClusterHost, ClusterHosts, ClustersError, HostHealth, cluster_id_from_name, parse_clusters_json,
+};
 pub use derive::{LaneWindow, WindowStats, breaker_state, quantile_ms, sidecar_windows, window};
 pub use parse::{StatsError, parse_envoy_stats};
 

@@ -5,6 +5,7 @@ pub mod drift;
 pub mod filter;
 pub mod gone;
 pub mod history;
+pub mod hosts;
 pub mod index;
 pub mod prom;
 pub mod snapshot;
@@ -162,6 +163,8 @@ pub struct Model {
     pub writes: BTreeMap<String, WriteState>,
     /// Demo instances and whether they run (demo mode only).
     pub demo_instances: Vec<DemoInstanceState>,
+    /// Hosts per sidecar from Envoy's `/clusters` (see [`hosts`]).
+    pub hosts: hosts::HostsState,
     /// Recent notices, oldest first.
     pub notices: VecDeque<Notice>,
     /// Longest expected gap between two registry reports (poll interval or blocking-query
@@ -203,6 +206,7 @@ impl Model {
             lanes: BTreeMap::new(),
             writes: BTreeMap::new(),
             demo_instances: Vec::new(),
+            hosts: hosts::HostsState::default(),
             notices: VecDeque::new(),
             registry_interval,
             scrape_interval,
@@ -307,6 +311,7 @@ impl Model {
                     self.datacenters = known;
                 }
             }
+            IoEvent::Clusters { url, at, result } => self.apply_clusters(url, at, result),
             IoEvent::WriteFinished {
                 service,
                 split,

@@ -343,6 +343,48 @@ pub struct DemoInstanceState {
     pub version: String,
     /// Whether its HTTP server is up.
     pub running: bool,
+    /// Faults injected into it now (all zero / `None` when none).
+    pub fault: DemoFault,
+}
+
+/// Faults injected into one demo instance (demo mode only), from the side panel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DemoFault {
+    /// Added to every work request, in milliseconds.
+    pub latency_ms: u32,
+    /// Share of work requests answered 500, in percent (0–100), spread evenly over requests.
+    pub error_pct: u8,
+    /// What the instance's `/health` reports instead of the truth (`None`: no override):
+    /// passing answers 200, warning 429, critical 503, as Consul's HTTP checks read them.
+    pub health: Option<Health>,
+}
+
+impl DemoFault {
+    /// No fault at all.
+    #[must_use]
+    pub fn is_clear(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Short text for the operator: `+500 ms, 10 % 5xx, health critical`, or `none`.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if self.latency_ms > 0 {
+            parts.push(format!("+{} ms", self.latency_ms));
+        }
+        if self.error_pct > 0 {
+            parts.push(format!("{} % 5xx", self.error_pct));
+        }
+        if let Some(h) = self.health {
+            parts.push(format!("health {}", h.as_str()));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +419,19 @@ mod tests {
         assert_eq!(e.worst(BreakerState::Open), BreakerState::Open);
         assert_eq!(BreakerState::Saturated.worst(e), BreakerState::Saturated);
         assert_eq!(e.label(), "ejecting 1 of 3");
+    }
+
+    #[test]
+    fn demo_fault_summary() {
+        assert!(DemoFault::default().is_clear());
+        assert_eq!(DemoFault::default().summary(), "none");
+        let f = DemoFault {
+            latency_ms: 500,
+            error_pct: 10,
+            health: Some(Health::Critical),
+        };
+        assert!(!f.is_clear());
+        assert_eq!(f.summary(), "+500 ms, 10 % 5xx, health critical");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod bars;
 pub mod charts;
+pub mod demo_panel;
 pub mod help;
 pub mod layout;
 pub mod map;

@@ -1,5 +1,6 @@
 //! The inspector for the selected service: instances with health, per-version configured
-//! weight vs observed share with rps / 5xx / p99, the weight sliders, demo controls.
+//! weight vs observed share with rps / 5xx / p99, the weight sliders, demo controls
+//! (`demo_panel`).
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use super::ViewState;
 use super::map::{fmt_ms, fmt_rps};
 use super::theme::Theme;
 use crate::io::Command;
-use crate::model::types::{FULL_WEIGHT, RegistryKind, Split, WeightHundredths, format_pct};
+use crate::model::types::{FULL_WEIGHT, Split, WeightHundredths, format_pct};
 use crate::model::{Model, WriteState, split_text};
 
 /// Draws the inspector.
@@ -60,11 +61,19 @@ pub fn inspector_ui(
         ui.add_space(8.0);
         super::charts::version_charts_ui(ui, model, view, &name, theme, now);
         ui.add_space(8.0);
+        if let Some(lane) = view.selected_lane.clone() {
+            lane_hosts_ui(ui, model, &lane, theme);
+            ui.add_space(8.0);
+        }
         ui.strong("Instances");
         Grid::new("instances")
             .striped(true)
-            .num_columns(4)
+            .num_columns(5)
             .show(ui, |ui| {
+                for h in ["id", "address", "version", "health", "ejected"] {
+                    ui.label(RichText::new(h).color(theme.text_dim));
+                }
+                ui.end_row();
                 for inst in &svc.instances {
                     ui.label(&inst.id);
                     ui.label(format!("{}:{}", inst.address, inst.port));
@@ -74,8 +83,18 @@ pub fn inspector_ui(
                     if !inst.check_output.is_empty() {
                         health.on_hover_text(&inst.check_output);
                     }
-                    if model.registry.kind == RegistryKind::Demo {
-                        demo_button_ui(ui, model, &inst.id, commands);
+                    match model.instance_ejected(inst) {
+                        Some(true) => {
+                            ui.colored_label(theme.breaker_ejecting, "ejected");
+                        }
+                        Some(false) => {
+                            ui.label("no");
+                        }
+                        None => {
+                            ui.colored_label(theme.text_dim, "–").on_hover_text(
+                                "unknown: no caller sidecar's /clusters lists this address",
+                            );
+                        }
                     }
                     ui.end_row();
                 }
@@ -86,33 +105,42 @@ pub fn inspector_ui(
                 format!("{}: {}", inst.id, inst.check_output),
             );
         }
+        super::demo_panel::demo_controls_ui(ui, model, &name, theme, commands);
     });
 }
 
-fn demo_button_ui(ui: &mut Ui, model: &Model, id: &str, commands: &mut Vec<Command>) {
-    let Some(state) = model.demo_instances.iter().find(|d| d.id == id) else {
-        ui.label("");
+/// Which hosts of the selected lane its callers' Envoys hold, and which are out.
+fn lane_hosts_ui(ui: &mut Ui, model: &Model, lane: &crate::model::types::LaneKey, theme: &Theme) {
+    use crate::metrics::HostHealth;
+    let hosts = model.lane_hosts(lane);
+    ui.strong(format!("Hosts seen by {}'s sidecars", lane.caller));
+    if hosts.is_empty() {
+        ui.colored_label(
+            theme.text_dim,
+            "no /clusters?format=json from the caller's sidecars (not reachable or not Envoy)",
+        );
         return;
-    };
-    if state.running {
-        if ui
-            .button("Stop")
-            .on_hover_text("Kill this demo instance's server")
-            .clicked()
-        {
-            commands.push(Command::DemoStop {
-                instance_id: id.to_owned(),
-            });
-        }
-    } else if ui
-        .button("Start")
-        .on_hover_text("Start this demo instance again")
-        .clicked()
-    {
-        commands.push(Command::DemoStart {
-            instance_id: id.to_owned(),
-        });
     }
+    Grid::new("lane hosts")
+        .striped(true)
+        .num_columns(3)
+        .show(ui, |ui| {
+            for h in &hosts {
+                ui.label(format!("{}:{}", h.address, h.port));
+                ui.label(h.instance_id.as_deref().unwrap_or("–"));
+                let (text, color) = match h.health {
+                    HostHealth::Healthy => ("healthy".to_owned(), theme.lane_ok),
+                    HostHealth::Degraded => ("degraded".to_owned(), theme.lane_degraded),
+                    HostHealth::Unhealthy => ("unhealthy".to_owned(), theme.lane_failing),
+                    HostHealth::Ejected => (
+                        format!("ejected by {}", h.ejected_by.join(", ")),
+                        theme.breaker_ejecting,
+                    ),
+                };
+                ui.colored_label(color, text);
+                ui.end_row();
+            }
+        });
 }
 
 /// The drift warning: configured weight vs observed share over the trailing window.
