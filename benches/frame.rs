@@ -23,6 +23,17 @@ fn measure(name: &str, app: &mut SpineApp, frames: usize) {
         let out = ctx.run_ui(input(), |ui| app.ui_root(ui));
         let _ = ctx.tessellate(out.shapes, out.pixels_per_point);
     }
+    let out = ctx.run_ui(input(), |ui| app.ui_root(ui));
+    let shapes = out.shapes.len();
+    let meshes = ctx.tessellate(out.shapes, out.pixels_per_point);
+    let vertices: usize = meshes
+        .iter()
+        .map(|m| match &m.primitive {
+            egui::epaint::Primitive::Mesh(mesh) => mesh.vertices.len(),
+            egui::epaint::Primitive::Callback(_) => 0,
+        })
+        .sum();
+    println!("       {name:<28} {shapes} shapes → {vertices} vertices per frame");
     let mut times: Vec<Duration> = (0..frames)
         .map(|_| {
             let start = Instant::now();
@@ -41,20 +52,23 @@ fn measure(name: &str, app: &mut SpineApp, frames: usize) {
     );
 }
 
-fn app_for(m: spine_dash::model::Model, selected: Option<&str>) -> SpineApp {
+/// An app drawing `m` as at `now` (the model's own clock: nothing reads as stale).
+fn app_for(m: spine_dash::model::Model, now: Instant, selected: Option<&str>) -> SpineApp {
     let (_tx, rx) = mpsc::channel::<IoEvent>(1);
     let (ctx_tx, _crx) = mpsc::channel::<Command>(1);
     let mut app = SpineApp::with_channels(m, rx, ctx_tx);
+    app.set_clock(now);
     app.view_mut().selected = selected.map(str::to_owned);
     app
 }
 
 fn main() {
     let now = Instant::now();
-    let mut demo = app_for(model(&demo_services(), &demo_lanes(), now), None);
+    let mut demo = app_for(model(&demo_services(), &demo_lanes(), now), now, None);
     measure("demo spine (6 services)", &mut demo, 300);
     let mut demo_sel = app_for(
         model(&demo_services(), &demo_lanes(), now),
+        now,
         Some("identity"),
     );
     measure("demo spine + inspector", &mut demo_sel, 300);
@@ -66,6 +80,9 @@ fn main() {
         m.lanes.len(),
         built.elapsed().as_secs_f64() * 1000.0
     );
-    let mut big = app_for(m, None);
+    let mut big = app_for(m.clone(), now, None);
     measure("synthetic 500 services", &mut big, 60);
+    let mut still = app_for(m, now, None);
+    still.view_mut().particles = false;
+    measure("synthetic 500, no particles", &mut still, 60);
 }

@@ -235,7 +235,7 @@ pub fn model_over(
         IoEvent::Registry {
             at: now,
             result: Ok(None),
-            next_within: Duration::from_hours(1),
+            next_within: Duration::from_secs(1),
         },
         now,
     );

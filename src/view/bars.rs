@@ -149,6 +149,13 @@ pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
         let reg_text = match reg.age(now) {
             None => "registry: no answer yet".to_owned(),
             Some(age) if stale => format!("registry: STALE, last answer {}", fmt_age(Some(age))),
+            // A blocking query or watch answers only on change (or at its wait): say it is
+            // live and when it last spoke, so a quiet age does not read as a problem.
+            Some(age) if model.registry_interval > std::time::Duration::from_secs(2) => format!(
+                "registry: live (watching; last answer {}, next within {})",
+                fmt_age(Some(age)),
+                format_duration(model.registry_interval)
+            ),
             Some(age) => format!("registry: ok {}", fmt_age(Some(age))),
         };
         ui.colored_label(if stale { theme.error } else { theme.success }, reg_text);

@@ -576,9 +576,18 @@ fn road_ui<'a>(
             None => format!("{} · no data", lane.key.version),
         };
         let galley = painter.layout_no_wrap(label, xf.font(11.0), faded(theme.text, stale));
-        // Along the lane first, then nudged sideways (lanes of one road run close).
+        // Along the lane first, then nudged sideways (lanes of one road run close). On a
+        // road of several lanes, the outer side of this lane comes first, so a label never
+        // sits across its neighbour.
         let nudge = galley.size().y + 4.0;
-        let candidates = [0.0_f32, 1.0, -1.0]
+        let outer = f32::midpoint(p0.y, p1.y) - f32::midpoint(start.y, end.y);
+        let sides = if k > 1.0 && outer.abs() > 0.5 {
+            let s = outer.signum();
+            [s * 0.6, s, -s]
+        } else {
+            [0.0_f32, 1.0, -1.0]
+        };
+        let candidates = sides
             .into_iter()
             .flat_map(|side| [0.5_f32, 0.35, 0.65, 0.25, 0.75].map(|t| (t, side)));
         let place = candidates.into_iter().find_map(|(t, side)| {
