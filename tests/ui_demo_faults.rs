@@ -86,7 +86,7 @@ fn demo_app() -> (SpineApp, mpsc::Receiver<Command>) {
 
 fn harness(app: SpineApp) -> Harness<'static, SpineApp> {
     Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
+        .with_size(egui::vec2(1280.0, 1400.0)) // tall: the demo controls sit below the charts
         .build_ui_state(|ui, app: &mut SpineApp| app.ui_root(ui), app)
 }
 

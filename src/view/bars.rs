@@ -104,6 +104,7 @@ pub fn header_ui(
             if ui.button("?").on_hover_text("keyboard and mouse").clicked() {
                 view.help_open = !view.help_open;
             }
+            ui.menu_button("settings", |ui| settings_ui(ui, view));
             if ui
                 .selectable_label(view.tape_open, "breaker tape")
                 .on_hover_text("b")
@@ -139,6 +140,40 @@ fn datacenter_ui(ui: &mut Ui, model: &Model, commands: &mut Vec<Command>) {
     if current.as_deref() != Some(chosen.as_str()) && !chosen.is_empty() {
         commands.push(Command::SetDatacenter(chosen));
     }
+}
+
+/// The settings menu: lane colour thresholds, particles, theme.
+fn settings_ui(ui: &mut Ui, view: &mut ViewState) {
+    ui.label("Lane colour by 5xx share");
+    let t = &mut view.thresholds;
+    let mut degraded_pct = t.degraded * 100.0;
+    let mut failing_pct = t.failing * 100.0;
+    ui.horizontal(|ui| {
+        ui.label("degraded at or above");
+        ui.add(
+            egui::DragValue::new(&mut degraded_pct)
+                .range(0.0..=100.0)
+                .speed(0.01)
+                .suffix(" %"),
+        );
+    });
+    ui.horizontal(|ui| {
+        ui.label("failing above");
+        ui.add(
+            egui::DragValue::new(&mut failing_pct)
+                .range(0.0..=100.0)
+                .speed(0.1)
+                .suffix(" %"),
+        );
+    });
+    t.degraded = degraded_pct / 100.0;
+    t.failing = (failing_pct / 100.0).max(t.degraded);
+    if ui.button("defaults (0.1 % / 10 %)").clicked() {
+        *t = super::theme::Thresholds::default();
+    }
+    ui.separator();
+    ui.checkbox(&mut view.particles, "moving particles (p)");
+    ui.checkbox(&mut view.dark, "dark theme (t)");
 }
 
 /// The bottom status bar.

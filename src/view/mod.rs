@@ -69,8 +69,7 @@ pub struct ViewState {
     /// Weight drafts per service while the operator edits: `(subset, hundredths)`.
     #[serde(skip)]
     pub drafts: BTreeMap<String, Vec<(String, WeightHundredths)>>,
-    /// Lane colour thresholds.
-    #[serde(skip)]
+    /// Lane colour thresholds (5xx ratios).
     pub thresholds: Thresholds,
 }
 

@@ -54,7 +54,7 @@ pub fn inspector_ui(
         });
     }
     egui::ScrollArea::vertical().show(ui, |ui| {
-        versions_ui(ui, model, &name, theme);
+        versions_ui(ui, model, &name, theme, view.thresholds);
         drift_ui(ui, model, &name, theme);
         ui.add_space(8.0);
         weights_ui(ui, model, view, &name, theme, commands);
@@ -161,7 +161,13 @@ fn drift_ui(ui: &mut Ui, model: &Model, name: &str, theme: &Theme) {
     }
 }
 
-fn versions_ui(ui: &mut Ui, model: &Model, name: &str, theme: &Theme) {
+fn versions_ui(
+    ui: &mut Ui,
+    model: &Model,
+    name: &str,
+    theme: &Theme,
+    thresholds: super::theme::Thresholds,
+) {
     let Some(svc) = model.services.get(name) else {
         return;
     };
@@ -210,7 +216,7 @@ fn versions_ui(ui: &mut Ui, model: &Model, name: &str, theme: &Theme) {
                 ui.label(fmt_rps(stats.as_ref().map(|s| s.rps)));
                 let err = stats.as_ref().and_then(|s| s.err5xx_ratio);
                 ui.colored_label(
-                    theme.lane_color(err, super::theme::Thresholds::default()),
+                    theme.lane_color(err, thresholds),
                     err.map_or("–".into(), |e| format!("{:.2} %", e * 100.0)),
                 );
                 ui.label(fmt_ms(stats.as_ref().and_then(|s| s.p99_ms)));

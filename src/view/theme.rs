@@ -4,8 +4,10 @@ use egui::Color32;
 
 use crate::model::types::{BreakerState, Health};
 
-/// Error-rate thresholds for lane colours (ratios 0..1).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Error-rate thresholds for lane colours (ratios 0..1); the operator sets them in the
+/// header's settings menu, and they persist.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Thresholds {
     /// At or above: degraded.
     pub degraded: f64,
