@@ -187,9 +187,9 @@ pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
             // A blocking query or watch answers only on change (or at its wait): say it is
             // live and when it last spoke, so a quiet age does not read as a problem.
             Some(age) if model.registry_interval > std::time::Duration::from_secs(2) => format!(
-                "registry: live (watching; last answer {}, next within {})",
+                "registry: live (watching; last answer {}, next within {:.0} s)",
                 fmt_age(Some(age)),
-                format_duration(model.registry_interval)
+                model.registry_interval.as_secs_f64()
             ),
             Some(age) => format!("registry: ok {}", fmt_age(Some(age))),
         };
