@@ -155,8 +155,9 @@ pub enum ConfigFileError {
     },
 }
 
-/// `a, b, c` or `none`.
-pub(crate) fn known_list(known: &[String]) -> String {
+/// `known: a, b, c`, or `it has none`: the contexts a file has, for messages.
+#[must_use]
+pub fn known_list(known: &[String]) -> String {
     if known.is_empty() {
         "it has none".to_owned()
     } else {
