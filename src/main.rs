@@ -173,7 +173,9 @@ fn run() -> Result<()> {
     let resolved =
         resolve(&flags, &|k| std::env::var(k).ok(), file.as_ref()).map_err(|e| {
             match (&file, &config_path) {
-                (None, Some(p)) if e.ends_with("there is no config file") => anyhow::anyhow!("{e} (looked for {})", p.display()),
+                (None, Some(p)) if e.ends_with("there is no config file") => {
+                    anyhow::anyhow!("{e} (looked for {})", p.display())
+                }
                 _ => anyhow::Error::msg(e),
             }
         })?;
