@@ -359,9 +359,12 @@ fn run_window(launch: Launch, switcher: Option<Switcher>) -> Result<()> {
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             let wake: Wake = Arc::new(move || ctx.request_repaint_after(Duration::from_millis(10)));
-            let (model, io, _demo) = launch.spawn(&wake);
-            drop(switcher);
-            Ok(Box::new(SpineApp::new(model, io, cc.storage)))
+            let (model, io, demo) = launch.spawn(&wake);
+            let app = SpineApp::new(model, io, cc.storage);
+            Ok(Box::new(match switcher {
+                Some(s) => app.with_switcher(s, demo, wake),
+                None => app,
+            }))
         }),
     )
     .map_err(|e| anyhow::anyhow!("window: {e}"))

@@ -366,6 +366,11 @@ impl Model {
         }
     }
 
+    /// Adds a notice (e.g. a context switch that failed), shown in the status bar.
+    pub fn push_notice(&mut self, at: Instant, is_error: bool, text: String) {
+        self.notice(at, is_error, text);
+    }
+
     /// Records that a write was sent (called when the view emits the command).
     pub fn mark_write_pending(&mut self, service: &str, split: Split) {
         self.writes

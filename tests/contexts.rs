@@ -2,10 +2,27 @@
 //! The config file with named contexts, through the real binary: `contexts` lists them,
 //! `snapshot --json --context demo-ctx` runs on the context's registry (the embedded demo),
 //! and the startup errors (unknown context, unknown key, missing token file, bad address
-//! in the environment) exit non-zero with one line naming what is wrong.
+//! in the environment) exit non-zero with one line naming what is wrong. Then the running
+//! app: the header's context picker emits `Command::SwitchContext`, and a switch replaces
+//! the client, io tasks and model (the old demo spine is shut down; a failed switch keeps
+//! the old context and says why).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use spine_dash::app::SpineApp;
+use spine_dash::config::file::ConfigFile;
+use spine_dash::config::resolve::{Flags, resolve};
+use spine_dash::io::{Command as IoCommand, Wake};
+use spine_dash::launch::{Launch, Switcher};
+use spine_dash::model::types::RegistryKind;
+use spine_dash::model::{Model, RegistryInfo};
+use spine_dash::view::{ViewState, root_ui};
 
 const CONFIG: &str = r#"
 # two contexts; secrets only by file path
@@ -246,6 +263,135 @@ fn snapshot_runs_on_the_chosen_context_and_errors_are_one_line() {
             "Error: config file: cannot read it: No such file or directory (os error 2) ({})",
             dir.join("nope.toml").display()
         )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_header_shows_the_context_and_its_picker_emits_switch_context() {
+    let info = RegistryInfo {
+        kind: RegistryKind::Consul,
+        address: "https://consul.prod.example:8501".into(),
+        datacenter: None,
+        writable: false,
+    };
+    let model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1))
+        .with_context(Some("prod"), vec!["demo-ctx".into(), "prod".into()]);
+    let state = (model, ViewState::default(), Vec::<IoCommand>::new());
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(
+            |ui, (model, view, out): &mut (Model, ViewState, Vec<IoCommand>)| {
+                root_ui(ui, model, view, out, Instant::now());
+            },
+            state,
+        );
+    h.run();
+    h.get_by_role_and_label(Role::ComboBox, "context").click();
+    h.run();
+    h.get_by_label("demo-ctx").click();
+    h.run();
+    assert_eq!(
+        h.state().2,
+        vec![IoCommand::SwitchContext("demo-ctx".into())]
+    );
+}
+
+/// Steps the app until a switch finished (deadline 30 s: a deadline, not a speed claim).
+async fn until_switched(app: &mut SpineApp) -> Duration {
+    let start = Instant::now();
+    while !app.poll_switch() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no switch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_context_replaces_client_io_and_model() {
+    let dir = temp_dir("ctx-switch");
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+default_context = "demo-ctx"
+[contexts.demo-ctx]
+registry = "demo"
+[contexts.closed]
+registry = "consul://127.0.0.1:9"
+metrics = "prometheus://127.0.0.1:9"
+read_only = true
+[contexts.broken]
+registry = "consul://127.0.0.1:9"
+token_file = "missing.token"
+"#,
+    )
+    .unwrap();
+    let file = ConfigFile::load(&cfg, true).unwrap().unwrap();
+    let flags = Flags::default();
+    let resolved = resolve(&flags, &|_| None, Some(&file)).unwrap();
+    let launch = Launch::prepare(&resolved, file.names(), None)
+        .await
+        .unwrap();
+    let wake: Wake = Arc::new(|| {});
+    let (model, io, demo) = launch.spawn(&wake);
+    let demo_url = demo.as_ref().unwrap().registry_url();
+    let mut app = SpineApp::new(model, io, None).with_switcher(
+        Switcher { flags, file },
+        demo,
+        Arc::clone(&wake),
+    );
+    assert_eq!(app.model().context.as_deref(), Some("demo-ctx"));
+    assert_eq!(app.model().registry.kind, RegistryKind::Demo);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let catalog = format!("{demo_url}/v1/catalog/services");
+    assert!(http.get(&catalog).send().await.is_ok(), "demo answers");
+
+    // To a Consul agent that is not there: new model, new io, the demo spine is stopped.
+    app.switch_context("closed");
+    let took = until_switched(&mut app).await;
+    println!("switch demo -> closed took {took:?}");
+    let m = app.model();
+    assert_eq!(m.context.as_deref(), Some("closed"));
+    assert_eq!(m.registry.address, "http://127.0.0.1:9");
+    assert!(!m.registry.writable, "read_only from the context");
+    assert!(m.prometheus.is_some(), "metrics from the context");
+    assert!(m.services.is_empty(), "a fresh model");
+    assert!(
+        http.get(&catalog).send().await.is_err(),
+        "old demo shut down"
+    );
+    // Its events come from the new registry.
+    let start = Instant::now();
+    while app.model().registry_status.last_error.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        app.drain_events();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let error = app.model().registry_status.last_error.clone().unwrap();
+    assert!(error.contains("127.0.0.1:9"), "{error}");
+
+    // A context whose token file is missing: the running one stays, the reason is shown.
+    app.switch_context("broken");
+    until_switched(&mut app).await;
+    assert_eq!(app.model().context.as_deref(), Some("closed"));
+    let last = app.model().notices.back().unwrap();
+    assert!(last.is_error, "{last:?}");
+    assert!(
+        last.text
+            .starts_with("context broken: context 'broken' (config file ")
+            && last.text.contains("token_file: cannot read"),
+        "{}",
+        last.text
+    );
+
+    // An unknown name: said at once, nothing started.
+    app.switch_context("nope");
+    assert!(!app.poll_switch());
+    let last = &app.model().notices.back().unwrap().text;
+    assert!(
+        last.contains("unknown context 'nope'") && last.contains("known: broken, closed, demo-ctx"),
+        "{last}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
