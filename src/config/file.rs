@@ -499,6 +499,25 @@ password_file = "etcd.pw"
     }
 
     #[test]
+    fn the_sample_file_parses() {
+        let text = include_str!("../../assets/config.example.toml");
+        let f = parse(text).unwrap();
+        assert_eq!(f.names(), vec!["demo", "etcd", "prod", "staging"]);
+        assert_eq!(f.default_context.as_deref(), Some("demo"));
+        assert_eq!(f.contexts["demo"].registry, Some(RegistryChoice::Demo));
+        assert_eq!(
+            f.contexts["staging"].registry,
+            Some(RegistryChoice::ConsulKv(
+                "http://consul.staging.example:8500".into()
+            ))
+        );
+        assert_eq!(
+            f.contexts["prod"].spec.token_file.as_deref(),
+            Some(Path::new("/home/op/.config/spine-dash/prod.token"))
+        );
+    }
+
+    #[test]
     fn default_path_is_in_the_config_dir() {
         if let Some(p) = default_config_path() {
             assert!(p.ends_with("config.toml"));
