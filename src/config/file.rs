@@ -312,6 +312,30 @@ fn check_context(
         (None, Some(_)) => return Err(("key_file", "mTLS needs cert_file as well".into())),
         _ => {}
     }
+    if spec.password_file.is_some() && spec.etcd_user.is_none() {
+        return Err((
+            "password_file",
+            "needs etcd_user (whose password it holds)".into(),
+        ));
+    }
+    // Keys of the other registry kind would be silently unused: say so.
+    let consul_only = [
+        ("token_file", spec.token_file.is_some()),
+        ("datacenter", spec.datacenter.is_some()),
+        ("tls_server_name", spec.tls_server_name.is_some()),
+    ];
+    let etcd_only = [("etcd_user", spec.etcd_user.is_some())];
+    let (unused, kind): (&[(&'static str, bool)], &str) = match &registry {
+        Some(RegistryChoice::Etcd(_)) => (&consul_only, "etcd"),
+        Some(RegistryChoice::Consul(_) | RegistryChoice::ConsulKv(_)) => (&etcd_only, "Consul"),
+        _ => (&[], ""),
+    };
+    if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+        return Err((
+            key,
+            format!("not used with this context's registry ({kind})"),
+        ));
+    }
     Ok(Context {
         name: name.to_owned(),
         spec,
@@ -484,6 +508,18 @@ password_file = "etcd.pw"
             e.ends_with("default_context 'prd' is not one of its contexts (known: dev, prod)"),
             "{e}"
         );
+        let e = err("[contexts.e]\nregistry = \"etcd://h:2379\"\ntoken_file = \"t\"\n");
+        assert!(
+            e.contains("context 'e': token_file: not used with this context's registry (etcd)"),
+            "{e}"
+        );
+        let e = err("[contexts.c]\nregistry = \"consul://h:8500\"\netcd_user = \"u\"\n");
+        assert!(
+            e.contains("etcd_user: not used with this context's registry (Consul)"),
+            "{e}"
+        );
+        let e = err("[contexts.c]\npassword_file = \"p\"\n");
+        assert!(e.contains("password_file: needs etcd_user"), "{e}");
         let e = err("[contexts.\"a b\"]\n");
         assert!(e.contains("context name \"a b\""), "{e}");
         assert!(err("[contexts.prod\n").contains("line 1"));
