@@ -116,32 +116,6 @@ pub fn header_ui(
     });
 }
 
-/// The datacenter: a small picker when the registry offers several, else its name.
-fn datacenter_ui(ui: &mut Ui, model: &Model, commands: &mut Vec<Command>) {
-    let current = model.registry.datacenter.clone();
-    if model.datacenters.len() < 2 {
-        if let Some(dc) = &current {
-            ui.label(format!("dc {dc}"));
-        }
-        return;
-    }
-    let label = ui.label("dc");
-    let mut chosen = current.clone().unwrap_or_default();
-    egui::ComboBox::from_id_salt("datacenter")
-        .selected_text(chosen.clone())
-        .width(90.0)
-        .show_ui(ui, |ui| {
-            for dc in &model.datacenters {
-                ui.selectable_value(&mut chosen, dc.clone(), dc);
-            }
-        })
-        .response
-        .labelled_by(label.id);
-    if current.as_deref() != Some(chosen.as_str()) && !chosen.is_empty() {
-        commands.push(Command::SetDatacenter(chosen));
-    }
-}
-
 /// The config file's context in use; a picker when the file has others (choosing one
 /// emits [`Command::SwitchContext`]).
 fn context_ui(ui: &mut Ui, model: &Model, commands: &mut Vec<Command>) {
@@ -167,6 +141,32 @@ fn context_ui(ui: &mut Ui, model: &Model, commands: &mut Vec<Command>) {
         .on_hover_text("another context starts new connections (as spine-dash --context NAME)");
     if &chosen != current {
         commands.push(Command::SwitchContext(chosen));
+    }
+}
+
+/// The datacenter: a small picker when the registry offers several, else its name.
+fn datacenter_ui(ui: &mut Ui, model: &Model, commands: &mut Vec<Command>) {
+    let current = model.registry.datacenter.clone();
+    if model.datacenters.len() < 2 {
+        if let Some(dc) = &current {
+            ui.label(format!("dc {dc}"));
+        }
+        return;
+    }
+    let label = ui.label("dc");
+    let mut chosen = current.clone().unwrap_or_default();
+    egui::ComboBox::from_id_salt("datacenter")
+        .selected_text(chosen.clone())
+        .width(90.0)
+        .show_ui(ui, |ui| {
+            for dc in &model.datacenters {
+                ui.selectable_value(&mut chosen, dc.clone(), dc);
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    if current.as_deref() != Some(chosen.as_str()) && !chosen.is_empty() {
+        commands.push(Command::SetDatacenter(chosen));
     }
 }
 
