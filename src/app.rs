@@ -1,11 +1,17 @@
 //! The eframe app: `logic()` drains io events into the model, `ui()` draws and sends the
-//! commands the view emitted, `save()` persists the view state.
+//! commands the view emitted, `save()` persists the view state. A context switch
+//! ([`Command::SwitchContext`]) is handled here: the new context's client, io tasks and
+//! model are prepared on the tokio runtime; when ready they replace the old ones (whose
+//! tasks are aborted and demo spine shut down); if that fails the old ones stay and the
+//! error is a notice.
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::io::{Command, IoEvent, IoHandle, IoTasks};
+use crate::demo::DemoSpine;
+use crate::io::{Command, IoEvent, IoHandle, IoTasks, Wake};
+use crate::launch::{Launch, Switcher};
 use crate::model::Model;
 use crate::view::{ViewState, root_ui};
 
@@ -25,7 +31,22 @@ pub struct SpineApp {
     /// A fixed clock (image snapshots); `None` = the real one.
     clock: Option<Instant>,
     /// Keeps the io tasks alive while the app runs.
-    _io: Option<IoTasks>,
+    io_tasks: Option<IoTasks>,
+    /// Context switching, when the app was started from a config file.
+    switching: Option<SwitchState>,
+}
+
+/// What a finished switch hands over: the new model, io and demo spine.
+type Switched = Result<(Model, IoHandle, Option<DemoSpine>), String>;
+
+/// How to switch context, and a switch under way.
+struct SwitchState {
+    switcher: Switcher,
+    wake: Wake,
+    /// The demo spine of the running context (shut down when switching away).
+    demo: Option<DemoSpine>,
+    /// The context being prepared, and where its parts will arrive.
+    pending: Option<(String, oneshot::Receiver<Switched>)>,
 }
 
 impl SpineApp {
@@ -47,8 +68,126 @@ impl SpineApp {
             commands,
             frozen: None,
             clock: None,
-            _io: Some(tasks),
+            io_tasks: Some(tasks),
+            switching: None,
         }
+    }
+
+    /// Lets the operator switch to another context of the config file (`switcher`);
+    /// `demo` is the running context's demo spine, `wake` the io layer's wake callback.
+    #[must_use]
+    pub fn with_switcher(
+        mut self,
+        switcher: Switcher,
+        demo: Option<DemoSpine>,
+        wake: Wake,
+    ) -> Self {
+        self.switching = Some(SwitchState {
+            switcher,
+            wake,
+            demo,
+            pending: None,
+        });
+        self
+    }
+
+    /// Starts switching to context `name` (resolved as `--context NAME` with the other
+    /// flags of the start; the environment is read again). Needs a tokio runtime; the
+    /// outcome arrives through [`SpineApp::poll_switch`]. A failure is a notice.
+    pub fn switch_context(&mut self, name: &str) {
+        let now = Instant::now();
+        let Some(state) = self.switching.as_mut() else {
+            self.model.push_notice(
+                now,
+                true,
+                format!("no config file to switch from: restart with spine-dash --context {name}"),
+            );
+            return;
+        };
+        if self.model.context.as_deref() == Some(name) || state.pending.is_some() {
+            return;
+        }
+        let resolved = match state.switcher.resolve(name) {
+            Ok(r) => r,
+            Err(e) => {
+                self.model
+                    .push_notice(now, true, format!("context {name}: {e}"));
+                return;
+            }
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.model
+                .push_notice(now, true, format!("context {name}: no tokio runtime"));
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        let known = state.switcher.file.names();
+        let wake = state.wake.clone();
+        runtime.spawn(async move {
+            let result = match Launch::prepare(&resolved, known, None).await {
+                Ok(launch) => {
+                    let (mut model, io, demo) = launch.spawn(&wake);
+                    for note in &resolved.notes {
+                        model.push_notice(Instant::now(), false, note.clone());
+                    }
+                    Ok((model, io, demo))
+                }
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(result);
+            wake();
+        });
+        tracing::info!("switching to context {name}");
+        self.model
+            .push_notice(now, false, format!("switching to context {name}…"));
+        state.pending = Some((name.to_owned(), rx));
+    }
+
+    /// Takes over a finished switch: the new model and io tasks replace the old ones (the
+    /// old tasks are aborted, the old demo spine shut down). `true` if something changed.
+    pub fn poll_switch(&mut self) -> bool {
+        let Some(state) = self.switching.as_mut() else {
+            return false;
+        };
+        let Some((name, rx)) = state.pending.as_mut() else {
+            return false;
+        };
+        let result = match rx.try_recv() {
+            Ok(result) => result,
+            Err(oneshot::error::TryRecvError::Empty) => return false,
+            Err(oneshot::error::TryRecvError::Closed) => Err("the switch was abandoned".into()),
+        };
+        let name = name.clone();
+        state.pending = None;
+        match result {
+            Ok((model, io, demo)) => {
+                tracing::info!(
+                    "context {name}: {} at {}",
+                    model.registry.kind.as_str(),
+                    model.registry.address
+                );
+                let IoHandle {
+                    events,
+                    commands,
+                    tasks,
+                } = io;
+                // Dropping the old tasks aborts them; then the old demo spine goes.
+                self.io_tasks = Some(tasks);
+                if let Some(old) = std::mem::replace(&mut state.demo, demo) {
+                    old.shutdown();
+                }
+                self.model = model;
+                self.events = Some(events);
+                self.commands = commands;
+                self.frozen = None;
+            }
+            Err(e) => {
+                tracing::warn!("context {name}: {e}");
+                self.model
+                    .push_notice(Instant::now(), true, format!("context {name}: {e}"));
+            }
+        }
+        true
     }
 
     /// An app on given channels, without io tasks (UI tests feed events and read commands).
@@ -65,7 +204,8 @@ impl SpineApp {
             commands,
             frozen: None,
             clock: None,
-            _io: None,
+            io_tasks: None,
+            switching: None,
         }
     }
 
@@ -126,6 +266,10 @@ impl SpineApp {
             .map_or((&self.model, now), |(m, t)| (m, *t));
         root_ui(ui, shown, &mut self.view, &mut out, at);
         for command in out {
+            if let Command::SwitchContext(name) = &command {
+                self.switch_context(name);
+                continue;
+            }
             if let Command::SetSplit { service, split, .. } = &command {
                 self.model.mark_write_pending(service, split.clone());
             }
@@ -138,7 +282,7 @@ impl SpineApp {
 
 impl eframe::App for SpineApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        if self.drain_events() {
+        if self.poll_switch() | self.drain_events() {
             ctx.request_repaint();
         }
         // Ages in the status bar tick; nothing else repaints without an event.

@@ -1,7 +1,9 @@
 //! Where to connect: the `--registry` value (or `CONSUL_HTTP_ADDR`, or etcdctl's
 //! `ETCDCTL_ENDPOINTS`) turned into a registry kind and base URL(s), and the `--metrics`
 //! value into a metrics source. Pure parsing, no I/O here; [`consul`] gathers the Consul
-//! settings (token, TLS files, datacenter) from the environment and reads the files they name.
+//! settings (token, TLS files, datacenter) from the environment and reads the files they name;
+//! [`file`] is the TOML config file with named contexts, and [`resolve`] merges flags,
+//! environment and the chosen context (flag > environment > config file).
 
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use crate::model::types::RegistryKind;
 use crate::registry::etcd::parse_endpoints;
 
 pub mod consul;
+pub mod file;
+pub mod resolve;
 
 /// The registry the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]

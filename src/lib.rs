@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod io;
+pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod net;

@@ -1,25 +1,22 @@
 //! spine-dash: CLI, logging, tokio runtime, then the window (or a headless snapshot).
+//! Settings are merged by `config::resolve` (flag > environment > config file context)
+//! and turned into running parts by `launch`.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use spine_dash::app::SpineApp;
-use spine_dash::config::consul::{ConsulEnv, ConsulSettings};
-use spine_dash::config::{RegistryChoice, choose_registry, parse_metrics};
-use spine_dash::demo::{DemoConfig, DemoSpine};
-use spine_dash::io::{self, IoConfig, IoHandle, Wake};
+use spine_dash::config::file::{ConfigFile, default_config_path, known_list};
+use spine_dash::config::resolve::{Flags, resolve};
+use spine_dash::io::Wake;
+use spine_dash::launch::{Launch, PromptFn, RegistryClient, Switcher, no_wake};
 use spine_dash::model::snapshot::SnapshotDoc;
-use spine_dash::model::{Model, RegistryInfo};
-use spine_dash::registry::Registry;
-use spine_dash::registry::consul::ConsulClient;
-use spine_dash::registry::consul::kv::ConsulKvClient;
-use spine_dash::registry::etcd::settings::resolve_credentials;
 use spine_dash::registry::etcd::wire::Secret;
-use spine_dash::registry::etcd::{EtcdClient, EtcdSettings, PasswordSources};
 use spine_dash::registry::sdk::{LookupError, Registration, ServiceSdk};
 use spine_dash::sdk_cli;
 
@@ -30,10 +27,18 @@ use spine_dash::sdk_cli;
     about = "Live highway map of a service registry + Envoy sidecars"
 )]
 struct Cli {
-    /// Registry: `demo` (default), `consul://host:8500`, `consul+https://host:8501`,
-    /// `consul+kv://host:8500` (KV mode, no Connect), `etcd://h1:2379,h2:2379`,
-    /// `etcd+https://h1:2379` (or `ETCDCTL_ENDPOINTS`).
-    #[arg(long, global = true, env = "CONSUL_HTTP_ADDR")]
+    /// Config file with named contexts (default: `config.toml` in the platform config dir,
+    /// e.g. `~/.config/spine-dash/config.toml`; a missing default file is fine).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Context of the config file to use (or `SPINE_DASH_CONTEXT`; default: the file's
+    /// `default_context`). Flags, then environment variables, override its values.
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
+    /// Registry (else `CONSUL_HTTP_ADDR`, `ETCDCTL_ENDPOINTS`, the context's): `demo`
+    /// (default), `consul://host:8500`, `consul+https://host:8501`, `consul+kv://host:8500`
+    /// (KV mode, no Connect), `etcd://h1:2379,h2:2379`, `etcd+https://h1:2379`.
+    #[arg(long, global = true)]
     registry: Option<String>,
     #[command(flatten)]
     etcd: EtcdArgs,
@@ -44,10 +49,11 @@ struct Cli {
     /// Never write to the registry.
     #[arg(long, global = true)]
     read_only: bool,
-    /// Lane metrics: `sidecars` (default: scrape each sidecar's `Meta.metrics_url`) or a
-    /// Prometheus server that scrapes them: `prometheus://host:9090`,
-    /// `prometheus+https://host[/prefix]`, options `?window=1m&interval=5s`.
-    #[arg(long, global = true, env = "SPINE_DASH_METRICS")]
+    /// Lane metrics (else `SPINE_DASH_METRICS`, the context's): `sidecars` (default: scrape
+    /// each sidecar's `Meta.metrics_url`) or a Prometheus server that scrapes them:
+    /// `prometheus://host:9090`, `prometheus+https://host[/prefix]`, options
+    /// `?window=1m&interval=5s`.
+    #[arg(long, global = true)]
     metrics: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -61,6 +67,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the config file's contexts (name, registry, metrics; default and active).
+    Contexts,
     /// Register an instance (the design's `register`); with `--ttl` stay in the
     /// foreground keeping it alive, and deregister on Ctrl-C.
     Register {
@@ -87,56 +95,61 @@ enum Cmd {
     },
 }
 
-/// etcd connection settings, named as etcdctl names them. Secrets never come from a flag
-/// value (flags show in `ps`): the password is in `ETCDCTL_USER=user:password`,
-/// `ETCDCTL_PASSWORD`, a file, or typed at a prompt.
+/// etcd connection settings, named as etcdctl names them (each flag beats its `ETCDCTL_*`
+/// variable, which beats the context). Secrets never come from a flag value (flags show
+/// in `ps`): the password is in `ETCDCTL_USER=user:password`, `ETCDCTL_PASSWORD`, a file,
+/// or typed at a prompt.
 #[derive(clap::Args, Debug)]
 struct EtcdArgs {
-    /// etcd: CA certificate file (PEM) that signed the members' certificates.
-    #[arg(long = "etcd-cacert", global = true, env = "ETCDCTL_CACERT")]
+    /// etcd: CA certificate file (PEM) that signed the members' certificates (else
+    /// `ETCDCTL_CACERT`).
+    #[arg(long = "etcd-cacert", global = true)]
     cacert: Option<PathBuf>,
-    /// etcd: client certificate file (PEM) for mTLS.
-    #[arg(long = "etcd-cert", global = true, env = "ETCDCTL_CERT")]
+    /// etcd: client certificate file (PEM) for mTLS (else `ETCDCTL_CERT`).
+    #[arg(long = "etcd-cert", global = true)]
     cert: Option<PathBuf>,
-    /// etcd: client key file (PEM) for mTLS.
-    #[arg(long = "etcd-key", global = true, env = "ETCDCTL_KEY")]
+    /// etcd: client key file (PEM) for mTLS (else `ETCDCTL_KEY`).
+    #[arg(long = "etcd-key", global = true)]
     key: Option<PathBuf>,
-    /// etcd: `user` or `user:password` (when auth is on).
-    #[arg(
-        long = "etcd-user",
-        global = true,
-        env = "ETCDCTL_USER",
-        hide_env_values = true
-    )]
+    /// etcd: `user` or `user:password` when auth is on (else `ETCDCTL_USER`).
+    #[arg(long = "etcd-user", global = true)]
     user: Option<String>,
     /// etcd: file whose first line is the user's password.
     #[arg(long = "password-file", global = true)]
     password_file: Option<PathBuf>,
 }
 
-impl EtcdArgs {
-    /// The settings for these endpoints: files as given (read when the client is built),
-    /// the password resolved now (a prompt only on a terminal).
-    fn settings(&self, endpoints: Vec<String>) -> Result<EtcdSettings> {
-        let sources = PasswordSources {
-            file: self.password_file.clone(),
-            env: std::env::var("ETCDCTL_PASSWORD").ok().map(Secret::new),
-            prompt: std::io::stdin().is_terminal(),
-        };
-        let credentials = resolve_credentials(self.user.as_deref(), &sources, |q| {
-            rpassword::prompt_password(q)
-        })
-        .map_err(anyhow::Error::msg)?;
-        let mut settings = EtcdSettings::new(endpoints);
-        settings.ca_file.clone_from(&self.cacert);
-        settings.cert_file.clone_from(&self.cert);
-        settings.key_file.clone_from(&self.key);
-        settings.credentials = credentials;
-        Ok(settings)
+impl Cli {
+    /// What the command line said, for [`resolve`].
+    fn flags(&self) -> Flags {
+        Flags {
+            context: self.context.clone(),
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+            datacenter: self.datacenter.clone(),
+            read_only: self.read_only,
+            etcd_cacert: self.etcd.cacert.clone(),
+            etcd_cert: self.etcd.cert.clone(),
+            etcd_key: self.etcd.key.clone(),
+            etcd_user: self.etcd.user.clone().map(Secret::new),
+            password_file: self.etcd.password_file.clone(),
+        }
     }
 }
 
-fn main() -> Result<()> {
+/// Runs, and prints a failure as one line (`Error: …`, its causes joined with `: `),
+/// whatever `RUST_BACKTRACE` says: startup messages stay one line.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -145,12 +158,31 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let choice = choose_registry(
-        cli.registry.as_deref(),
-        std::env::var("ETCDCTL_ENDPOINTS").ok().as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let metrics = parse_metrics(cli.metrics.as_deref().unwrap_or("sidecars"))?;
+    let (config_path, required) = match &cli.config {
+        Some(p) => (Some(p.clone()), true),
+        None => (default_config_path(), false),
+    };
+    let file = match &config_path {
+        Some(p) => ConfigFile::load(p, required)?,
+        None => None,
+    };
+    let flags = cli.flags();
+    if matches!(cli.command, Some(Cmd::Contexts)) {
+        return print_contexts(&flags, file.as_ref(), config_path.as_deref());
+    }
+    let resolved =
+        resolve(&flags, &|k| std::env::var(k).ok(), file.as_ref()).map_err(|e| {
+            match (&file, &config_path) {
+                (None, Some(p)) if e.ends_with("there is no config file") => {
+                    anyhow::anyhow!("{e} (looked for {})", p.display())
+                }
+                _ => anyhow::Error::msg(e),
+            }
+        })?;
+    for note in &resolved.notes {
+        tracing::warn!("{note}");
+    }
+    tracing::info!("settings: {}", resolved.describe());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -160,51 +192,19 @@ fn main() -> Result<()> {
         .context("starting the tokio runtime")?;
     let _guard = rt.enter();
 
-    if let RegistryChoice::Etcd(endpoints) = &choice {
-        let settings = cli.etcd.settings(endpoints.clone())?;
-        let client = EtcdClient::new(&settings).map_err(|e| anyhow::anyhow!("etcd: {e}"))?;
-        tracing::info!("registry: etcd at {}", endpoints.join(","));
-        return run_etcd(&rt, client, cli);
-    }
-    let demo = match choice {
-        RegistryChoice::Demo => Some(
-            rt.block_on(DemoSpine::start(DemoConfig::default()))
-                .context("starting the embedded demo spine")?,
-        ),
-        RegistryChoice::Consul(_) | RegistryChoice::ConsulKv(_) | RegistryChoice::Etcd(_) => None,
-    };
-    let address = match (&choice, &demo) {
-        (RegistryChoice::Consul(url) | RegistryChoice::ConsulKv(url), _) => url.clone(),
-        (RegistryChoice::Etcd(endpoints), _) => endpoints.join(","),
-        (RegistryChoice::Demo, Some(d)) => d.registry_url(),
-        (RegistryChoice::Demo, None) => bail!("demo spine missing"),
-    };
-    tracing::info!("registry: {} at {address}", choice.kind().as_str());
-    // Token and TLS files come from the environment only (never a flag: flags show in
-    // `ps`); the files are read now, so a missing one stops here with a clear message.
-    let kv_mode = matches!(choice, RegistryChoice::ConsulKv(_));
-    let settings = match choice {
-        RegistryChoice::Demo => {
-            let mut s = ConsulSettings::new(&address);
-            s.datacenter.clone_from(&cli.datacenter);
-            s
-        }
-        RegistryChoice::Consul(_) | RegistryChoice::ConsulKv(_) => {
-            let env =
-                ConsulEnv::from_vars(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
-            ConsulSettings::load(&address, kv_mode, cli.datacenter.as_deref(), &env)
-                .map_err(anyhow::Error::msg)?
-        }
-        RegistryChoice::Etcd(_) => bail!("etcd is handled above"),
-    };
-    let client = ConsulClient::from_settings(&settings)
-        .map_err(|e| anyhow::anyhow!("registry settings: {e}"))?;
-    let config = IoConfig {
-        read_only: cli.read_only,
-        prometheus: metrics.prometheus().cloned(),
-        ..IoConfig::default()
-    };
-    if let Some(p) = &config.prometheus {
+    let prompt: Option<PromptFn> = std::io::stdin()
+        .is_terminal()
+        .then(|| Box::new(|q: &str| rpassword::prompt_password(q)) as PromptFn);
+    let known = file.as_ref().map(ConfigFile::names).unwrap_or_default();
+    let launch = rt
+        .block_on(Launch::prepare(&resolved, known, prompt))
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        "registry: {} at {}",
+        launch.model.registry.kind.as_str(),
+        launch.model.registry.address
+    );
+    if let Some(p) = &launch.config.prometheus {
         tracing::info!(
             "metrics: Prometheus, rate window {:?}, every {:?}, at {}",
             p.window,
@@ -214,32 +214,16 @@ fn main() -> Result<()> {
     } else {
         tracing::info!("metrics: scraping each sidecar");
     }
-    let info = RegistryInfo {
-        kind: choice.kind(),
-        address,
-        datacenter: settings.datacenter.clone(),
-        writable: !cli.read_only,
-    };
-    let mut model = Model::new(info, config.registry_interval, config.scrape_interval);
-    if let Some(p) = &config.prometheus {
-        model = model.with_prometheus(p);
-    }
-
-    let result = match (cli.command, kv_mode) {
-        (Some(Cmd::Snapshot { json }), false) => {
-            rt.block_on(snapshot(client, demo.clone(), config, model, json))
-        }
-        (Some(Cmd::Snapshot { json }), true) => rt.block_on(snapshot(
-            ConsulKvClient::new(client),
-            demo.clone(),
-            config,
-            model,
-            json,
-        )),
-        (None, false) => run_window(client, demo.clone(), config, model),
-        (None, true) => run_window(ConsulKvClient::new(client), demo.clone(), config, model),
-        (Some(cmd), false) => rt.block_on(run_sdk(&client, cmd)),
-        (Some(cmd), true) => rt.block_on(run_sdk(&ConsulKvClient::new(client), cmd)),
+    let demo = launch.demo.clone();
+    let switcher = file.map(|file| Switcher { flags, file });
+    let result = match cli.command {
+        None => run_window(launch, switcher),
+        Some(Cmd::Snapshot { json }) => rt.block_on(snapshot(launch, json)),
+        Some(cmd) => match &launch.client {
+            RegistryClient::Consul(c) => rt.block_on(run_sdk(c, cmd)),
+            RegistryClient::ConsulKv(c) => rt.block_on(run_sdk(c, cmd)),
+            RegistryClient::Etcd(c) => rt.block_on(run_sdk(c, cmd)),
+        },
     };
     if let Some(d) = demo {
         d.shutdown();
@@ -247,24 +231,74 @@ fn main() -> Result<()> {
     result
 }
 
-/// The window, `snapshot` or an SDK subcommand against etcd.
-fn run_etcd(rt: &tokio::runtime::Runtime, client: EtcdClient, cli: Cli) -> Result<()> {
-    let config = IoConfig {
-        read_only: cli.read_only,
-        ..IoConfig::default()
+/// `spine-dash contexts`: the file's contexts as written (the file holds no secret), the
+/// default and the active one marked.
+fn print_contexts(
+    flags: &Flags,
+    file: Option<&ConfigFile>,
+    looked_at: Option<&Path>,
+) -> Result<()> {
+    let Some(file) = file else {
+        println!(
+            "no config file (looked for {}); see assets/config.example.toml",
+            looked_at.map_or_else(
+                || "none: no home directory".into(),
+                |p| p.display().to_string()
+            )
+        );
+        return Ok(());
     };
-    let info = RegistryInfo {
-        kind: spine_dash::model::types::RegistryKind::Etcd,
-        address: client.endpoints().join(","),
-        datacenter: None,
-        writable: !cli.read_only,
+    let active = flags
+        .context
+        .clone()
+        .or_else(|| {
+            std::env::var("SPINE_DASH_CONTEXT")
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        })
+        .or_else(|| file.default_context.clone());
+    println!("config file: {}", file.path.display());
+    let rows: Vec<[String; 4]> = file
+        .contexts
+        .values()
+        .map(|c| {
+            let mut marks = Vec::new();
+            if file.default_context.as_deref() == Some(c.name.as_str()) {
+                marks.push("default");
+            }
+            if active.as_deref() == Some(c.name.as_str()) {
+                marks.push("active");
+            }
+            [
+                c.name.clone(),
+                c.spec.registry.clone().unwrap_or_else(|| "-".into()),
+                c.spec.metrics.clone().unwrap_or_else(|| "-".into()),
+                marks.join(", "),
+            ]
+        })
+        .collect();
+    let width = |i: usize, title: &str| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([title.len()])
+            .max()
+            .unwrap_or(0)
     };
-    let model = Model::new(info, config.registry_interval, config.scrape_interval);
-    match cli.command {
-        None => run_window(client, None, config, model),
-        Some(Cmd::Snapshot { json }) => rt.block_on(snapshot(client, None, config, model, json)),
-        Some(cmd) => rt.block_on(run_sdk(&client, cmd)),
+    let (w0, w1, w2) = (width(0, "NAME"), width(1, "REGISTRY"), width(2, "METRICS"));
+    let header = format!("  {:<w0$}  {:<w1$}  {:<w2$}", "NAME", "REGISTRY", "METRICS");
+    println!("{}", header.trim_end());
+    for [name, registry, metrics, marks] in &rows {
+        let star = if marks.contains("active") { '*' } else { ' ' };
+        let line = format!("{star} {name:<w0$}  {registry:<w1$}  {metrics:<w2$}  {marks}");
+        println!("{}", line.trim_end());
     }
+    if let Some(name) = active
+        && !file.contexts.contains_key(&name)
+    {
+        bail!("unknown context '{name}'; {}", known_list(&file.names()));
+    }
+    Ok(())
 }
 
 /// The design's SDK subcommands over any backend that implements [`ServiceSdk`].
@@ -307,16 +341,11 @@ async fn run_sdk<S: ServiceSdk>(sdk: &S, cmd: Cmd) -> Result<()> {
             eprintln!("deregistered {n} registration(s) of {name}");
             Ok(())
         }
-        Cmd::Snapshot { .. } => bail!("snapshot is not an SDK call"),
+        Cmd::Snapshot { .. } | Cmd::Contexts => bail!("not an SDK call"),
     }
 }
 
-fn run_window<R: Registry + 'static>(
-    client: R,
-    demo: Option<DemoSpine>,
-    config: IoConfig,
-    model: Model,
-) -> Result<()> {
+fn run_window(launch: Launch, switcher: Option<Switcher>) -> Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("spine-dash")
@@ -330,8 +359,12 @@ fn run_window<R: Registry + 'static>(
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             let wake: Wake = Arc::new(move || ctx.request_repaint_after(Duration::from_millis(10)));
-            let io = io::spawn(client, demo, &config, &wake);
-            Ok(Box::new(SpineApp::new(model, io, cc.storage)))
+            let (model, io, demo) = launch.spawn(&wake);
+            let app = SpineApp::new(model, io, cc.storage);
+            Ok(Box::new(match switcher {
+                Some(s) => app.with_switcher(s, demo, wake),
+                None => app,
+            }))
         }),
     )
     .map_err(|e| anyhow::anyhow!("window: {e}"))
@@ -339,18 +372,11 @@ fn run_window<R: Registry + 'static>(
 
 /// Headless: warm up (demo), then wait until the registry answered and every sidecar has
 /// two scrapes (or Prometheus answered), then print the model.
-async fn snapshot<R: Registry + 'static>(
-    client: R,
-    demo: Option<DemoSpine>,
-    config: IoConfig,
-    mut model: Model,
-    json: bool,
-) -> Result<()> {
-    if demo.is_some() {
+async fn snapshot(launch: Launch, json: bool) -> Result<()> {
+    if launch.demo.is_some() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    let wake: Wake = Arc::new(|| {});
-    let mut io: IoHandle = io::spawn(client, demo, &config, &wake);
+    let (mut model, mut io, _demo) = launch.spawn(&no_wake());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let metrics_ready = match &model.prometheus {

@@ -109,6 +109,9 @@ pub enum Command {
     RefreshNow,
     /// Read and write another datacenter of the registry (Consul `?dc=`).
     SetDatacenter(String),
+    /// Use another context of the config file: the app (not the io layer) tears down the
+    /// io tasks and starts new ones with a fresh model.
+    SwitchContext(String),
 }
 
 mod http;

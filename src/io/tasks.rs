@@ -442,6 +442,8 @@ async fn handle_commands<R: Registry>(
                 refresh.notify_one();
                 continue;
             }
+            // The app handles a context switch itself (new io tasks); nothing to do here.
+            Command::SwitchContext(_) => continue,
             Command::SetDatacenter(dc) => {
                 let switched = registry.set_datacenter(&dc);
                 match &switched {

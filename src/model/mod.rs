@@ -188,6 +188,10 @@ pub struct Model {
     pub prometheus: Option<prom::PromState>,
     /// Datacenters the registry offers (the header's picker), nearest first.
     pub datacenters: Vec<String>,
+    /// The config file's context in use (`--context`), shown in the header.
+    pub context: Option<String>,
+    /// Every context of the config file (the header's switcher), sorted.
+    pub contexts: Vec<String>,
 }
 
 impl Model {
@@ -219,7 +223,17 @@ impl Model {
             lane_index: index::LaneIndex::default(),
             prometheus: None,
             datacenters: Vec::new(),
+            context: None,
+            contexts: Vec::new(),
         }
+    }
+
+    /// Names the config file's context in use and the others it has (header).
+    #[must_use]
+    pub fn with_context(mut self, context: Option<&str>, known: Vec<String>) -> Self {
+        self.context = context.map(str::to_owned);
+        self.contexts = known;
+        self
     }
 
     /// Sets the `Instant` ↔ wall-clock pair used by [`Model::wall_at`] (tests inject one;
@@ -350,6 +364,11 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Adds a notice (e.g. a context switch that failed), shown in the status bar.
+    pub fn push_notice(&mut self, at: Instant, is_error: bool, text: String) {
+        self.notice(at, is_error, text);
     }
 
     /// Records that a write was sent (called when the view emits the command).

@@ -27,6 +27,8 @@ pub struct RegistryDoc {
     pub ok: bool,
     /// Last error text, `null` when ok.
     pub error: Option<String>,
+    /// The config file's context in use, `null` without one.
+    pub context: Option<String>,
 }
 
 /// One service.
@@ -105,6 +107,7 @@ impl SnapshotDoc {
             ok: model.registry_status.last_ok.is_some()
                 && model.registry_status.last_error.is_none(),
             error: model.registry_status.last_error.clone(),
+            context: model.context.clone(),
         };
         let services = model
             .services

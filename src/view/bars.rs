@@ -55,6 +55,7 @@ pub fn header_ui(
             ui.label(format!("{} at {}", reg.kind.as_str(), reg.address));
         }
         datacenter_ui(ui, model, commands);
+        context_ui(ui, model, commands);
         ui.separator();
         if reg.writable {
             ui.label("writable");
@@ -114,6 +115,34 @@ pub fn header_ui(
             }
         });
     });
+}
+
+/// The config file's context in use; a picker when the file has others (choosing one
+/// emits [`Command::SwitchContext`]).
+fn context_ui(ui: &mut Ui, model: &Model, commands: &mut Vec<Command>) {
+    let Some(current) = &model.context else {
+        return;
+    };
+    ui.separator();
+    let label = ui.label("context");
+    if model.contexts.len() < 2 {
+        ui.strong(current);
+        return;
+    }
+    let mut chosen = current.clone();
+    egui::ComboBox::from_id_salt("context")
+        .selected_text(RichText::new(current).strong())
+        .show_ui(ui, |ui| {
+            for name in &model.contexts {
+                ui.selectable_value(&mut chosen, name.clone(), name);
+            }
+        })
+        .response
+        .labelled_by(label.id)
+        .on_hover_text("another context starts new connections (as spine-dash --context NAME)");
+    if &chosen != current {
+        commands.push(Command::SwitchContext(chosen));
+    }
 }
 
 /// The datacenter: a small picker when the registry offers several, else its name.
