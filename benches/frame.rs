@@ -20,10 +20,12 @@ fn measure(name: &str, app: &mut SpineApp, frames: usize) {
     };
     // Warm-up: fonts, layout caches, the first fit.
     for _ in 0..5 {
-        let out = ctx.run_ui(input(), |ui| app.ui_root(ui));
+        let mut out = ctx.run_ui(input(), |ui| app.ui_root(ui));
+        out.textures_delta.clear(); // no GPU here: nothing uploads them
         let _ = ctx.tessellate(out.shapes, out.pixels_per_point);
     }
-    let out = ctx.run_ui(input(), |ui| app.ui_root(ui));
+    let mut out = ctx.run_ui(input(), |ui| app.ui_root(ui));
+    out.textures_delta.clear(); // no GPU here: nothing uploads them
     let shapes = out.shapes.len();
     let meshes = ctx.tessellate(out.shapes, out.pixels_per_point);
     let vertices: usize = meshes
@@ -37,7 +39,8 @@ fn measure(name: &str, app: &mut SpineApp, frames: usize) {
     let mut times: Vec<Duration> = (0..frames)
         .map(|_| {
             let start = Instant::now();
-            let out = ctx.run_ui(input(), |ui| app.ui_root(ui));
+            let mut out = ctx.run_ui(input(), |ui| app.ui_root(ui));
+            out.textures_delta.clear(); // no GPU here: nothing uploads them
             let meshes = ctx.tessellate(out.shapes, out.pixels_per_point);
             std::hint::black_box(meshes);
             start.elapsed()
@@ -63,26 +66,34 @@ fn app_for(m: spine_dash::model::Model, now: Instant, selected: Option<&str>) ->
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this as a smoke test
+    // (a few frames of small models), so CI stays quick and the bench still builds and runs.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (frames, big_frames, size) = if full { (300, 60, 500) } else { (3, 2, 40) };
     let now = Instant::now();
     let mut demo = app_for(model(&demo_services(), &demo_lanes(), now), now, None);
-    measure("demo spine (6 services)", &mut demo, 300);
+    measure("demo spine (6 services)", &mut demo, frames);
     let mut demo_sel = app_for(
         model(&demo_services(), &demo_lanes(), now),
         now,
         Some("identity"),
     );
-    measure("demo spine + inspector", &mut demo_sel, 300);
-    let (services, lanes) = mesh(500);
+    measure("demo spine + inspector", &mut demo_sel, frames);
+    let (services, lanes) = mesh(size);
     let built = Instant::now();
     let m = model(&services, &lanes, now);
     println!(
-        "model  500 services / {} lanes built through Model::apply in {:.0} ms",
+        "model  {size} services / {} lanes built through Model::apply in {:.0} ms",
         m.lanes.len(),
         built.elapsed().as_secs_f64() * 1000.0
     );
     let mut big = app_for(m.clone(), now, None);
-    measure("synthetic 500 services", &mut big, 60);
+    measure(&format!("synthetic {size} services"), &mut big, big_frames);
     let mut still = app_for(m, now, None);
     still.view_mut().particles = false;
-    measure("synthetic 500, no particles", &mut still, 60);
+    measure(
+        &format!("synthetic {size}, no particles"),
+        &mut still,
+        big_frames,
+    );
 }
