@@ -20,20 +20,7 @@ struct Ui {
 }
 
 fn demo_ui() -> Ui {
-    let m = model(&demo_services(), &demo_lanes(), Instant::now());
-    let (events, event_rx) = mpsc::channel(16);
-    let (cmd_tx, commands) = mpsc::channel(16);
-    let mut app = SpineApp::with_channels(m, event_rx, cmd_tx);
-    app.view_mut().particles = false;
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut SpineApp| app.ui_root(ui), app);
-    harness.run_steps(3);
-    Ui {
-        harness,
-        _events: events,
-        _commands: commands,
-    }
+    ui_with(&demo_lanes())
 }
 
 fn station_rect(h: &Harness<'static, SpineApp>, name: &str) -> egui::Rect {

@@ -90,6 +90,37 @@ pub struct Datacenters {
     pub known: Vec<String>,
 }
 
+impl FollowContext {
+    /// Sends one report; `false` when the UI is gone (the caller should return).
+    pub async fn report(
+        &self,
+        result: Result<Option<RegistrySnapshot>, RegistryError>,
+        next_within: Duration,
+    ) -> bool {
+        self.out
+            .send(FeedUpdate {
+                result,
+                next_within,
+            })
+            .await
+            .is_ok()
+    }
+}
+
+/// A number in `[0, 1)` that differs from call to call: retry jitter and `lookup`'s
+/// weighted choice (no random-number crate needed for that).
+#[must_use]
+pub fn unit_random() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Operations every registry backend offers to the io layer.
 pub trait Registry: Send + Sync {
     /// The datacenters to offer in the header's picker (default: none).

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::RegistryError;
+use super::{RegistryError, unit_random};
 use crate::model::types::Split;
 
 /// What `spine-dash register <name> <url> [--version v] [--ttl 15s]` asks for.
@@ -107,23 +107,11 @@ pub trait ServiceSdk: Send + Sync {
                 service,
                 &candidates,
                 split.as_ref(),
-                fastrand_unit(),
-                fastrand_unit(),
+                unit_random(),
+                unit_random(),
             )
         }
     }
-}
-
-/// A number in `[0, 1)` that differs from call to call (no crate needed for this).
-fn fastrand_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The pure choice behind `lookup`: `version_roll` in `[0, 1)` picks a version by the
@@ -240,7 +228,7 @@ mod tests {
     #[test]
     fn rolls_are_in_range() {
         for _ in 0..100 {
-            let r = fastrand_unit();
+            let r = unit_random();
             assert!((0.0..1.0).contains(&r));
         }
     }

@@ -47,7 +47,7 @@ use super::{
     parse_splitter_list,
 };
 use crate::model::types::{RegistrySnapshot, ServiceEntry, SplitConfig};
-use crate::registry::{FeedUpdate, FollowContext, RegistryError};
+use crate::registry::{FollowContext, RegistryError, unit_random};
 
 /// Longest pause between retries of a failing query.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -154,18 +154,6 @@ impl Backoff {
     pub fn failures(&self) -> u32 {
         self.failures
     }
-}
-
-/// A number in `[0, 1)` that differs from call to call.
-pub(crate) fn jitter_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// One bulk endpoint a view follows.
@@ -363,7 +351,7 @@ pub(crate) async fn follow_with<V: MeshView>(
                         }
                         w.failing = true;
                         errors.push(e);
-                        w.backoff.next_delay(jitter_unit())
+                        w.backoff.next_delay(unit_random())
                     }
                 };
                 let index = w.tracker.index();
@@ -371,7 +359,7 @@ pub(crate) async fn follow_with<V: MeshView>(
             }
         }
         for e in errors {
-            if !send(&ctx, Err(e), next_within).await {
+            if !ctx.report(Err(e), next_within).await {
                 return;
             }
         }
@@ -388,13 +376,13 @@ pub(crate) async fn follow_with<V: MeshView>(
                         last = Some(snapshot.clone());
                         Ok(Some(snapshot))
                     };
-                    if !send(&ctx, result, next_within).await {
+                    if !ctx.report(result, next_within).await {
                         return;
                     }
                 }
                 Err(e) => {
-                    retry_build = Some(Instant::now() + build_backoff.next_delay(jitter_unit()));
-                    if !send(&ctx, Err(e), next_within).await {
+                    retry_build = Some(Instant::now() + build_backoff.next_delay(unit_random()));
+                    if !ctx.report(Err(e), next_within).await {
                         return;
                     }
                 }
@@ -403,7 +391,7 @@ pub(crate) async fn follow_with<V: MeshView>(
             && !any_failing
             && !dirty
             && last.is_some()
-            && !send(&ctx, Ok(None), next_within).await
+            && !ctx.report(Ok(None), next_within).await
         {
             return;
         }
@@ -419,20 +407,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 fn is_invalid_index(e: &RegistryError) -> bool {
     matches!(e, RegistryError::Http { status: 400, body, .. } if body.contains("Invalid index"))
-}
-
-async fn send(
-    ctx: &FollowContext,
-    result: Result<Option<RegistrySnapshot>, RegistryError>,
-    next_within: Duration,
-) -> bool {
-    ctx.out
-        .send(FeedUpdate {
-            result,
-            next_within,
-        })
-        .await
-        .is_ok()
 }
 
 // ---------------------------------------------------------------------------------------

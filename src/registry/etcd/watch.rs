@@ -33,7 +33,7 @@ use super::EtcdClient;
 use super::layout::{PREFIXES, snapshot_from_kvs};
 use super::wire::{EventType, KeyValue, StreamLine, WatchResponse, decode, watch_create};
 use crate::model::types::RegistrySnapshot;
-use crate::registry::{FeedUpdate, FollowContext, RegistryError};
+use crate::registry::{FollowContext, RegistryError, unit_random};
 
 /// Events arriving within this time after one another give one snapshot.
 pub const FLUSH_DELAY: Duration = Duration::from_millis(20);
@@ -150,13 +150,13 @@ pub(super) async fn follow(client: EtcdClient, ctx: FollowContext) {
                 Ok((kvs, revision)) => {
                     let v = View::new(kvs, revision);
                     let snap = v.snapshot(&client, &mut warned);
-                    if !send(&ctx, Ok(Some(snap)), heartbeat).await {
+                    if !ctx.report(Ok(Some(snap)), heartbeat).await {
                         return;
                     }
                     v
                 }
                 Err(e) => {
-                    if !send(&ctx, Err(e), heartbeat).await || !pause(&ctx, attempt).await {
+                    if !ctx.report(Err(e), heartbeat).await || !pause(&ctx, attempt).await {
                         return;
                     }
                     attempt = attempt.saturating_add(1).max(1);
@@ -181,7 +181,7 @@ pub(super) async fn follow(client: EtcdClient, ctx: FollowContext) {
                     hint: Some("the watch was refused: check ETCDCTL_USER and the user's READ permission on /services/ and /mesh/splits/".into()),
                 };
                 view = Some(v);
-                if !send(&ctx, Err(e), heartbeat).await || !pause(&ctx, attempt).await {
+                if !ctx.report(Err(e), heartbeat).await || !pause(&ctx, attempt).await {
                     return;
                 }
                 attempt = attempt.saturating_add(1).max(1);
@@ -189,7 +189,7 @@ pub(super) async fn follow(client: EtcdClient, ctx: FollowContext) {
             }
             Err(End::Broken(e)) => {
                 view = Some(v);
-                if !send(&ctx, Err(e), heartbeat).await || !pause(&ctx, attempt).await {
+                if !ctx.report(Err(e), heartbeat).await || !pause(&ctx, attempt).await {
                     return;
                 }
                 attempt = attempt.saturating_add(1).max(1);
@@ -198,7 +198,7 @@ pub(super) async fn follow(client: EtcdClient, ctx: FollowContext) {
             Err(End::Closed) => return,
         };
         // Watching (again): fresh, and the next heartbeat is one period from now.
-        if !send(&ctx, Ok(None), heartbeat).await {
+        if !ctx.report(Ok(None), heartbeat).await {
             return;
         }
         let started = Instant::now();
@@ -233,21 +233,6 @@ pub(super) async fn follow(client: EtcdClient, ctx: FollowContext) {
     }
 }
 
-/// Sends one report; `false` when the UI is gone.
-async fn send(
-    ctx: &FollowContext,
-    result: Result<Option<RegistrySnapshot>, RegistryError>,
-    next_within: Duration,
-) -> bool {
-    ctx.out
-        .send(FeedUpdate {
-            result,
-            next_within,
-        })
-        .await
-        .is_ok()
-}
-
 /// Waits before reconnection attempt `attempt` (0: at once, within 100 ms), or until a
 /// refresh; `false` when the UI is gone.
 async fn pause(ctx: &FollowContext, attempt: u32) -> bool {
@@ -272,18 +257,6 @@ pub fn backoff(attempt: u32, roll: f64) -> Duration {
         .saturating_mul(1u32 << (attempt - 1).min(16))
         .min(BACKOFF_MAX);
     base.mul_f64(0.5 + 0.5 * roll)
-}
-
-/// A number in `[0, 1)` that differs from call to call.
-fn unit_random() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Opens one watch per prefix from its revision + 1 and waits for each `created`.
@@ -452,13 +425,13 @@ async fn pump(
             () = &mut flush, if dirty => {
                 dirty = false;
                 let snap = view.snapshot(client, warned);
-                if !send(ctx, Ok(Some(snap)), heartbeat).await {
+                if !ctx.report(Ok(Some(snap)), heartbeat).await {
                     return End::Closed;
                 }
             }
             () = ctx.refresh.notified() => {
                 let snap = view.snapshot(client, warned);
-                if !send(ctx, Ok(Some(snap)), heartbeat).await {
+                if !ctx.report(Ok(Some(snap)), heartbeat).await {
                     return End::Closed;
                 }
             }
@@ -467,7 +440,7 @@ async fn pump(
                 // freshness deadline (two heartbeats) passes.
                 match tokio::time::timeout(heartbeat, client.status_at(index)).await {
                     Ok(Ok(_)) => {
-                        if !send(ctx, Ok(None), heartbeat).await {
+                        if !ctx.report(Ok(None), heartbeat).await {
                             return End::Closed;
                         }
                     }
