@@ -920,10 +920,18 @@ fn binary() -> Process {
         "ETCDCTL_KEY",
         "RUST_BACKTRACE",
         "RUST_LIB_BACKTRACE",
+        "SPINE_DASH_CONTEXT",
+        "SPINE_DASH_METRICS",
+        "CONSUL_HTTP_TOKEN",
+        "CONSUL_HTTP_TOKEN_FILE",
     ] {
         p.env_remove(var);
     }
-    p.env("RUST_LOG", "warn").stdin(Stdio::null());
+    // Never the developer's own config file (its default context could change the run).
+    let no_config = std::env::temp_dir().join("spine-dash-etcd-tests-no-config");
+    p.env("XDG_CONFIG_HOME", no_config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
     p
 }
 
