@@ -41,21 +41,6 @@ impl RegistryChoice {
     }
 }
 
-/// The registry from the `--registry` value (flag or `CONSUL_HTTP_ADDR`) if given, else
-/// etcdctl's `ETCDCTL_ENDPOINTS` (`h1:2379,https://h2:2379`) if set, else the demo.
-pub fn choose_registry(
-    value: Option<&str>,
-    etcdctl_endpoints: Option<&str>,
-) -> Result<RegistryChoice, String> {
-    match (value, etcdctl_endpoints.map(str::trim)) {
-        (Some(v), _) => parse_registry(v),
-        (None, Some(e)) if !e.is_empty() => parse_endpoints(e, "http")
-            .map(RegistryChoice::Etcd)
-            .map_err(|err| format!("ETCDCTL_ENDPOINTS: {err}")),
-        _ => Ok(RegistryChoice::Demo),
-    }
-}
-
 /// Parses `demo`, `consul://host:port`, `consul+https://host:port`, `consul+kv://host:port`,
 /// `consul+kv+https://host:port`, `http(s)://host:port`, a bare `host:port` (as
 /// `CONSUL_HTTP_ADDR` often is), `etcd://h1:2379,h2:2379` or `etcd+https://h1:2379,…`.
@@ -334,28 +319,6 @@ mod tests {
         assert_eq!(
             parse_registry("CONSUL+KV+HTTPS://c:8501"),
             Ok(RegistryChoice::ConsulKv("https://c:8501".into()))
-        );
-    }
-
-    #[test]
-    fn registry_from_flag_or_etcdctl_endpoints() {
-        assert_eq!(choose_registry(None, None), Ok(RegistryChoice::Demo));
-        assert_eq!(choose_registry(None, Some(" ")), Ok(RegistryChoice::Demo));
-        assert_eq!(
-            choose_registry(None, Some("127.0.0.1:2379,https://b:2379")),
-            Ok(RegistryChoice::Etcd(vec![
-                "http://127.0.0.1:2379".into(),
-                "https://b:2379".into()
-            ]))
-        );
-        assert_eq!(
-            choose_registry(Some("demo"), Some("a:1")),
-            Ok(RegistryChoice::Demo)
-        );
-        assert!(
-            choose_registry(None, Some("ftp://x"))
-                .unwrap_err()
-                .starts_with("ETCDCTL_ENDPOINTS:")
         );
     }
 }

@@ -96,12 +96,6 @@ impl Default for ViewState {
 }
 
 impl ViewState {
-    /// Whether a service passes the name filter.
-    #[must_use]
-    pub fn filter_matches(&self, name: &str) -> bool {
-        self.filter.is_empty() || name.contains(self.filter.trim())
-    }
-
     /// The active theme.
     #[must_use]
     pub fn theme(&self) -> Theme {
