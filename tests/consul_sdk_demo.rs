@@ -192,7 +192,7 @@ async fn kv_form_register_split_lookup_and_follow() {
     );
     assert_eq!(
         kv.write_split("sdk-id", &split, 0).await.unwrap(),
-        WriteOutcome::Conflict,
+        WriteOutcome::Conflict { theirs: None },
         "create-only twice"
     );
     for _ in 0..10 {

@@ -208,6 +208,7 @@ fn service(
     split: Option<SplitConfig>,
 ) -> ServiceEntry {
     ServiceEntry {
+        protocol: None,
         name: name.into(),
         instances,
         subsets: subsets.iter().map(|s| (*s).to_owned()).collect(),
@@ -227,6 +228,7 @@ fn expected_mesh() -> RegistrySnapshot {
     photo2.health = Health::Warning;
     photo2.check_output = r#"HTTP GET http://10.0.2.12:8080/health: 429 Too Many Requests Output: {"status":"overloaded","queue":512}"#.into();
     RegistrySnapshot {
+        drivers: Vec::new(),
         services: vec![
             service(
                 "gateway",
@@ -382,7 +384,7 @@ async fn splitter_write_keeps_every_field_it_does_not_own() {
     let before = stub.seen().len();
     assert_eq!(
         client.write_split("identity", &split, 2000).await,
-        Ok(WriteOutcome::Conflict)
+        Ok(WriteOutcome::Conflict { theirs: None })
     );
     assert!(stub.seen()[before..].iter().all(|s| s.method == "GET"));
 }
@@ -395,7 +397,7 @@ async fn cas_false_is_a_conflict() {
     let split = Split::from_pairs([("v1", 6667), ("v2", 3333)]);
     assert_eq!(
         client.write_split("identity", &split, 1190).await,
-        Ok(WriteOutcome::Conflict)
+        Ok(WriteOutcome::Conflict { theirs: None })
     );
     let seen = stub.seen();
     assert_eq!(seen.len(), 2);
@@ -1724,7 +1726,7 @@ async fn kv_mode_follows_both_prefixes_and_writes_with_cas() {
                 1191
             )
             .await,
-        Ok(WriteOutcome::Conflict)
+        Ok(WriteOutcome::Conflict { theirs: None })
     );
     let puts = kv.puts.lock().unwrap().clone();
     assert_eq!(puts.len(), 1);

@@ -564,7 +564,7 @@ async fn split_writes_land_and_a_stale_writer_gets_a_conflict() {
     let IoEvent::WriteFinished { result, .. } = done else {
         unreachable!()
     };
-    assert_eq!(result, Ok(WriteOutcome::Conflict));
+    assert_eq!(result, Ok(WriteOutcome::Conflict { theirs: None }));
     assert!(
         raw_get(&http, &base, "/mesh/splits/identity")
             .await
@@ -582,7 +582,7 @@ async fn split_writes_land_and_a_stale_writer_gets_a_conflict() {
     // are refused before sending.
     assert_eq!(
         colleague.write_split("identity", &mine, 0).await,
-        Ok(WriteOutcome::Conflict)
+        Ok(WriteOutcome::Conflict { theirs: None })
     );
     let bad = Split::from_pairs([("v1", 5000), ("v2", 4000)]);
     assert!(matches!(

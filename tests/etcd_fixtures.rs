@@ -56,6 +56,7 @@ fn inst(id: &str, service: &str, version: &str, address: &str, port: u16) -> Ins
 
 fn service(name: &str, instances: Vec<Instance>) -> ServiceEntry {
     ServiceEntry {
+        protocol: None,
         name: name.into(),
         instances,
         subsets: Vec::new(),
@@ -83,6 +84,7 @@ fn range_of_the_services_prefix_is_the_whole_snapshot() {
     let (snapshot, warnings) = snapshot_from_kvs(&range.kvs);
     assert!(warnings.is_empty());
     let expected = RegistrySnapshot {
+        drivers: Vec::new(),
         services: vec![
             service(
                 "gateway",
@@ -139,6 +141,7 @@ fn final_state_with_split_draining_instance_and_new_version() {
     assert_eq!(
         *identity,
         ServiceEntry {
+            protocol: None,
             name: "identity".into(),
             instances: vec![
                 draining,

@@ -133,7 +133,10 @@ async fn cas_conflict_reaches_the_model_as_conflict() {
     .await;
     assert_eq!(
         model.writes.get("identity"),
-        Some(&WriteState::Conflict { mine: split })
+        Some(&WriteState::Conflict {
+            mine: split,
+            theirs: None
+        })
     );
     assert!(
         model

@@ -52,7 +52,9 @@ fn demo_app() -> (SpineApp, mpsc::Receiver<Command>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let mut app = SpineApp::with_channels(model, event_rx, cmd_tx);
     let snapshot = RegistrySnapshot {
+        drivers: Vec::new(),
         services: vec![ServiceEntry {
+            protocol: None,
             name: "photo".into(),
             instances: vec![instance("photo-1", 4001), instance("photo-2", 4002)],
             subsets: vec![],

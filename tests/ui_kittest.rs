@@ -31,14 +31,17 @@ fn instance(id: &str, service: &str, version: &str, health: Health) -> Instance 
 /// gateway, and identity (v1 ×2, v2 ×1, split 80/20 at index 1190).
 fn identity_snapshot() -> RegistrySnapshot {
     RegistrySnapshot {
+        drivers: Vec::new(),
         services: vec![
             ServiceEntry {
+                protocol: None,
                 name: "gateway".into(),
                 instances: vec![instance("gateway-1", "gateway", "v1", Health::Passing)],
                 subsets: vec![],
                 split: None,
             },
             ServiceEntry {
+                protocol: None,
                 name: "identity".into(),
                 instances: vec![
                     instance("identity-v1-a", "identity", "v1", Health::Passing),
@@ -205,6 +208,7 @@ fn a_cas_conflict_is_shown_and_reapplying_uses_the_current_index() {
     let mine = Split::from_pairs([("v1", 5000), ("v2", 5000)]);
     // A colleague moved identity to 70/30 (index 1203) before our write landed.
     let theirs = ServiceEntry {
+        protocol: None,
         name: "identity".into(),
         instances: app.model().services["identity"].instances.clone(),
         subsets: vec!["v1".into(), "v2".into()],
@@ -217,13 +221,14 @@ fn a_cas_conflict_is_shown_and_reapplying_uses_the_current_index() {
         .try_send(IoEvent::WriteFinished {
             service: "identity".into(),
             split: mine.clone(),
-            result: Ok(spine_dash::registry::WriteOutcome::Conflict),
+            result: Ok(spine_dash::registry::WriteOutcome::Conflict { theirs: None }),
         })
         .unwrap();
     events
         .try_send(IoEvent::Registry {
             at: Instant::now(),
             result: Ok(Some(RegistrySnapshot {
+                drivers: Vec::new(),
                 services: vec![theirs],
             })),
             next_within: Duration::from_secs(1),

@@ -48,6 +48,7 @@ mod tests {
     fn registry(m: &mut Model, at: Instant, names: &[&str]) {
         let mut services: Vec<ServiceEntry> = m.services.values().cloned().collect();
         services.extend(m.gone.keys().map(|n| ServiceEntry {
+            protocol: None,
             name: n.clone(),
             instances: vec![],
             subsets: vec![],
@@ -57,7 +58,10 @@ mod tests {
         m.apply(
             IoEvent::Registry {
                 at,
-                result: Ok(Some(RegistrySnapshot { services })),
+                result: Ok(Some(RegistrySnapshot {
+                    drivers: Vec::new(),
+                    services,
+                })),
                 next_within: Duration::from_secs(1),
             },
             at,

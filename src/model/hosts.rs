@@ -210,8 +210,10 @@ mod tests {
         };
         let mut m = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
         let snap = RegistrySnapshot {
+            drivers: Vec::new(),
             services: vec![
                 ServiceEntry {
+                    protocol: None,
                     name: "gateway".into(),
                     instances: vec![
                         inst("gateway-1", "gateway", "v1", 11, Some("http://gw1")),
@@ -221,6 +223,7 @@ mod tests {
                     split: None,
                 },
                 ServiceEntry {
+                    protocol: None,
                     name: "identity".into(),
                     instances: vec![
                         inst("identity-v1-1", "identity", "v1", 31, None),
@@ -233,6 +236,7 @@ mod tests {
                     }),
                 },
                 ServiceEntry {
+                    protocol: None,
                     name: "photo".into(),
                     instances: vec![
                         inst("photo-1", "photo", "v1", 21, None),

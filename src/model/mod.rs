@@ -125,6 +125,8 @@ pub enum WriteState {
     Conflict {
         /// The split the operator asked for.
         mine: Split,
+        /// What the registry held at the conflict (`None`: no split stored, or unknown).
+        theirs: Option<types::SplitConfig>,
     },
     /// The write failed with this text (validation, ACL, transport…).
     Failed {
@@ -340,7 +342,7 @@ impl Model {
                         );
                         WriteState::Applied { split }
                     }
-                    Ok(WriteOutcome::Conflict) => {
+                    Ok(WriteOutcome::Conflict { theirs }) => {
                         self.notice(
                             now,
                             true,
@@ -348,7 +350,10 @@ impl Model {
                                 "{service}: conflict — the split changed in the registry since you loaded it; nothing was overwritten"
                             ),
                         );
-                        WriteState::Conflict { mine: split }
+                        WriteState::Conflict {
+                            mine: split,
+                            theirs,
+                        }
                     }
                     Err(error) => {
                         self.notice(now, true, format!("{service}: write failed: {error}"));
@@ -633,8 +638,10 @@ mod tests {
         };
         let mut m = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
         let snap = RegistrySnapshot {
+            drivers: Vec::new(),
             services: vec![
                 ServiceEntry {
+                    protocol: None,
                     name: "gateway".into(),
                     instances: vec![
                         inst("gw-1", "gateway", "v1", "http://gw1"),
@@ -644,6 +651,7 @@ mod tests {
                     split: None,
                 },
                 ServiceEntry {
+                    protocol: None,
                     name: "identity".into(),
                     instances: vec![
                         inst("id-1", "identity", "v1", "http://id1"),
@@ -656,6 +664,7 @@ mod tests {
                     }),
                 },
                 ServiceEntry {
+                    protocol: None,
                     name: "photo".into(),
                     instances: vec![inst("photo-1", "photo", "v1", "http://p1")],
                     subsets: vec![],

@@ -188,14 +188,17 @@ mod tests {
         let mut m = Model::new(info, Duration::from_secs(1), Duration::from_secs(1))
             .with_prometheus(&source);
         let snap = RegistrySnapshot {
+            drivers: Vec::new(),
             services: vec![
                 ServiceEntry {
+                    protocol: None,
                     name: "gateway".into(),
                     instances: vec![inst("gw-1", "gateway", "v1")],
                     subsets: vec![],
                     split: None,
                 },
                 ServiceEntry {
+                    protocol: None,
                     name: "photo".into(),
                     instances: vec![inst("photo-1", "photo", "v1")],
                     subsets: vec![],

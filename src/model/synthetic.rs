@@ -204,6 +204,7 @@ pub fn model_over(
             subsets.sort();
             subsets.dedup();
             ServiceEntry {
+                protocol: None,
                 name: s.name.clone(),
                 instances,
                 subsets: if subsets.len() > 1 {
@@ -225,7 +226,10 @@ pub fn model_over(
     m.apply(
         IoEvent::Registry {
             at: t0,
-            result: Ok(Some(RegistrySnapshot { services: entries })),
+            result: Ok(Some(RegistrySnapshot {
+                drivers: Vec::new(),
+                services: entries,
+            })),
             next_within: Duration::from_hours(1),
         },
         t0,

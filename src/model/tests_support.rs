@@ -41,12 +41,14 @@ pub(crate) fn test_model() -> Model {
     let mut m = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
     for svc in [
         ServiceEntry {
+            protocol: None,
             name: "gateway".into(),
             instances: vec![instance("gw-1", "gateway", "v1", Health::Passing)],
             subsets: vec![],
             split: None,
         },
         ServiceEntry {
+            protocol: None,
             name: "identity".into(),
             instances: vec![
                 instance("id-1", "identity", "v1", Health::Passing),
@@ -59,6 +61,7 @@ pub(crate) fn test_model() -> Model {
             }),
         },
         ServiceEntry {
+            protocol: None,
             name: "photo".into(),
             instances: vec![instance("photo-1", "photo", "v1", Health::Warning)],
             subsets: vec![],
@@ -104,6 +107,7 @@ fn measure_large_mesh() {
         m.services.insert(
             name.clone(),
             ServiceEntry {
+                protocol: None,
                 name: name.clone(),
                 instances: vec![
                     instance(&format!("{name}-1"), &name, "v1", Health::Passing),

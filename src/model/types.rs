@@ -219,6 +219,11 @@ pub struct ServiceEntry {
     pub subsets: Vec<String>,
     /// The configured split, `None` when no splitter entry exists.
     pub split: Option<SplitConfig>,
+    /// Consul: the effective protocol (service-defaults `Protocol`, else proxy-defaults
+    /// `global` `Config.protocol`, else `tcp`); only `http`, `http2` and `grpc` allow a
+    /// split. `None`: the registry has no such notion (etcd, Consul KV mode).
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 impl ServiceEntry {
@@ -242,7 +247,38 @@ impl ServiceEntry {
 pub struct RegistrySnapshot {
     /// Services sorted by name (sidecar-proxy registrations excluded).
     pub services: Vec<ServiceEntry>,
+    /// Advisory "who is driving" markers other dashboards (or this one) hold, by service.
+    #[serde(default)]
+    pub drivers: Vec<DriverMarker>,
 }
+
+/// The advisory marker a dashboard keeps in the registry while a rollout plan drives a
+/// service's weights (Consul: KV `spine-dash/drivers/<service>` under a session; etcd:
+/// `/spine-dash/drivers/<service>` under a lease). Stored as this struct's JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverMarker {
+    /// Service whose weights are being driven.
+    pub service: String,
+    /// OS user of the driving dashboard.
+    pub user: String,
+    /// Host name of the driving dashboard.
+    pub host: String,
+    /// Process id, to tell two dashboards of one user apart.
+    #[serde(default)]
+    pub pid: u32,
+    /// When the plan started (RFC 3339, UTC).
+    #[serde(default)]
+    pub since: String,
+    /// What drives it, e.g. "plan 95/5 → 80/20 → 50/50 → 0/100".
+    #[serde(default)]
+    pub what: String,
+}
+
+/// Key prefix of the driver markers (Consul KV; etcd adds a leading `/`).
+pub const DRIVER_PREFIX: &str = "spine-dash/drivers/";
+
+/// Protocols that allow an L7 split (Consul).
+pub const SPLITTABLE_PROTOCOLS: [&str; 3] = ["http", "http2", "grpc"];
 
 /// Which kind of registry the dashboard talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

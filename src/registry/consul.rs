@@ -582,6 +582,7 @@ impl ConsulClient {
             }
         }
         Ok(ServiceEntry {
+            protocol: None,
             name,
             instances,
             subsets,
@@ -644,7 +645,10 @@ impl Registry for ConsulClient {
             services.push(entry);
         }
         services.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(RegistrySnapshot { services })
+        Ok(RegistrySnapshot {
+            drivers: Vec::new(),
+            services,
+        })
     }
 
     /// `GET /v1/catalog/datacenters`; the current one is the chosen one, else the
@@ -703,11 +707,11 @@ impl Registry for ConsulClient {
                 let entry: serde_json::Value = decode("service-splitter", &bytes)?;
                 let modify_index = entry.get("ModifyIndex").and_then(serde_json::Value::as_u64);
                 if modify_index != Some(expected_index) {
-                    return Ok(WriteOutcome::Conflict);
+                    return Ok(WriteOutcome::Conflict { theirs: None });
                 }
                 merge_splitter_body(service, &entry, split)?
             }
-            None if expected_index != 0 => return Ok(WriteOutcome::Conflict),
+            None if expected_index != 0 => return Ok(WriteOutcome::Conflict { theirs: None }),
             None => splitter_request_body(service, split)?,
         };
         let cas = expected_index.to_string();
@@ -719,7 +723,7 @@ impl Registry for ConsulClient {
         }
         match serde_json::from_slice::<bool>(&resp) {
             Ok(true) => Ok(WriteOutcome::Applied),
-            Ok(false) => Ok(WriteOutcome::Conflict),
+            Ok(false) => Ok(WriteOutcome::Conflict { theirs: None }),
             Err(_) => Err(RegistryError::Decode(format!(
                 "expected `true` or `false` from a config write, got {:?} ({})",
                 truncate_chars(String::from_utf8_lossy(&resp).trim(), 80),

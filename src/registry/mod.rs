@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::model::types::{RegistrySnapshot, Split};
+use crate::model::types::{DriverMarker, RegistrySnapshot, Split, SplitConfig};
 
 /// Result of a compare-and-set split write that reached the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,36 @@ pub enum WriteOutcome {
     /// The registry took the write.
     Applied,
     /// Someone changed the entry since `expected_index`: nothing was written.
-    Conflict,
+    Conflict {
+        /// The entry as the registry holds it now ("theirs"), read back at the conflict;
+        /// `None` when no split is stored (or it could not be read back: the next
+        /// snapshot shows it).
+        theirs: Option<SplitConfig>,
+    },
+}
+
+/// A claim on the advisory "who is driving" marker of one service, held while a plan runs.
+/// It lives under a registry session (Consul) or lease (etcd): it vanishes when the app
+/// dies and the TTL runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverLease {
+    /// Service the marker is about.
+    pub service: String,
+    /// The marker's key in the registry.
+    pub key: String,
+    /// Consul session ID or etcd lease ID (decimal).
+    pub lease: String,
+    /// Renew at least this often (a third of the TTL).
+    pub renew_every: Duration,
+}
+
+/// Answer to [`Registry::claim_driver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverClaim {
+    /// The marker is ours now; keep it alive with [`Registry::renew_driver`].
+    Claimed(DriverLease),
+    /// Another dashboard holds it (advisory: nothing stops a write, the UI warns).
+    HeldBy(DriverMarker),
 }
 
 /// What went wrong talking to a registry. Texts never contain tokens.
@@ -159,6 +188,42 @@ pub trait Registry: Send + Sync {
         split: &Split,
         expected_index: u64,
     ) -> impl std::future::Future<Output = Result<WriteOutcome, RegistryError>> + Send;
+
+    /// Puts the advisory "who is driving" marker for `marker.service` under a fresh
+    /// session / lease with `ttl`, unless another holder has it. The default refuses: the
+    /// backend has no markers.
+    fn claim_driver(
+        &self,
+        marker: &DriverMarker,
+        ttl: Duration,
+    ) -> impl std::future::Future<Output = Result<DriverClaim, RegistryError>> + Send {
+        let _ = ttl;
+        let service = marker.service.clone();
+        async move {
+            Err(RegistryError::Invalid(format!(
+                "this registry keeps no driver markers (for {service})"
+            )))
+        }
+    }
+
+    /// Keeps a claimed marker alive (renews the session / lease). `Ok(false)` when it is
+    /// gone (expired): claim again.
+    fn renew_driver(
+        &self,
+        lease: &DriverLease,
+    ) -> impl std::future::Future<Output = Result<bool, RegistryError>> + Send {
+        let _ = lease;
+        async { Ok(false) }
+    }
+
+    /// Drops a claimed marker at once (destroys the session / revokes the lease).
+    fn release_driver(
+        &self,
+        lease: &DriverLease,
+    ) -> impl std::future::Future<Output = Result<(), RegistryError>> + Send {
+        let _ = lease;
+        async { Ok(()) }
+    }
 }
 
 /// Polls `registry.snapshot()` every `ctx.interval` and on refresh, until `ctx.out` closes.

@@ -330,7 +330,7 @@ fn weights_ui(
         Some(WriteState::Applied { split }) => {
             ui.colored_label(theme.success, format!("applied {}", split_text(split)));
         }
-        Some(WriteState::Conflict { mine }) => {
+        Some(WriteState::Conflict { mine, .. }) => {
             let theirs = svc
                 .split
                 .as_ref()

@@ -613,6 +613,7 @@ impl MeshView for CatalogView {
                     })
                     .unwrap_or_default();
                 ServiceEntry {
+                    protocol: None,
                     name: name.clone(),
                     instances,
                     subsets: self.resolvers.get(name).cloned().unwrap_or_default(),
@@ -620,7 +621,10 @@ impl MeshView for CatalogView {
                 }
             })
             .collect();
-        Ok(RegistrySnapshot { services })
+        Ok(RegistrySnapshot {
+            drivers: Vec::new(),
+            services,
+        })
     }
 
     fn wake_at(&self) -> Option<Instant> {

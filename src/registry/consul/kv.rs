@@ -309,9 +309,11 @@ fn assemble(
     splits: &BTreeMap<String, SplitConfig>,
 ) -> RegistrySnapshot {
     RegistrySnapshot {
+        drivers: Vec::new(),
         services: instances
             .into_iter()
             .map(|(name, instances)| ServiceEntry {
+                protocol: None,
                 split: splits.get(&name).cloned(),
                 name,
                 instances,
@@ -411,8 +413,10 @@ impl Registry for ConsulKvClient {
         let key = format!("{SPLITS_PREFIX}{service}");
         let stored = self.list(&key).await?.into_iter().find(|p| p.key == key);
         let stored_json = match &stored {
-            Some(pair) if pair.modify_index != expected_index => return Ok(WriteOutcome::Conflict),
-            None if expected_index != 0 => return Ok(WriteOutcome::Conflict),
+            Some(pair) if pair.modify_index != expected_index => {
+                return Ok(WriteOutcome::Conflict { theirs: None });
+            }
+            None if expected_index != 0 => return Ok(WriteOutcome::Conflict { theirs: None }),
             Some(pair) => serde_json::from_slice::<serde_json::Value>(&pair.value).ok(),
             None => None,
         };
@@ -422,7 +426,7 @@ impl Registry for ConsulKvClient {
         let resp = self.consul.put_ok(&url, Some(body)).await?;
         match serde_json::from_slice::<bool>(&resp) {
             Ok(true) => Ok(WriteOutcome::Applied),
-            Ok(false) => Ok(WriteOutcome::Conflict),
+            Ok(false) => Ok(WriteOutcome::Conflict { theirs: None }),
             Err(_) => Err(RegistryError::Decode(format!(
                 "expected `true` or `false` from a KV write, got {:?}",
                 super::truncate_chars(String::from_utf8_lossy(&resp).trim(), 80)

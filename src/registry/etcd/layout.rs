@@ -488,6 +488,7 @@ pub fn snapshot_from_kvs<'a>(
             subsets.sort();
             subsets.dedup();
             ServiceEntry {
+                protocol: None,
                 name,
                 instances,
                 subsets,
@@ -495,7 +496,13 @@ pub fn snapshot_from_kvs<'a>(
             }
         })
         .collect();
-    (RegistrySnapshot { services }, g.warnings)
+    (
+        RegistrySnapshot {
+            drivers: Vec::new(),
+            services,
+        },
+        g.warnings,
+    )
 }
 
 /// `lookup`'s view of one service from its keys: every instance with its URL, version and

@@ -605,7 +605,7 @@ impl Registry for EtcdClient {
         if let Ok(mut c) = self.inner.conflicts.lock() {
             c.insert(key.into_bytes(), (txn.header.revision, current));
         }
-        Ok(WriteOutcome::Conflict)
+        Ok(WriteOutcome::Conflict { theirs: None })
     }
 }
 
