@@ -265,18 +265,44 @@ impl SpineApp {
             .as_ref()
             .map_or((&self.model, now), |(m, t)| (m, *t));
         root_ui(ui, shown, &mut self.view, &mut out, at);
-        for command in out {
-            if let Command::SwitchContext(name) = &command {
-                self.switch_context(name);
-                continue;
-            }
-            if let Command::SetSplit { service, split, .. } = &command {
-                self.model.mark_write_pending(service, split.clone());
-            }
-            if let Err(e) = self.commands.try_send(command) {
-                tracing::error!("command not sent: {e}");
+        self.send(out, now);
+    }
+
+    /// Sends the view's commands to the io layer; context switches and plan controls are
+    /// handled here (plans then emit writes of their own).
+    fn send(&mut self, commands: Vec<Command>, now: Instant) {
+        for command in commands {
+            match command {
+                Command::SwitchContext(name) => self.switch_context(&name),
+                Command::Plan { service, control } => {
+                    let more = self.model.plan_control(&service, &control, now);
+                    self.send(more, now);
+                }
+                command => {
+                    if let Command::SetSplit(w) = &command {
+                        self.model.mark_write_pending(&w.service, w.after.clone());
+                    }
+                    if let Err(e) = self.commands.try_send(command) {
+                        tracing::error!("command not sent: {e}");
+                        self.model
+                            .push_notice(now, true, format!("command not sent: {e}"));
+                    }
+                }
             }
         }
+    }
+
+    /// Advances the rollout plans on the live model (also while the display is paused)
+    /// and sends their writes; `true` if a plan is running (it needs the clock).
+    pub fn tick_plans(&mut self) -> bool {
+        let now = self.clock.unwrap_or_else(Instant::now);
+        let commands = self.model.tick_plans(now);
+        self.send(commands, now);
+        self.model
+            .shifting
+            .plans
+            .values()
+            .any(crate::model::plan::Plan::is_active)
     }
 }
 
@@ -284,6 +310,10 @@ impl eframe::App for SpineApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         if self.poll_switch() | self.drain_events() {
             ctx.request_repaint();
+        }
+        if self.tick_plans() {
+            // A hold counts down on screen; guards are checked at least this often.
+            ctx.request_repaint_after(Duration::from_millis(250));
         }
         // Ages in the status bar tick; nothing else repaints without an event.
         ctx.request_repaint_after(Duration::from_secs(1));

@@ -74,9 +74,10 @@ impl Launch {
     ) -> Result<Self, String> {
         check_context_files(resolved)?;
         let read_only = resolved.read_only.value;
-        let config = IoConfig {
+        let mut config = IoConfig {
             read_only,
             prometheus: resolved.metrics.value.prometheus().cloned(),
+            audit_log: audit_log_path(),
             ..IoConfig::default()
         };
         let (client, demo, info) = match &resolved.registry.value {
@@ -138,6 +139,10 @@ impl Launch {
                 (client, None, info)
             }
         };
+        config.registry_label = match resolved.context_name() {
+            Some(ctx) => format!("{} {} (context {ctx})", info.kind.as_str(), info.address),
+            None => format!("{} {}", info.kind.as_str(), info.address),
+        };
         let mut model = Model::new(info, config.registry_interval, config.scrape_interval);
         if let Some(p) = &config.prometheus {
             model = model.with_prometheus(p);
@@ -162,6 +167,16 @@ impl Launch {
             RegistryClient::Etcd(c) => io::spawn(c, self.demo, &self.config, wake),
         };
         (self.model, io, demo)
+    }
+}
+
+/// Where weight changes are audited: `SPINE_DASH_AUDIT_LOG` (a file path; empty = no
+/// file), else `audit.jsonl` in the platform data directory.
+fn audit_log_path() -> Option<std::path::PathBuf> {
+    match std::env::var_os("SPINE_DASH_AUDIT_LOG") {
+        Some(p) if p.is_empty() => None,
+        Some(p) => Some(p.into()),
+        None => io::audit::AuditLog::default_path(),
     }
 }
 

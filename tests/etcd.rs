@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-use spine_dash::io::{self, Command, IoConfig, IoEvent, Wake};
+use spine_dash::io::{self, Command, IoConfig, IoEvent, SplitWrite, Wake};
 use spine_dash::model::types::{Health, RegistrySnapshot, Split};
 use spine_dash::registry::etcd::wire::Secret;
 use spine_dash::registry::etcd::{Credentials, EtcdClient, EtcdSettings};
@@ -512,11 +512,11 @@ async fn split_writes_land_and_a_stale_writer_gets_a_conflict() {
     // The UI path: a SetSplit command, create-only (no split yet).
     let mine = Split::from_pairs([("v1", 8000), ("v2", 2000)]);
     io.commands
-        .send(Command::SetSplit {
-            service: "identity".into(),
-            split: mine.clone(),
-            expected_index: 0,
-        })
+        .send(Command::SetSplit(SplitWrite::by_operator(
+            "identity",
+            mine.clone(),
+            0,
+        )))
         .await
         .unwrap();
     let done = io_until(&mut io, "write result", |e| {
@@ -550,11 +550,9 @@ async fn split_writes_land_and_a_stale_writer_gets_a_conflict() {
     // Our stale write (still rev1) is refused and nothing is overwritten.
     let stale = Split::from_pairs([("v1", 0), ("v2", 10000)]);
     io.commands
-        .send(Command::SetSplit {
-            service: "identity".into(),
-            split: stale,
-            expected_index: rev1,
-        })
+        .send(Command::SetSplit(SplitWrite::by_operator(
+            "identity", stale, rev1,
+        )))
         .await
         .unwrap();
     let done = io_until(&mut io, "write result", |e| {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::{get, put};
-use spine_dash::io::{self, Command, IoConfig, IoHandle, Wake};
+use spine_dash::io::{self, Command, IoConfig, IoHandle, SplitWrite, Wake};
 use spine_dash::model::types::{RegistryKind, Split};
 use spine_dash::model::{Model, RegistryInfo, WriteState};
 use spine_dash::registry::consul::ConsulClient;
@@ -120,11 +120,11 @@ async fn cas_conflict_reaches_the_model_as_conflict() {
     let split = Split::from_pairs([("v1", 5000), ("v2", 5000)]);
     model.mark_write_pending("identity", split.clone());
     io.commands
-        .send(Command::SetSplit {
-            service: "identity".into(),
-            split: split.clone(),
-            expected_index: 1190,
-        })
+        .send(Command::SetSplit(SplitWrite::by_operator(
+            "identity",
+            split.clone(),
+            1190,
+        )))
         .await
         .unwrap();
     run_until(&mut io, &mut model, |m| {
@@ -160,11 +160,11 @@ async fn cas_success_reaches_the_model_as_applied() {
     let mut model = model_for(&url);
     let split = Split::from_pairs([("v1", 7000), ("v2", 3000)]);
     io.commands
-        .send(Command::SetSplit {
-            service: "identity".into(),
-            split: split.clone(),
-            expected_index: 1190,
-        })
+        .send(Command::SetSplit(SplitWrite::by_operator(
+            "identity",
+            split.clone(),
+            1190,
+        )))
         .await
         .unwrap();
     run_until(&mut io, &mut model, |m| m.writes.contains_key("identity")).await;
@@ -185,11 +185,11 @@ async fn read_only_refuses_without_sending() {
     let mut model = model_for(&url);
     let split = Split::from_pairs([("v1", 7000), ("v2", 3000)]);
     io.commands
-        .send(Command::SetSplit {
-            service: "identity".into(),
-            split: split.clone(),
-            expected_index: 1190,
-        })
+        .send(Command::SetSplit(SplitWrite::by_operator(
+            "identity",
+            split.clone(),
+            1190,
+        )))
         .await
         .unwrap();
     run_until(&mut io, &mut model, |m| m.writes.contains_key("identity")).await;

@@ -8,7 +8,7 @@ use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use spine_dash::app::SpineApp;
-use spine_dash::io::{Command, IoEvent};
+use spine_dash::io::{Command, IoEvent, SplitWrite, WriteOrigin};
 use spine_dash::model::types::{
     Health, Instance, RegistryKind, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
 };
@@ -97,16 +97,10 @@ fn harness(app: SpineApp) -> Harness<'static, SpineApp> {
         .build_ui_state(|ui, app: &mut SpineApp| app.ui_root(ui), app)
 }
 
-#[test]
-fn dragging_the_v2_slider_emits_a_cas_split_write() {
-    let (mut app, _events, mut commands) = app_with_identity();
-    app.view_mut().selected = Some("identity".into());
-    let mut h = harness(app);
-    h.run();
-
+/// Drags identity's v2 slider from 20 % to the middle of the rail (50 %).
+fn drag_v2_to_half(h: &mut Harness<'static, SpineApp>) {
     let slider = h.get_by_role_and_label(Role::Slider, "v2 weight");
     let rect = slider.rect();
-    // Drag the v2 handle from its 20 % position to the middle of the rail: 50 %.
     let from = egui::pos2(rect.left() + rect.width() * 0.2, rect.center().y);
     let to = egui::pos2(rect.center().x, rect.center().y);
     h.hover_at(from);
@@ -118,28 +112,164 @@ fn dragging_the_v2_slider_emits_a_cas_split_write() {
     h.drop_at(to);
     h.step();
     h.step();
+}
 
-    let command = commands.try_recv().expect("a command after release");
-    let Command::SetSplit {
-        service,
-        split,
-        expected_index,
-    } = command
-    else {
+fn press(h: &mut Harness<'static, SpineApp>, key: egui::Key) {
+    h.key_press(key);
+    h.step();
+    h.step();
+}
+
+#[test]
+fn a_slider_drag_is_a_draft_until_confirmed_then_one_cas_write() {
+    let (mut app, _events, mut commands) = app_with_identity();
+    app.view_mut().selected = Some("identity".into());
+    let mut h = harness(app);
+    h.run();
+    drag_v2_to_half(&mut h);
+    assert!(
+        commands.try_recv().is_err(),
+        "releasing the slider writes nothing"
+    );
+
+    h.get_by_label("Review change…").click();
+    h.step();
+    h.step();
+    // The confirm step: before → after, the checks.
+    assert!(
+        h.query_by_label_contains("Change the traffic split of identity")
+            .is_some()
+    );
+    assert!(h.query_by_label_contains("checks passed").is_some());
+    assert!(
+        !h.query_all_by_label("80 %").collect::<Vec<_>>().is_empty(),
+        "before: v1 80 %"
+    );
+    assert!(
+        h.query_by_label_contains("compare-and-set on index 1190")
+            .is_some()
+    );
+    assert!(commands.try_recv().is_err(), "nothing before Enter");
+    press(&mut h, egui::Key::Enter);
+
+    let command = commands.try_recv().expect("a command after Enter");
+    let Command::SetSplit(write) = command else {
         panic!("expected SetSplit, got {command:?}");
     };
-    assert_eq!(service, "identity");
-    assert_eq!(expected_index, 1190, "CAS on the splitter's ModifyIndex");
-    let v2 = split.weight_of("v2").unwrap();
+    assert_eq!(write.service, "identity");
+    assert_eq!(
+        write.expected_index, 1190,
+        "CAS on the splitter's ModifyIndex"
+    );
+    assert_eq!(write.origin, WriteOrigin::Operator);
+    assert_eq!(
+        write.before,
+        Some(Split::from_pairs([("v1", 8000), ("v2", 2000)]))
+    );
+    let v2 = write.after.weight_of("v2").unwrap();
     assert!((4500..=5500).contains(&v2), "v2 weight near 50 %, got {v2}");
     assert_eq!(
-        split.weight_of("v1").unwrap() + v2,
+        write.after.weight_of("v1").unwrap() + v2,
         10_000,
         "coupled sliders sum to 100 %"
     );
     assert!(
         commands.try_recv().is_err(),
-        "exactly one write per release"
+        "exactly one write per confirm"
+    );
+    assert!(
+        h.query_by_label_contains("Change the traffic split")
+            .is_none(),
+        "closed"
+    );
+}
+
+#[test]
+fn esc_cancels_the_confirm_step_and_keyboard_nudges_move_a_focused_slider() {
+    let (mut app, _events, mut commands) = app_with_identity();
+    app.view_mut().selected = Some("identity".into());
+    let mut h = harness(app);
+    h.run();
+    h.get_by_role_and_label(Role::Slider, "v2 weight").focus();
+    // egui locks the arrows to a slider from its second focused frame on.
+    h.step();
+    h.step();
+    press(&mut h, egui::Key::ArrowRight); // +1
+    press(&mut h, egui::Key::PageUp); // +5
+    press(&mut h, egui::Key::PageUp); // +5
+    press(&mut h, egui::Key::ArrowLeft); // -1
+    assert_eq!(
+        h.state_mut().view_mut().drafts.get("identity"),
+        Some(&vec![("v1".to_owned(), 7000), ("v2".to_owned(), 3000)]),
+        "20 % + 1 + 5 + 5 − 1 = 30 %"
+    );
+    assert_eq!(
+        h.state().selected(),
+        Some("identity"),
+        "arrows did not walk the map"
+    );
+    press(&mut h, egui::Key::Enter);
+    assert!(
+        h.query_by_label_contains("Change the traffic split of identity")
+            .is_some()
+    );
+    press(&mut h, egui::Key::Escape);
+    assert!(
+        h.query_by_label_contains("Change the traffic split")
+            .is_none()
+    );
+    assert!(commands.try_recv().is_err(), "Esc wrote nothing");
+    assert_eq!(
+        h.state().selected(),
+        Some("identity"),
+        "Esc closed only the dialog"
+    );
+}
+
+#[test]
+fn the_confirm_step_refuses_what_the_guard_rails_refuse() {
+    let (mut app, events, mut commands) = app_with_identity();
+    // identity v2's only instance goes critical.
+    let mut snap = identity_snapshot();
+    for s in &mut snap.services {
+        for i in &mut s.instances {
+            if i.version == "v2" {
+                i.health = spine_dash::model::types::Health::Critical;
+            }
+        }
+    }
+    events
+        .try_send(IoEvent::Registry {
+            at: Instant::now(),
+            result: Ok(Some(snap)),
+            next_within: Duration::from_secs(1),
+        })
+        .unwrap();
+    app.drain_events();
+    app.view_mut().selected = Some("identity".into());
+    let mut h = harness(app);
+    h.run();
+    drag_v2_to_half(&mut h);
+    h.get_by_label("Review change…").click();
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_label_contains("v2 would get more traffic but has no passing instance")
+            .is_some()
+    );
+    press(&mut h, egui::Key::Enter);
+    assert!(
+        commands.try_recv().is_err(),
+        "Enter does not confirm a refused change"
+    );
+    h.get_by_label("override: write anyway").click();
+    h.step();
+    h.get_by_label("Confirm (Enter)").click();
+    h.step();
+    h.step();
+    assert!(
+        matches!(commands.try_recv(), Ok(Command::SetSplit(_))),
+        "written with the override"
     );
 }
 
@@ -202,26 +332,35 @@ fn registry_down_at_start_is_said_then_the_map_fills_in() {
 }
 
 #[test]
-fn a_cas_conflict_is_shown_and_reapplying_uses_the_current_index() {
+fn a_cas_conflict_shows_theirs_and_mine_and_reapplying_uses_their_index() {
     let (mut app, events, mut commands) = app_with_identity();
     app.view_mut().selected = Some("identity".into());
     let mine = Split::from_pairs([("v1", 5000), ("v2", 5000)]);
     // A colleague moved identity to 70/30 (index 1203) before our write landed.
+    let theirs_cfg = SplitConfig {
+        split: Split::from_pairs([("v1", 7000), ("v2", 3000)]),
+        modify_index: 1203,
+    };
     let theirs = ServiceEntry {
         protocol: None,
         name: "identity".into(),
         instances: app.model().services["identity"].instances.clone(),
         subsets: vec!["v1".into(), "v2".into()],
-        split: Some(SplitConfig {
-            split: Split::from_pairs([("v1", 7000), ("v2", 3000)]),
-            modify_index: 1203,
-        }),
+        split: Some(theirs_cfg.clone()),
     };
     events
         .try_send(IoEvent::WriteFinished {
-            service: "identity".into(),
-            split: mine.clone(),
-            result: Ok(spine_dash::registry::WriteOutcome::Conflict { theirs: None }),
+            write: SplitWrite {
+                service: "identity".into(),
+                before: Some(Split::from_pairs([("v1", 8000), ("v2", 2000)])),
+                after: mine.clone(),
+                expected_index: 1190,
+                reason: String::new(),
+                origin: WriteOrigin::Operator,
+            },
+            result: Ok(spine_dash::registry::WriteOutcome::Conflict {
+                theirs: Some(theirs_cfg),
+            }),
         })
         .unwrap();
     events
@@ -238,27 +377,39 @@ fn a_cas_conflict_is_shown_and_reapplying_uses_the_current_index() {
     let mut h = harness(app);
     h.run();
     assert!(
-        h.query_by_label_contains(
-            "Conflict: the registry changed to v1 70 / v2 30; your v1 50 / v2 50 was not written"
-        )
-        .is_some()
+        h.query_by_label_contains("Conflict: someone changed the split first")
+            .is_some()
+    );
+    assert!(h.query_by_label("theirs (in the registry)").is_some());
+    assert!(
+        !h.query_all_by_label("70 %").collect::<Vec<_>>().is_empty(),
+        "theirs: v1 70 %"
+    );
+    assert!(
+        !h.query_all_by_label("30 %").collect::<Vec<_>>().is_empty(),
+        "theirs: v2 30 %"
     );
     assert!(
         commands.try_recv().is_err(),
         "nothing was re-sent on its own"
     );
-    h.get_by_label("Re-apply mine on top of theirs").click();
-    h.run();
-    let Ok(Command::SetSplit {
-        split,
-        expected_index,
-        ..
-    }) = commands.try_recv()
-    else {
+    h.get_by_label("Re-apply mine on top of theirs…").click();
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_label_contains("compare-and-set on index 1203")
+            .is_some()
+    );
+    press(&mut h, egui::Key::Enter);
+    let Ok(Command::SetSplit(write)) = commands.try_recv() else {
         panic!("re-apply emits a write");
     };
-    assert_eq!(split, mine);
-    assert_eq!(expected_index, 1203, "on top of theirs: CAS on their index");
+    assert_eq!(write.after, mine);
+    assert_eq!(
+        write.expected_index, 1203,
+        "on top of theirs: CAS on their index"
+    );
+    assert_eq!(write.before.map(|b| b.weight_of("v1")), Some(Some(7000)));
 }
 
 #[test]

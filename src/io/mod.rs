@@ -7,8 +7,69 @@ use std::time::{Duration, Instant};
 use crate::metrics::prometheus::LaneSamples;
 use crate::metrics::{ClusterHosts, SidecarScrape};
 pub use crate::model::types::{DemoFault, DemoInstanceState};
-use crate::model::types::{RegistrySnapshot, Split};
+use crate::model::types::{DriverMarker, RegistrySnapshot, Split};
 use crate::registry::WriteOutcome;
+
+pub use audit::{AuditOutcome, AuditRecord, Operator};
+
+/// Who asked for a split write (the audit log's `origin`; plans recognise their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteOrigin {
+    /// The operator confirmed a change (sliders, "re-apply mine").
+    Operator,
+    /// The operator undid the last change.
+    Undo,
+    /// A step of a rollout plan.
+    Plan,
+    /// A plan's guard tripped: back to the last good split.
+    Revert,
+}
+
+/// One compare-and-set split write, as asked for and as audited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitWrite {
+    /// Service name.
+    pub service: String,
+    /// The split the operator saw when asking (`None`: no split stored).
+    pub before: Option<Split>,
+    /// The split to write.
+    pub after: Split,
+    /// `ModifyIndex` / `mod_revision` the operator saw (`0` = none stored: create only).
+    pub expected_index: u64,
+    /// Why (optional operator text; plans fill it).
+    pub reason: String,
+    /// Who asked.
+    pub origin: WriteOrigin,
+}
+
+impl SplitWrite {
+    /// An operator's write of `after` on `expected_index` (no `before` known, no reason).
+    #[must_use]
+    pub fn by_operator(service: impl Into<String>, after: Split, expected_index: u64) -> Self {
+        Self {
+            service: service.into(),
+            before: None,
+            after,
+            expected_index,
+            reason: String::new(),
+            origin: WriteOrigin::Operator,
+        }
+    }
+}
+
+/// Where the advisory "who is driving" marker of one service stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverState {
+    /// This dashboard holds it (kept alive by the io layer).
+    Claimed,
+    /// Another dashboard holds it.
+    HeldBy(DriverMarker),
+    /// Released (plan finished or aborted).
+    Released,
+    /// The registry refused or failed; the text says why (retried while wanted).
+    Failed(String),
+}
 
 /// Something a source produced, for `Model::apply`.
 #[derive(Debug, Clone)]
@@ -49,14 +110,22 @@ pub enum IoEvent {
         /// Clusters with their hosts, or the error text to show.
         result: Result<Vec<ClusterHosts>, String>,
     },
-    /// A split write finished.
+    /// A split write finished (or was refused before sending).
     WriteFinished {
-        /// Service whose split was written.
-        service: String,
-        /// The split that was asked for.
-        split: Split,
+        /// The write as asked for.
+        write: SplitWrite,
         /// Applied / conflict, or the error text.
         result: Result<WriteOutcome, String>,
+    },
+    /// A line was added to the audit log (every write attempt, refusals and superseded
+    /// drafts included), or read back from it at start.
+    Audited(AuditRecord),
+    /// The driver marker of a service changed state.
+    Driver {
+        /// Service name.
+        service: String,
+        /// Where it stands.
+        state: DriverState,
     },
     /// The registry's datacenters (at start, and after a switch was asked for).
     Datacenters {
@@ -77,16 +146,30 @@ pub enum IoEvent {
 }
 
 /// What the operator asked for, from a widget.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Compare-and-set write of a service's split.
-    SetSplit {
+    /// Compare-and-set write of a service's split (latest wins when several queue up).
+    SetSplit(SplitWrite),
+    /// Put the advisory "who is driving" marker for a service (while a plan runs) and
+    /// keep it alive until released.
+    ClaimDriver {
         /// Service name.
         service: String,
-        /// New weights.
-        split: Split,
-        /// `ModifyIndex` the operator saw (`0` = no splitter yet: create only if absent).
-        expected_index: u64,
+        /// What drives it, e.g. "plan 95/5 → 80/20 → 0/100".
+        what: String,
+    },
+    /// Drop the marker of a service.
+    ReleaseDriver {
+        /// Service name.
+        service: String,
+    },
+    /// Start / pause / resume / abort / skip a rollout plan. The app (not the io layer)
+    /// applies it to the model's plans, which then emit the writes.
+    Plan {
+        /// Service name.
+        service: String,
+        /// What to do.
+        control: crate::model::plan::PlanControl,
     },
     /// Stop (kill) a demo instance's server.
     DemoStop {
@@ -114,9 +197,12 @@ pub enum Command {
     SwitchContext(String),
 }
 
+pub mod audit;
+mod driver;
 mod http;
 pub mod prometheus;
 mod tasks;
+mod writer;
 
 pub use http::{FetchError, fetch_text};
 pub use tasks::{IoConfig, IoHandle, IoTasks, Wake, clusters_url, spawn};

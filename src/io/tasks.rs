@@ -49,6 +49,10 @@ pub struct IoConfig {
     pub read_only: bool,
     /// Query this Prometheus server for lane metrics instead of scraping the sidecars.
     pub prometheus: Option<PrometheusSource>,
+    /// The audit log of weight changes (`None`: records stay in memory, e.g. tests).
+    pub audit_log: Option<std::path::PathBuf>,
+    /// Registry kind and address, as the audit lines name it.
+    pub registry_label: String,
 }
 
 impl Default for IoConfig {
@@ -59,6 +63,8 @@ impl Default for IoConfig {
             scrape_timeout: Duration::from_secs(2),
             read_only: false,
             prometheus: None,
+            audit_log: None,
+            registry_label: String::new(),
         }
     }
 }
@@ -85,7 +91,7 @@ impl Drop for IoTasks {
 }
 
 /// Sends an event and wakes the UI; `false` when the UI is gone.
-async fn emit(tx: &mpsc::Sender<IoEvent>, wake: &Wake, event: IoEvent) -> bool {
+pub(super) async fn emit(tx: &mpsc::Sender<IoEvent>, wake: &Wake, event: IoEvent) -> bool {
     let ok = tx.send(event).await.is_ok();
     wake();
     ok
@@ -134,16 +140,57 @@ pub fn spawn<R: Registry + 'static>(
                 Arc::clone(wake),
             )),
         },
-        tokio::spawn(handle_commands(
-            Arc::clone(&registry),
-            demo.clone(),
-            config.read_only,
-            refresh,
-            command_rx,
-            event_tx.clone(),
-            Arc::clone(wake),
-        )),
     ];
+    // The split writer and the driver markers, each behind its own channel.
+    let operator = super::audit::Operator::current();
+    let audit = super::audit::AuditLog::new(config.audit_log.clone());
+    let history = audit.tail(super::audit::TAIL_LINES);
+    let (write_tx, write_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let writer = super::writer::Writer {
+        read_only: config.read_only,
+        audit,
+        operator: operator.clone(),
+        registry_label: config.registry_label.clone(),
+        refresh: Arc::clone(&refresh),
+    };
+    tasks.push(tokio::spawn(writer.run(
+        Arc::clone(&registry),
+        write_rx,
+        event_tx.clone(),
+        Arc::clone(wake),
+    )));
+    let (driver_tx, driver_rx) = mpsc::channel(COMMAND_CAPACITY);
+    tasks.push(tokio::spawn(super::driver::run(
+        Arc::clone(&registry),
+        operator,
+        driver_rx,
+        event_tx.clone(),
+        Arc::clone(wake),
+    )));
+    tasks.push(tokio::spawn(handle_commands(
+        Arc::clone(&registry),
+        demo.clone(),
+        refresh,
+        Routes {
+            writes: write_tx,
+            drivers: driver_tx,
+        },
+        command_rx,
+        event_tx.clone(),
+        Arc::clone(wake),
+    )));
+    if !history.is_empty() {
+        // The audit panel starts with the file's last lines.
+        let tx = event_tx.clone();
+        let wake = Arc::clone(wake);
+        tasks.push(tokio::spawn(async move {
+            for record in history {
+                if !emit(&tx, &wake, IoEvent::Audited(record)).await {
+                    return;
+                }
+            }
+        }));
+    }
     {
         // Tell the UI which datacenters the registry offers, once, at start.
         let registry = Arc::clone(&registry);
@@ -390,44 +437,51 @@ async fn poll_prometheus(
     }
 }
 
+/// Where `handle_commands` forwards the commands other tasks carry out.
+struct Routes {
+    writes: mpsc::Sender<super::SplitWrite>,
+    drivers: mpsc::Sender<super::driver::DriverRequest>,
+}
+
 async fn handle_commands<R: Registry>(
     registry: Arc<R>,
     demo: Option<DemoSpine>,
-    read_only: bool,
     refresh: Arc<Notify>,
+    routes: Routes,
     mut rx: mpsc::Receiver<Command>,
     tx: mpsc::Sender<IoEvent>,
     wake: Wake,
 ) {
+    use super::driver::DriverRequest;
     while let Some(command) = rx.recv().await {
         let event = match command {
-            Command::SetSplit {
-                service,
-                split,
-                expected_index,
-            } => {
-                let result = if read_only {
-                    Err("read-only mode: writes are disabled".to_owned())
-                } else {
-                    tracing::info!(
-                        "writing split for {service}: {} (cas={expected_index})",
-                        crate::model::split_text(&split)
-                    );
-                    registry
-                        .write_split(&service, &split, expected_index)
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                match &result {
-                    Ok(outcome) => tracing::info!("split write for {service}: {outcome:?}"),
-                    Err(e) => tracing::warn!("split write for {service} failed: {e}"),
+            Command::SetSplit(write) => {
+                if routes.writes.send(write).await.is_err() {
+                    return;
                 }
-                refresh.notify_one();
-                IoEvent::WriteFinished {
-                    service,
-                    split,
-                    result,
+                continue;
+            }
+            Command::ClaimDriver { service, what } => {
+                if routes
+                    .drivers
+                    .send(DriverRequest::Claim { service, what })
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
+                continue;
+            }
+            Command::ReleaseDriver { service } => {
+                if routes
+                    .drivers
+                    .send(DriverRequest::Release { service })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
             }
             Command::DemoStop { instance_id } => {
                 demo_control(demo.as_ref(), &instance_id, false).await
@@ -442,8 +496,8 @@ async fn handle_commands<R: Registry>(
                 refresh.notify_one();
                 continue;
             }
-            // The app handles a context switch itself (new io tasks); nothing to do here.
-            Command::SwitchContext(_) => continue,
+            // The app handles a context switch (new io tasks) and plan controls itself.
+            Command::SwitchContext(_) | Command::Plan { .. } => continue,
             Command::SetDatacenter(dc) => {
                 let switched = registry.set_datacenter(&dc);
                 match &switched {

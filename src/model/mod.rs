@@ -4,10 +4,13 @@
 pub mod drift;
 pub mod filter;
 pub mod gone;
+pub mod guard;
 pub mod history;
 pub mod hosts;
 pub mod index;
+pub mod plan;
 pub mod prom;
+pub mod shift;
 pub mod snapshot;
 pub mod synthetic;
 pub mod tape;
@@ -18,7 +21,7 @@ pub mod types;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::io::IoEvent;
+use crate::io::{self, IoEvent};
 use crate::metrics::{LaneWindow, SidecarScrape, WindowStats, sidecar_windows};
 use crate::registry::WriteOutcome;
 use types::{
@@ -194,6 +197,8 @@ pub struct Model {
     pub context: Option<String>,
     /// Every context of the config file (the header's switcher), sorted.
     pub contexts: Vec<String>,
+    /// Plans, audit trail, undo, driver markers (`shift.rs`).
+    pub shifting: shift::Shifting,
 }
 
 impl Model {
@@ -227,6 +232,7 @@ impl Model {
             datacenters: Vec::new(),
             context: None,
             contexts: Vec::new(),
+            shifting: shift::Shifting::default(),
         }
     }
 
@@ -282,6 +288,7 @@ impl Model {
                     self.registry_interval = next_within;
                     self.registry_status.record_ok(at);
                     self.track_gone(&snapshot.services, at);
+                    self.shifting.markers = snapshot.drivers;
                     self.services = snapshot
                         .services
                         .into_iter()
@@ -328,11 +335,10 @@ impl Model {
                 }
             }
             IoEvent::Clusters { url, at, result } => self.apply_clusters(url, at, result),
-            IoEvent::WriteFinished {
-                service,
-                split,
-                result,
-            } => {
+            IoEvent::WriteFinished { write, result } => {
+                self.shift_write_finished(&write, &result, now);
+                let service = write.service.clone();
+                let split = write.after;
                 let state = match result {
                     Ok(WriteOutcome::Applied) => {
                         self.notice(
@@ -347,7 +353,10 @@ impl Model {
                             now,
                             true,
                             format!(
-                                "{service}: conflict — the split changed in the registry since you loaded it; nothing was overwritten"
+                                "{service}: conflict — the registry now holds {}; nothing was overwritten",
+                                theirs
+                                    .as_ref()
+                                    .map_or_else(|| "no split".into(), |t| split_text(&t.split))
                             ),
                         );
                         WriteState::Conflict {
@@ -361,6 +370,20 @@ impl Model {
                     }
                 };
                 self.writes.insert(service, state);
+            }
+            IoEvent::Audited(record) => self.push_audit(record),
+            IoEvent::Driver { service, state } => {
+                if let io::DriverState::HeldBy(m) = &state {
+                    self.notice(
+                        now,
+                        true,
+                        format!(
+                            "{service}: {}@{} is driving it too ({}) — the marker is advisory",
+                            m.user, m.host, m.what
+                        ),
+                    );
+                }
+                self.shifting.drivers.insert(service, state);
             }
             IoEvent::DemoChanged { instances, error } => {
                 self.demo_instances = instances;

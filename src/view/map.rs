@@ -725,6 +725,19 @@ fn station_ui(
             theme.text_dim,
         );
     }
+    if let Some((badge, attention)) = super::shift::station_badge(model, name, now) {
+        painter.text(
+            rect.center_top() - vec2(0.0, 4.0),
+            Align2::CENTER_BOTTOM,
+            badge,
+            xf.font(11.0),
+            if attention {
+                theme.lane_degraded
+            } else {
+                theme.selection
+            },
+        );
+    }
     let pinned = view.pins.contains_key(name);
     if pinned {
         let at = rect.left_top() + vec2(2.0, 2.0) * zoom;

@@ -1,5 +1,6 @@
 //! egui only: reads `&Model`, edits its own [`ViewState`], emits [`Command`]s. No I/O.
 
+pub mod audit;
 pub mod bars;
 pub mod charts;
 pub mod demo_panel;
@@ -7,6 +8,7 @@ pub mod help;
 pub mod layout;
 pub mod map;
 pub mod panel;
+pub mod shift;
 pub mod tape;
 pub mod theme;
 
@@ -71,6 +73,19 @@ pub struct ViewState {
     pub drafts: BTreeMap<String, Vec<(String, WeightHundredths)>>,
     /// Lane colour thresholds (5xx ratios).
     pub thresholds: Thresholds,
+    /// The slider moved last in a draft (normalise keeps it).
+    #[serde(skip)]
+    pub draft_fixed: usize,
+    /// A write waiting for the confirm step.
+    #[serde(skip)]
+    pub confirm: Option<shift::Confirm>,
+    /// Write states the operator dismissed ("keep theirs"), by service.
+    #[serde(skip)]
+    pub dismissed: BTreeMap<String, crate::model::WriteState>,
+    /// Plan editors' fields, by service.
+    pub plan_drafts: BTreeMap<String, shift::PlanDraft>,
+    /// The audit panel is open.
+    pub audit_open: bool,
 }
 
 impl Default for ViewState {
@@ -91,6 +106,11 @@ impl Default for ViewState {
             focus_filter: false,
             drafts: BTreeMap::new(),
             thresholds: Thresholds::default(),
+            draft_fixed: 0,
+            confirm: None,
+            dismissed: BTreeMap::new(),
+            plan_drafts: BTreeMap::new(),
+            audit_open: false,
         }
     }
 }
@@ -133,6 +153,12 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("t", "dark / light theme"),
     ("p", "moving particles on / off"),
     ("b", "breaker tape on / off"),
+    ("a", "audit log of weight changes on / off"),
+    (
+        "← → PgUp PgDn",
+        "on a focused weight slider: −1 / +1 / +5 / −5 %",
+    ),
+    ("Enter", "review the weight draft / confirm the change"),
     ("drag", "background: pan · station: move and pin it"),
     ("wheel", "zoom around the pointer"),
     ("right-click", "station: unpin"),
@@ -141,9 +167,12 @@ pub const BINDINGS: &[(&str, &str)] = &[
 /// Handles the global keys (when no text field has the keyboard).
 pub fn keys_ui(ui: &egui::Ui, model: &Model, view: &mut ViewState) {
     let ctx = ui.ctx();
-    if ctx.egui_wants_keyboard_input() {
+    // A text field, or the confirm step (its own Enter / Esc), has the keyboard.
+    if ctx.egui_wants_keyboard_input() || view.confirm.is_some() {
         return;
     }
+    // A focused widget (a weight slider) takes the arrows.
+    let widget_focused = ctx.memory(|m| m.focused().is_some());
     let (typed, esc, space, left, right, up, down) = ui.input(|i| {
         let typed: String = i
             .events
@@ -171,6 +200,7 @@ pub fn keys_ui(ui: &egui::Ui, model: &Model, view: &mut ViewState) {
             'f' => view.camera = None,
             'p' => view.particles = !view.particles,
             'b' => view.tape_open = !view.tape_open,
+            'a' => view.audit_open = !view.audit_open,
             _ => {}
         }
     }
@@ -197,7 +227,7 @@ pub fn keys_ui(ui: &egui::Ui, model: &Model, view: &mut ViewState) {
     } else {
         None
     };
-    if let Some(step) = step {
+    if let Some(step) = step.filter(|_| !widget_focused) {
         let next = map::step_selection(model, view, step);
         if next.is_some() {
             view.select(next);
@@ -245,7 +275,14 @@ pub fn root_ui(
                 panel::inspector_ui(ui, model, view, &theme, commands, now);
             });
     }
+    if view.audit_open {
+        egui::Panel::bottom("audit")
+            .resizable(true)
+            .default_size(160.0)
+            .show(ui, |ui| audit::audit_ui(ui, model, view, &theme));
+    }
     egui::CentralPanel::no_frame().show(ui, |ui| map::map_ui(ui, model, view, &theme, now));
+    shift::confirm_ui(ui.ctx(), model, view, &theme, commands);
     if view.help_open {
         help::help_ui(ui.ctx(), view, &theme);
     }

@@ -4,14 +4,14 @@
 
 use std::time::Instant;
 
-use egui::{Grid, RichText, Slider, Ui};
+use egui::{Grid, RichText, Ui};
 
 use super::ViewState;
 use super::map::{fmt_ms, fmt_rps};
 use super::theme::Theme;
 use crate::io::Command;
-use crate::model::types::{FULL_WEIGHT, Split, WeightHundredths, format_pct};
-use crate::model::{Model, WriteState, split_text};
+use crate::model::Model;
+use crate::model::types::format_pct;
 
 /// Draws the inspector.
 pub fn inspector_ui(
@@ -57,7 +57,7 @@ pub fn inspector_ui(
         versions_ui(ui, model, &name, theme, view.thresholds);
         drift_ui(ui, model, &name, theme);
         ui.add_space(8.0);
-        weights_ui(ui, model, view, &name, theme, commands);
+        super::shift::weights_ui(ui, model, view, &name, theme, commands, now);
         ui.add_space(8.0);
         super::charts::version_charts_ui(ui, model, view, &name, theme, now);
         ui.add_space(8.0);
@@ -223,139 +223,4 @@ fn versions_ui(
                 ui.end_row();
             }
         });
-}
-
-/// The split the sliders show: the draft, else a pending write, else the registry's.
-fn shown_split(
-    model: &Model,
-    view: &ViewState,
-    name: &str,
-    versions: &[String],
-) -> Vec<(String, WeightHundredths)> {
-    if let Some(d) = view.drafts.get(name) {
-        return d.clone();
-    }
-    if let Some(WriteState::Pending { split }) = model.writes.get(name) {
-        return split
-            .entries
-            .iter()
-            .map(|e| (e.subset.clone(), e.weight))
-            .collect();
-    }
-    versions
-        .iter()
-        .map(|v| (v.clone(), model.configured_weight(name, v).unwrap_or(0)))
-        .collect()
-}
-
-fn weights_ui(
-    ui: &mut Ui,
-    model: &Model,
-    view: &mut ViewState,
-    name: &str,
-    theme: &Theme,
-    commands: &mut Vec<Command>,
-) {
-    let Some(svc) = model.services.get(name) else {
-        return;
-    };
-    let versions = svc.versions();
-    if versions.len() < 2 {
-        return;
-    }
-    ui.strong("Traffic weights");
-    let expected_index = svc.split.as_ref().map_or(0, |c| c.modify_index);
-    let writable = model.registry.writable;
-    let mut weights = shown_split(model, view, name, &versions);
-    let mut release = false;
-    let mut edited = false;
-    let coupled = weights.len() == 2;
-    ui.spacing_mut().slider_width = 200.0;
-    for i in 0..weights.len() {
-        let (version, w) = weights[i].clone();
-        let mut pct = f64::from(w) / 100.0;
-        let resp = ui.add_enabled(
-            writable,
-            Slider::new(&mut pct, 0.0..=100.0)
-                .step_by(1.0)
-                .suffix(" %")
-                .text(format!("{version} weight")),
-        );
-        if resp.changed() {
-            let new = ((pct * 100.0).round() as WeightHundredths).min(FULL_WEIGHT);
-            weights[i].1 = new;
-            if coupled {
-                weights[1 - i].1 = FULL_WEIGHT - new;
-            }
-            edited = true;
-        }
-        if resp.drag_stopped() {
-            release = true;
-        }
-    }
-    if edited {
-        view.drafts.insert(name.to_owned(), weights.clone());
-    }
-    let total: WeightHundredths = weights.iter().map(|(_, w)| *w).sum();
-    if total != FULL_WEIGHT {
-        ui.colored_label(
-            theme.error,
-            format!("sum is {} % — must be 100 %", format_pct(total)),
-        );
-    }
-    let draft_open = view.drafts.contains_key(name);
-    let mut apply = release && draft_open;
-    if draft_open && !release {
-        ui.horizontal(|ui| {
-            apply |= ui
-                .add_enabled(total == FULL_WEIGHT, egui::Button::new("Apply"))
-                .clicked();
-            if ui.button("Reset").clicked() {
-                view.drafts.remove(name);
-            }
-        });
-    }
-    if apply && total == FULL_WEIGHT {
-        view.drafts.remove(name);
-        commands.push(Command::SetSplit {
-            service: name.to_owned(),
-            split: Split::from_pairs(weights.iter().map(|(v, w)| (v.clone(), *w))),
-            expected_index,
-        });
-    }
-    match model.writes.get(name) {
-        Some(WriteState::Pending { split }) => {
-            ui.label(format!("writing {} …", split_text(split)));
-        }
-        Some(WriteState::Applied { split }) => {
-            ui.colored_label(theme.success, format!("applied {}", split_text(split)));
-        }
-        Some(WriteState::Conflict { mine, .. }) => {
-            let theirs = svc
-                .split
-                .as_ref()
-                .map_or("no split".into(), |c| split_text(&c.split));
-            ui.colored_label(
-                theme.error,
-                format!(
-                    "Conflict: the registry changed to {theirs}; your {} was not written.",
-                    split_text(mine)
-                ),
-            );
-            if ui.button("Re-apply mine on top of theirs").clicked() {
-                commands.push(Command::SetSplit {
-                    service: name.to_owned(),
-                    split: mine.clone(),
-                    expected_index,
-                });
-            }
-        }
-        Some(WriteState::Failed { error, .. }) => {
-            ui.colored_label(theme.error, format!("Write failed: {error}"));
-        }
-        None => {}
-    }
-    if !writable {
-        ui.label(RichText::new("read-only: weights cannot be changed").color(theme.text_dim));
-    }
 }
