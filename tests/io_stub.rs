@@ -20,9 +20,18 @@ type Put = (Option<String>, String);
 #[derive(Clone, Default)]
 struct Seen {
     puts: Arc<Mutex<Vec<Put>>>,
+    /// Every request that is not a GET (any write of any kind), as `METHOD path`.
+    writes: Arc<Mutex<Vec<String>>>,
 }
 
 async fn start_stub(cas_answer: &'static str) -> (String, Seen) {
+    start_stub_answers(&[(200, cas_answer)]).await
+}
+
+/// A stub whose config PUTs answer `answers` in turn (the last one repeats).
+async fn start_stub_answers(answers: &[(u16, &'static str)]) -> (String, Seen) {
+    let answers: Arc<Mutex<Vec<(u16, &'static str)>>> =
+        Arc::new(Mutex::new(answers.iter().rev().copied().collect()));
     let seen = Seen::default();
     let app = Router::new()
         .route(
@@ -59,11 +68,28 @@ async fn start_stub(cas_answer: &'static str) -> (String, Seen) {
                         .lock()
                         .unwrap()
                         .push((q.get("cas").cloned(), body));
-                    cas_answer
+                    let mut a = answers.lock().unwrap();
+                    let (status, text) = if a.len() > 1 { a.pop().unwrap() } else { a[0] };
+                    (axum::http::StatusCode::from_u16(status).unwrap(), text)
                 },
             ),
         )
         .with_state(seen.clone());
+    let writes = Arc::clone(&seen.writes);
+    let app = app.layer(axum::middleware::map_request(
+        move |req: axum::extract::Request| {
+            let writes = Arc::clone(&writes);
+            async move {
+                if req.method() != axum::http::Method::GET {
+                    writes
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {}", req.method(), req.uri()));
+                }
+                req
+            }
+        },
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -196,10 +222,201 @@ async fn read_only_refuses_without_sending() {
     assert!(
         matches!(model.writes.get("identity"), Some(WriteState::Failed { error, .. }) if error.contains("read-only"))
     );
+    assert_eq!(
+        model.shifting.audit.back().map(|r| r.outcome),
+        Some(io::AuditOutcome::Refused),
+        "the refusal is audited"
+    );
+    // A driver marker is a write too: refused.
+    io.commands
+        .send(Command::ClaimDriver {
+            service: "identity".into(),
+            what: "plan".into(),
+        })
+        .await
+        .unwrap();
+    run_until(&mut io, &mut model, |m| {
+        m.shifting.drivers.contains_key("identity")
+    })
+    .await;
+    assert!(matches!(
+        model.shifting.drivers.get("identity"),
+        Some(io::DriverState::Failed(e)) if e.contains("read-only")
+    ));
+    io.commands
+        .send(Command::ReleaseDriver {
+            service: "identity".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.writes.lock().unwrap().clone(),
+        Vec::<String>::new(),
+        "zero write requests of any kind reached the registry"
+    );
     assert!(
         seen.puts.lock().unwrap().is_empty(),
         "no write reached the registry"
     );
+}
+
+/// A temporary audit file, removed at the end.
+struct TempAudit(std::path::PathBuf);
+
+impl TempAudit {
+    fn new(name: &str) -> Self {
+        let p =
+            std::env::temp_dir().join(format!("spine-audit-{name}-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        Self(p)
+    }
+    fn lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for TempAudit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_has_one_line_per_attempt_failures_included() {
+    let (url, seen) = start_stub_answers(&[
+        (200, "true"),
+        (200, "false"),
+        (
+            500,
+            "the sum of all split weights must be 100, not 90.000000",
+        ),
+    ])
+    .await;
+    let audit = TempAudit::new("attempts");
+    let config = IoConfig {
+        audit_log: Some(audit.0.clone()),
+        registry_label: format!("consul {url}"),
+        ..fast_config()
+    };
+    let mut io = spawn_io(&url, &config);
+    let mut model = model_for(&url);
+    let splits = [(7000, "applied"), (6000, "conflict"), (5000, "failed")];
+    for (v1, _) in splits {
+        let mut w = SplitWrite::by_operator(
+            "identity",
+            Split::from_pairs([("v1", v1), ("v2", 10_000 - v1)]),
+            1190,
+        );
+        w.before = Some(Split::from_pairs([("v1", 8000), ("v2", 2000)]));
+        w.reason = format!("test {v1}");
+        io.commands.send(Command::SetSplit(w)).await.unwrap();
+        // One at a time: queued writes of one service would coalesce.
+        run_until(&mut io, &mut model, |m| {
+            m.shifting
+                .audit
+                .iter()
+                .any(|r| r.reason == format!("test {v1}"))
+        })
+        .await;
+    }
+    // An invalid split is refused before sending, and audited too.
+    io.commands
+        .send(Command::SetSplit(SplitWrite::by_operator(
+            "identity",
+            Split::from_pairs([("v1", 5000), ("v2", 4000)]),
+            1190,
+        )))
+        .await
+        .unwrap();
+    run_until(&mut io, &mut model, |m| m.shifting.audit.len() == 4).await;
+    let lines = audit.lines();
+    assert_eq!(lines.len(), 4, "one line per attempt: {lines:#?}");
+    let outcomes: Vec<&str> = lines
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["applied", "conflict", "failed", "refused"]);
+    assert_eq!(
+        seen.puts.lock().unwrap().len(),
+        3,
+        "the refused one was not sent"
+    );
+    let first = &lines[0];
+    assert_eq!(first["service"], "identity");
+    assert_eq!(first["before"], "v1 80 / v2 20");
+    assert_eq!(first["after"], "v1 70 / v2 30");
+    assert_eq!(first["cas_index"], 1190);
+    assert_eq!(first["origin"], "operator");
+    assert_eq!(first["reason"], "test 7000");
+    assert_eq!(first["registry"], format!("consul {url}"));
+    assert!(!first["user"].as_str().unwrap().is_empty());
+    assert!(!first["host"].as_str().unwrap().is_empty());
+    assert!(first["time"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        lines[2]["detail"].as_str().unwrap().contains("HTTP 500"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3]["detail"].as_str().unwrap().contains("sum"),
+        "{}",
+        lines[3]
+    );
+    // The panel shows the same records, in the same order.
+    let shown: Vec<&str> = model
+        .shifting
+        .audit
+        .iter()
+        .map(|r| r.outcome.as_str())
+        .collect();
+    assert_eq!(shown, outcomes);
+}
+
+#[tokio::test]
+async fn writes_queued_behind_one_in_flight_coalesce_latest_wins() {
+    let (url, seen) = start_stub("true").await;
+    let audit = TempAudit::new("coalesce");
+    let config = IoConfig {
+        audit_log: Some(audit.0.clone()),
+        ..fast_config()
+    };
+    let mut io = spawn_io(&url, &config);
+    let mut model = model_for(&url);
+    for v2 in [1000, 2000, 3000, 4000, 5000] {
+        io.commands
+            .send(Command::SetSplit(SplitWrite::by_operator(
+                "identity",
+                Split::from_pairs([("v1", 10_000 - v2), ("v2", v2)]),
+                1190,
+            )))
+            .await
+            .unwrap();
+    }
+    run_until(&mut io, &mut model, |m| m.shifting.audit.len() == 5).await;
+    let puts = seen.puts.lock().unwrap().clone();
+    assert!(
+        puts.len() < 5,
+        "some drafts were coalesced: {} sent",
+        puts.len()
+    );
+    assert!(
+        puts.last().unwrap().1.contains("\"Weight\":50"),
+        "the latest one was sent last"
+    );
+    let lines = audit.lines();
+    let applied = lines.iter().filter(|l| l["outcome"] == "applied").count();
+    let superseded = lines
+        .iter()
+        .filter(|l| l["outcome"] == "superseded")
+        .count();
+    assert_eq!(applied, puts.len());
+    assert_eq!(applied + superseded, 5, "every attempt is audited");
+    assert_eq!(lines.last().unwrap()["after"], "v1 50 / v2 50");
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ pub(super) enum DriverRequest {
 /// the markers expire by TTL).
 pub(super) async fn run<R: Registry + 'static>(
     registry: Arc<R>,
+    read_only: bool,
     operator: Operator,
     mut rx: mpsc::Receiver<DriverRequest>,
     tx: mpsc::Sender<IoEvent>,
@@ -49,6 +50,12 @@ pub(super) async fn run<R: Registry + 'static>(
     let mut keepers: BTreeMap<String, (JoinHandle<()>, LeaseSlot)> = BTreeMap::new();
     while let Some(request) = rx.recv().await {
         match request {
+            DriverRequest::Claim { service, .. } if read_only => {
+                let state = DriverState::Failed("read-only mode: no marker is written".into());
+                if !emit(&tx, &wake, IoEvent::Driver { service, state }).await {
+                    return;
+                }
+            }
             DriverRequest::Claim { service, what } => {
                 if keepers.get(&service).is_some_and(|(k, _)| !k.is_finished()) {
                     continue;

@@ -162,6 +162,7 @@ pub fn spawn<R: Registry + 'static>(
     let (driver_tx, driver_rx) = mpsc::channel(COMMAND_CAPACITY);
     tasks.push(tokio::spawn(super::driver::run(
         Arc::clone(&registry),
+        config.read_only,
         operator,
         driver_rx,
         event_tx.clone(),

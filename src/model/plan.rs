@@ -580,9 +580,56 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::synthetic::{LaneSpec, ServiceSpec, model};
+    use crate::model::types::{Health, SplitConfig};
 
     fn versions() -> Vec<String> {
         vec!["v1".into(), "v2".into()]
+    }
+
+    fn split(v1: u32, v2: u32) -> Split {
+        Split::from_pairs([("v1", v1 * 100), ("v2", v2 * 100)])
+    }
+
+    /// identity at `v1/v2` percent; v2 answers `v2_err` of 10 rps with 5xx; v2's instance
+    /// has `v2_health`.
+    fn spine(v1: u32, v2: u32, v2_err: u64, v2_health: Health, now: Instant) -> Model {
+        let services = vec![
+            ServiceSpec {
+                name: "gateway".into(),
+                instances: vec![("v1".into(), Health::Passing)],
+                split: None,
+            },
+            ServiceSpec {
+                name: "identity".into(),
+                instances: vec![
+                    ("v1".into(), Health::Passing),
+                    ("v1".into(), Health::Passing),
+                    ("v2".into(), v2_health),
+                ],
+                split: Some(vec![("v1".into(), v1 * 100), ("v2".into(), v2 * 100)]),
+            },
+        ];
+        let mut bad = LaneSpec::ok("gateway", "identity", "v2", 10, 20.0);
+        bad.errors = v2_err;
+        let lanes = vec![LaneSpec::ok("gateway", "identity", "v1", 40, 20.0), bad];
+        model(&services, &lanes, now)
+    }
+
+    fn plan(now: Instant, m: &Model) -> Plan {
+        let steps = [split(50, 50), split(0, 100)]
+            .into_iter()
+            .map(|split| PlanStep {
+                split,
+                hold: Duration::from_mins(1),
+            })
+            .collect();
+        let current = m.services["identity"].split.clone().unwrap().split;
+        Plan::new("identity", &current, steps, GuardLimits::default(), now).unwrap()
+    }
+
+    fn applied(p: &mut Plan, w: &SplitWrite, now: Instant) {
+        p.on_write_finished(w, &Ok(WriteOutcome::Applied), now);
     }
 
     #[test]
@@ -605,5 +652,290 @@ mod tests {
         assert!(parse_steps("x/100", &versions()).is_err());
         assert!(parse_steps("50.123/49.877", &versions()).is_err());
         assert!(parse_steps("  ", &versions()).is_err());
+    }
+
+    #[test]
+    fn a_plan_writes_each_step_holds_it_once_the_registry_shows_it_then_finishes() {
+        let t0 = Instant::now();
+        let m = spine(80, 20, 0, Health::Passing, t0);
+        let mut p = plan(t0, &m);
+        assert_eq!((p.target.as_str(), p.baseline.as_str()), ("v2", "v1"));
+        let w = p.control(
+            &m,
+            &PlanControl::Start {
+                steps: Vec::new(),
+                limits: GuardLimits::default(),
+            },
+            t0,
+        );
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].after, split(50, 50));
+        assert_eq!(w[0].before, Some(split(80, 20)));
+        assert_eq!(w[0].expected_index, 42, "CAS on the index the model holds");
+        assert_eq!(w[0].origin, WriteOrigin::Plan);
+        assert!(w[0].reason.contains("plan step 1/2"), "{}", w[0].reason);
+        assert_eq!(p.phase, Phase::Writing { step: 0 });
+        applied(&mut p, &w[0], t0);
+        assert_eq!(p.phase, Phase::Settling { step: 0 });
+        // The registry does not show it yet: no hold, no write.
+        assert!(p.tick(&m, t0 + Duration::from_secs(5)).is_empty());
+        assert_eq!(p.phase, Phase::Settling { step: 0 });
+        let t1 = t0 + Duration::from_secs(6);
+        let m = spine(50, 50, 0, Health::Passing, t1);
+        assert!(p.tick(&m, t1).is_empty());
+        assert_eq!(p.phase, Phase::Holding { step: 0, since: t1 });
+        assert!(
+            p.badge(t1 + Duration::from_secs(18))
+                .contains("hold 42 s left")
+        );
+        assert!(p.tick(&m, t1 + Duration::from_secs(59)).is_empty());
+        let w = p.tick(&m, t1 + Duration::from_mins(1));
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].after, split(0, 100));
+        assert_eq!(p.last_good, split(50, 50));
+        applied(&mut p, &w[0], t1);
+        let t2 = t1 + Duration::from_secs(61);
+        let m = spine(0, 100, 0, Health::Passing, t2);
+        assert!(p.tick(&m, t2).is_empty());
+        assert!(p.tick(&m, t2 + Duration::from_mins(1)).is_empty());
+        assert_eq!(p.phase, Phase::Done);
+        assert!(!p.is_active());
+    }
+
+    #[test]
+    fn a_tripped_guard_reverts_to_the_last_good_split_and_pauses_with_the_numbers() {
+        let t0 = Instant::now();
+        let m = spine(80, 20, 0, Health::Passing, t0);
+        let mut p = plan(t0, &m);
+        let w = p.control(
+            &m,
+            &PlanControl::Start {
+                steps: Vec::new(),
+                limits: GuardLimits::default(),
+            },
+            t0,
+        );
+        applied(&mut p, &w[0], t0);
+        let m = spine(50, 50, 0, Health::Passing, t0);
+        p.tick(&m, t0);
+        // v2 starts failing half its requests during the hold.
+        let t1 = t0 + Duration::from_secs(10);
+        let m = spine(50, 50, 5, Health::Passing, t1);
+        let w = p.tick(&m, t1);
+        assert_eq!(w.len(), 1, "one revert write");
+        assert_eq!(
+            w[0].after,
+            split(80, 20),
+            "back to the split before the plan"
+        );
+        assert_eq!(w[0].origin, WriteOrigin::Revert);
+        assert_eq!(w[0].expected_index, 42);
+        assert_eq!(p.tripped_at, Some(t1));
+        let Phase::Reverting { reason, .. } = &p.phase else {
+            panic!("{:?}", p.phase)
+        };
+        assert!(reason.contains("v2 5xx 50.0 % > 5 %"), "{reason}");
+        applied(&mut p, &w[0], t1);
+        let Phase::Paused { step, reason } = &p.phase else {
+            panic!("{:?}", p.phase)
+        };
+        assert_eq!(*step, 0);
+        assert!(reason.contains("reverted to v1 80 / v2 20"), "{reason}");
+        assert!(p.is_active(), "paused, not aborted: resume is possible");
+        // A failed revert is said loudly.
+        let mut q = plan(t0, &spine(80, 20, 0, Health::Passing, t0));
+        q.phase = Phase::Reverting {
+            step: 0,
+            reason: "guard".into(),
+        };
+        q.on_write_finished(&w[0], &Err("HTTP 503".into()), t1);
+        assert!(
+            matches!(&q.phase, Phase::Paused { reason, .. } if reason.contains("REVERT FAILED"))
+        );
+    }
+
+    #[test]
+    fn each_guard_trips() {
+        let t0 = Instant::now();
+        let base = spine(50, 50, 0, Health::Passing, t0);
+        let mut p = plan(t0, &base);
+        assert_eq!(p.tripped(&base), None);
+        // p99 limit and p99 factor: both versions answer in ~20 ms, p99 ~80 ms.
+        p.limits.max_p99_ms = Some(10.0);
+        assert!(
+            p.tripped(&base).unwrap().contains("p99"),
+            "{:?}",
+            p.tripped(&base)
+        );
+        p.limits.max_p99_ms = None;
+        p.limits.max_p99_factor = Some(0.2);
+        assert!(p.tripped(&base).unwrap().contains("× v1 p99"));
+        p.limits.max_p99_factor = None;
+        // An instance of the target goes critical during the hold.
+        let sick = spine(50, 50, 0, Health::Critical, t0);
+        assert!(p.tripped(&sick).unwrap().contains("critical"));
+        p.limits.critical = false;
+        assert_eq!(p.tripped(&sick), None);
+        // A breaker opens on a lane into the target.
+        let services = vec![
+            ServiceSpec {
+                name: "gateway".into(),
+                instances: vec![("v1".into(), Health::Passing)],
+                split: None,
+            },
+            ServiceSpec {
+                name: "identity".into(),
+                instances: vec![
+                    ("v1".into(), Health::Passing),
+                    ("v2".into(), Health::Passing),
+                ],
+                split: Some(vec![("v1".into(), 5_000), ("v2".into(), 5_000)]),
+            },
+        ];
+        let mut open = LaneSpec::ok("gateway", "identity", "v2", 10, 20.0);
+        open.breaker = crate::model::types::BreakerState::Open;
+        let m = model(
+            &services,
+            &[LaneSpec::ok("gateway", "identity", "v1", 10, 20.0), open],
+            t0,
+        );
+        p.limits.max_5xx_pct = None;
+        assert!(
+            p.tripped(&m).unwrap().contains("breaker open on gateway"),
+            "{:?}",
+            p.tripped(&m)
+        );
+    }
+
+    #[test]
+    fn pause_resume_skip_abort_and_conflicts() {
+        let t0 = Instant::now();
+        let m = spine(80, 20, 0, Health::Passing, t0);
+        let mut p = plan(t0, &m);
+        let start = PlanControl::Start {
+            steps: Vec::new(),
+            limits: GuardLimits::default(),
+        };
+        let w = p.control(&m, &start, t0);
+        // Someone else wrote first.
+        let theirs = SplitConfig {
+            split: split(70, 30),
+            modify_index: 43,
+        };
+        p.on_write_finished(
+            &w[0],
+            &Ok(WriteOutcome::Conflict {
+                theirs: Some(theirs),
+            }),
+            t0,
+        );
+        assert!(
+            matches!(&p.phase, Phase::Paused { step: 0, reason } if reason.contains("v1 70 / v2 30"))
+        );
+        // Resume writes the step again, on the index the model has now.
+        let m = spine(70, 30, 0, Health::Passing, t0);
+        let w = p.control(&m, &PlanControl::Resume, t0);
+        assert_eq!(w.len(), 1);
+        applied(&mut p, &w[0], t0);
+        let m = spine(50, 50, 0, Health::Passing, t0);
+        p.tick(&m, t0);
+        assert!(matches!(p.phase, Phase::Holding { step: 0, .. }));
+        assert!(p.control(&m, &PlanControl::Pause, t0).is_empty());
+        assert!(matches!(&p.phase, Phase::Paused { reason, .. } if reason.contains("operator")));
+        assert!(
+            p.tick(&m, t0 + Duration::from_mins(10)).is_empty(),
+            "a paused plan does nothing"
+        );
+        // Resume when the registry already shows the step: hold again, no write.
+        assert!(p.control(&m, &PlanControl::Resume, t0).is_empty());
+        assert!(matches!(p.phase, Phase::Holding { step: 0, .. }));
+        let w = p.control(&m, &PlanControl::SkipTo(1), t0);
+        assert_eq!(w[0].after, split(0, 100));
+        assert!(p.control(&m, &PlanControl::SkipTo(7), t0).is_empty());
+        p.control(&m, &PlanControl::Abort, t0);
+        assert_eq!(p.phase, Phase::Aborted);
+        assert!(p.control(&m, &PlanControl::Resume, t0).is_empty());
+    }
+
+    #[test]
+    fn a_step_the_guard_rails_refuse_pauses_the_plan_without_writing() {
+        let t0 = Instant::now();
+        let m = spine(80, 20, 0, Health::Critical, t0);
+        let mut p = plan(t0, &m);
+        let w = p.control(
+            &m,
+            &PlanControl::Start {
+                steps: Vec::new(),
+                limits: GuardLimits::default(),
+            },
+            t0,
+        );
+        assert!(w.is_empty());
+        assert!(matches!(&p.phase, Phase::Paused { reason, .. }
+            if reason.contains("refused by the guard rails") && reason.contains("no passing instance")));
+    }
+
+    #[test]
+    fn the_model_claims_the_marker_at_start_and_releases_it_at_the_end() {
+        use crate::io::Command;
+        let t0 = Instant::now();
+        let mut m = spine(80, 20, 0, Health::Passing, t0);
+        let steps = vec![PlanStep {
+            split: split(50, 50),
+            hold: Duration::from_secs(1),
+        }];
+        let out = m.plan_control(
+            "identity",
+            &PlanControl::Start {
+                steps,
+                limits: GuardLimits::default(),
+            },
+            t0,
+        );
+        assert!(
+            matches!(&out[0], Command::ClaimDriver { service, what } if service == "identity" && what.contains("50/50"))
+        );
+        let Command::SetSplit(w) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert!(matches!(
+            m.writes.get("identity"),
+            Some(crate::model::WriteState::Pending { .. })
+        ));
+        let w = w.clone();
+        m.apply(
+            crate::io::IoEvent::WriteFinished {
+                write: w.clone(),
+                result: Ok(WriteOutcome::Applied),
+            },
+            t0,
+        );
+        assert_eq!(
+            m.shifting.last_change.get("identity"),
+            Some(&(Some(split(80, 20)), split(50, 50)))
+        );
+        // A second start while one runs is refused.
+        assert!(
+            m.plan_control(
+                "identity",
+                &PlanControl::Start {
+                    steps: Vec::new(),
+                    limits: GuardLimits::default()
+                },
+                t0
+            )
+            .is_empty()
+        );
+        let mut shown = spine(50, 50, 0, Health::Passing, t0);
+        shown.shifting = m.shifting.clone();
+        shown.tick_plans(t0);
+        let out = shown.tick_plans(t0 + Duration::from_secs(2));
+        assert_eq!(
+            out,
+            vec![Command::ReleaseDriver {
+                service: "identity".into()
+            }]
+        );
+        assert_eq!(shown.shifting.plans["identity"].phase, Phase::Done);
     }
 }
