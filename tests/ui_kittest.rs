@@ -221,7 +221,9 @@ fn a_cas_conflict_is_shown_and_reapplying_uses_the_current_index() {
         .try_send(IoEvent::WriteFinished {
             service: "identity".into(),
             split: mine.clone(),
-            result: Ok(spine_dash::registry::WriteOutcome::Conflict { theirs: None }),
+            result: Ok(spine_dash::registry::WriteOutcome::Conflict {
+                theirs: theirs.split.clone(),
+            }),
         })
         .unwrap();
     events
