@@ -1873,6 +1873,13 @@ async fn kv_mode_follows_both_prefixes_and_writes_with_cas() {
             })
         })
     );
+    // A CAS on a key that is gone (photo has none): a conflict with nothing stored.
+    assert_eq!(
+        client
+            .write_split("photo", &Split::from_pairs([("v1", 10_000)]), 1191)
+            .await,
+        Ok(WriteOutcome::Conflict { theirs: None })
+    );
     let puts = kv.puts.lock().unwrap().clone();
     assert_eq!(puts.len(), 1);
     assert_eq!(puts[0].0.as_deref(), Some("cas=1191"));

@@ -119,6 +119,22 @@ async fn two_writers_race_on_the_demo_consul_api() {
     // The demo seeds identity's splitter (80/20).
     let (a_won, b_won) = race("consul config (demo)", &a, &b, "identity").await;
     assert_eq!(a_won + b_won, ROUNDS);
+    // A CAS on an entry deleted since it was read: a conflict with nothing stored.
+    let last = stored(&a, "identity").await.unwrap();
+    let resp = reqwest::Client::new()
+        .delete(format!(
+            "{}/v1/config/service-splitter/identity",
+            spine.registry_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        a.write_split("identity", &last.split, last.modify_index)
+            .await,
+        Ok(WriteOutcome::Conflict { theirs: None })
+    );
 
     // KV mode on the same agent: an instance key, a split created with cas=0, then race.
     let a = ConsulKvClient::new(a);
