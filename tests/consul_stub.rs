@@ -2008,9 +2008,9 @@ async fn snapshot_protocol_comes_from_service_defaults_then_proxy_defaults_then_
         .merge(mesh(&stub, (StatusCode::OK, "true")));
     let follower = ConsulClient::new(&serve(app).await).unwrap();
     let task = tokio::spawn(async move { follower.follow(ctx).await });
-    let followed = next_snapshot(&mut rx).await;
+    let from_follow = next_snapshot(&mut rx).await;
     task.abort();
-    assert_eq!(protocols(&followed), protocols(&snap));
+    assert_eq!(protocols(&from_follow), protocols(&snap));
     // An agent that answers the service-defaults list with 404 (no config entries):
     // unknown, not tcp.
     let stub = Stub::default();
