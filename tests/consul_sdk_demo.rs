@@ -190,10 +190,22 @@ async fn kv_form_register_split_lookup_and_follow() {
         kv.write_split("sdk-id", &split, 0).await.unwrap(),
         WriteOutcome::Applied
     );
+    let stored = kv
+        .snapshot()
+        .await
+        .unwrap()
+        .services
+        .into_iter()
+        .find(|s| s.name == "sdk-id")
+        .and_then(|s| s.split)
+        .unwrap();
+    assert_eq!(stored.split, split);
     assert_eq!(
         kv.write_split("sdk-id", &split, 0).await.unwrap(),
-        WriteOutcome::Conflict { theirs: None },
-        "create-only twice"
+        WriteOutcome::Conflict {
+            theirs: Some(stored)
+        },
+        "create-only twice: the conflict shows what is stored"
     );
     for _ in 0..10 {
         assert_eq!(kv.lookup("sdk-id").await.unwrap(), "http://127.0.0.1:18011");

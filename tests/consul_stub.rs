@@ -96,8 +96,9 @@ impl Stub {
 }
 
 /// The fixture mesh: catalog, health per service, identity/photo resolvers, identity
-/// splitter, identity sidecars; every request is recorded. `put_answer` is the PUT
-/// /v1/config answer.
+/// splitter, identity sidecars, service-defaults (identity http, payment GRPC, photo
+/// without a protocol), no proxy-defaults and no driver markers; every request is
+/// recorded. `put_answer` is the PUT /v1/config answer.
 fn mesh(stub: &Stub, put_answer: (StatusCode, &'static str)) -> Router {
     async fn catalog(State(stub): State<Stub>, headers: HeaderMap) -> Response {
         stub.record("GET", "/v1/catalog/services".into(), None, &headers, b"");
@@ -167,6 +168,26 @@ fn mesh(stub: &Stub, put_answer: (StatusCode, &'static str)) -> Router {
             ),
         }
     }
+    async fn config_list(
+        State(stub): State<Stub>,
+        Path(kind): Path<String>,
+        headers: HeaderMap,
+    ) -> Response {
+        stub.record("GET", format!("/v1/config/{kind}"), None, &headers, b"");
+        match kind.as_str() {
+            "service-defaults" => json(fixture("crafted_config_list_service_defaults.json")),
+            _ => json(b"[]".to_vec()),
+        }
+    }
+    async fn kv(
+        State(stub): State<Stub>,
+        Path(key): Path<String>,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+    ) -> Response {
+        stub.record("GET", format!("/v1/kv/{key}"), query, &headers, b"");
+        (StatusCode::NOT_FOUND, [("X-Consul-Index", "1150")], "").into_response()
+    }
     let answer = move |State(stub): State<Stub>,
                        RawQuery(query): RawQuery,
                        headers: HeaderMap,
@@ -184,6 +205,8 @@ fn mesh(stub: &Stub, put_answer: (StatusCode, &'static str)) -> Router {
         .route("/v1/health/service/{name}", get(health))
         .route("/v1/health/connect/{name}", get(connect))
         .route("/v1/config/{kind}/{name}", get(config))
+        .route("/v1/config/{kind}", get(config_list))
+        .route("/v1/kv/{*key}", get(kv))
         .route("/v1/config", put(answer))
         .with_state(stub.clone())
 }
@@ -216,7 +239,24 @@ fn service(
     }
 }
 
+/// [`expected_mesh_services`] with the protocols of the fixture's service-defaults and no
+/// proxy-defaults: identity `http`, payment `grpc` (lowercased), the rest `tcp`.
 fn expected_mesh() -> RegistrySnapshot {
+    let mut mesh = expected_mesh_services();
+    for s in &mut mesh.services {
+        s.protocol = Some(
+            match s.name.as_str() {
+                "identity" => "http",
+                "payment" => "grpc",
+                _ => "tcp",
+            }
+            .into(),
+        );
+    }
+    mesh
+}
+
+fn expected_mesh_services() -> RegistrySnapshot {
     let mut v1a = instance("identity-v1-a", "identity", "v1", "10.0.1.11", 8080);
     v1a.metrics_url = Some("http://10.0.1.11:9102/metrics".into());
     let mut v1b = instance("identity-v1-b", "identity", "v1", "10.0.1.12", 8080);
@@ -302,8 +342,16 @@ async fn snapshot_builds_the_mesh() {
 
     let seen = stub.seen();
     // 1 catalog + 6 × (health, resolver, splitter) + a connect lookup per service whose
-    // instances lack metrics_url (all 6 here); never the sidecars or `consul`.
-    assert_eq!(seen.len(), 1 + 6 * 3 + 6, "{seen:#?}");
+    // instances lack metrics_url (all 6 here) + service-defaults, proxy-defaults and the
+    // driver markers once each; never the sidecars or `consul`.
+    assert_eq!(seen.len(), 1 + 6 * 3 + 6 + 3, "{seen:#?}");
+    for once in [
+        "/v1/config/service-defaults",
+        "/v1/config/proxy-defaults/global",
+        "/v1/kv/spine-dash/drivers/",
+    ] {
+        assert_eq!(seen.iter().filter(|s| s.path == once).count(), 1, "{once}");
+    }
     assert!(seen.iter().all(|s| s.token.as_deref() == Some(TOKEN)));
     assert!(
         !seen
@@ -380,11 +428,17 @@ async fn splitter_write_keeps_every_field_it_does_not_own() {
         &put.body,
         &String::from_utf8(fixture("crafted_splitter_headers_meta_put.json")).unwrap(),
     );
-    // A stale index is a conflict without a write.
+    // A stale index is a conflict without a write; theirs is the entry the read found
+    // (the cross-service split kept as "payment/v1").
     let before = stub.seen().len();
     assert_eq!(
         client.write_split("identity", &split, 2000).await,
-        Ok(WriteOutcome::Conflict { theirs: None })
+        Ok(WriteOutcome::Conflict {
+            theirs: Some(SplitConfig {
+                split: Split::from_pairs([("v1", 6000), ("v2", 3000), ("payment/v1", 1000)]),
+                modify_index: 2210,
+            })
+        })
     );
     assert!(stub.seen()[before..].iter().all(|s| s.method == "GET"));
 }
@@ -395,13 +449,24 @@ async fn cas_false_is_a_conflict() {
     let base = serve(mesh(&stub, (StatusCode::OK, "false"))).await;
     let client = ConsulClient::new(&base).unwrap();
     let split = Split::from_pairs([("v1", 6667), ("v2", 3333)]);
+    // The read saw 1190, but a colleague wrote before our PUT: `false`, then one more GET
+    // brings theirs (this stub still serves the fixture's 80/20 at 1190).
     assert_eq!(
         client.write_split("identity", &split, 1190).await,
-        Ok(WriteOutcome::Conflict { theirs: None })
+        Ok(WriteOutcome::Conflict {
+            theirs: Some(SplitConfig {
+                split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                modify_index: 1190,
+            })
+        })
     );
     let seen = stub.seen();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3, "{seen:#?}");
     assert_eq!(seen[1].token, None);
+    assert_eq!(
+        (seen[2].method, seen[2].path.as_str()),
+        ("GET", "/v1/config/service-splitter/identity")
+    );
     assert_json(
         &seen[1].body,
         r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":66.67,"ServiceSubset":"v1"},{"Weight":33.33,"ServiceSubset":"v2"}]}"#,
@@ -646,7 +711,9 @@ async fn snapshot_keeps_at_most_8_requests_in_flight() {
             .iter()
             .all(|s| s.instances.is_empty() && s.split.is_none())
     );
-    assert_eq!(gauge.total.load(Ordering::SeqCst), 60);
+    // 20 × (health, resolver, splitter), plus proxy-defaults/global (the other mesh-wide
+    // reads have no route here: 404 at once).
+    assert_eq!(gauge.total.load(Ordering::SeqCst), 60 + 1);
     let max = gauge.max.load(Ordering::SeqCst);
     assert!((2..=8).contains(&max), "max in flight {max}");
 }
@@ -963,6 +1030,12 @@ impl SynthStub {
             .route("/v1/health/state/any", get(synth_checks))
             .route("/v1/config/service-resolver", get(synth_resolvers))
             .route("/v1/config/service-splitter", get(synth_splitters))
+            .route("/v1/config/service-defaults", get(synth_defaults))
+            .route(
+                "/v1/config/proxy-defaults/global",
+                get(synth_proxy_defaults),
+            )
+            .route("/v1/kv/spine-dash/drivers/", get(synth_drivers))
             .route("/v1/health/service/{name}", get(synth_health))
             .route("/v1/config/{kind}/{name}", get(synth_config_entry))
             .with_state(self.clone())
@@ -1072,6 +1145,38 @@ async fn synth_splitters(State(stub): State<SynthStub>, axum::extract::Query(q):
         },
     )
     .await
+}
+
+/// svc-0 speaks http; nothing else has service-defaults.
+async fn synth_defaults(State(stub): State<SynthStub>, axum::extract::Query(q): Q) -> Response {
+    synth_answer(
+        &stub,
+        &q,
+        "service-defaults",
+        |_| 10,
+        |_| serde_json::json!([{"Kind": "service-defaults", "Name": "svc-0", "Protocol": "http", "ModifyIndex": 10}]),
+    )
+    .await
+}
+
+/// The mesh's default is grpc.
+async fn synth_proxy_defaults(
+    State(stub): State<SynthStub>,
+    axum::extract::Query(q): Q,
+) -> Response {
+    synth_answer(
+        &stub,
+        &q,
+        "proxy-defaults",
+        |_| 10,
+        |_| serde_json::json!({"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "grpc"}, "ModifyIndex": 10}),
+    )
+    .await
+}
+
+/// No driver markers.
+async fn synth_drivers(State(stub): State<SynthStub>, axum::extract::Query(q): Q) -> Response {
+    synth_answer(&stub, &q, "drivers", |_| 10, |_| serde_json::json!([])).await
 }
 
 async fn synth_health(State(stub): State<SynthStub>, Path(name): Path<String>) -> Response {
@@ -1195,6 +1300,8 @@ async fn measure(services: usize) -> Counts {
     let first = next_snapshot(&mut rx).await;
     assert_eq!(first.services.len(), services);
     assert_eq!(first.services[0].split.as_ref().unwrap().modify_index, 10);
+    assert_eq!(first.services[0].protocol.as_deref(), Some("http"));
+    assert_eq!(first.services[1].protocol.as_deref(), Some("grpc"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let initial = stub.answered().len() - polling_snapshot;
 
@@ -1279,12 +1386,13 @@ async fn blocking_follow_requests_per_refresh_do_not_grow_with_services() {
     assert_eq!((small.split_change, large.split_change), (1, 1));
     // A new instance: the catalog, the checks and that one service's instances.
     assert_eq!((small.new_instance, large.new_instance), (3, 3));
-    // Start: 4 bulk reads plus one read per service (once).
-    assert_eq!(small.initial, 4 + 10);
-    assert_eq!(large.initial, 4 + 200);
-    // Polling would cost 1 + 3 per service for every refresh.
-    assert_eq!(small.polling_snapshot, 1 + 3 * 10);
-    assert_eq!(large.polling_snapshot, 1 + 3 * 200);
+    // Start: 7 bulk reads (catalog, checks, resolvers, splitters, service-defaults,
+    // proxy-defaults, driver markers) plus one read per service (once).
+    assert_eq!(small.initial, 7 + 10);
+    assert_eq!(large.initial, 7 + 200);
+    // Polling would cost 1 + 3 per service + the 3 mesh-wide reads for every refresh.
+    assert_eq!(small.polling_snapshot, 1 + 3 * 10 + 3);
+    assert_eq!(large.polling_snapshot, 1 + 3 * 200 + 3);
     // A change no check explains falls back to reading every service, once.
     assert_eq!(small.address_only, 1 + 10);
     assert_eq!(large.address_only, 1 + 200);
@@ -1327,6 +1435,13 @@ async fn blocking_index_rules_and_backoff_follow_the_fixture_sequence() {
         }
         ([("X-Consul-Index", "5")], json(b"[]".to_vec())).into_response()
     }
+    /// Consul's "none here": 404 with the index (a missing entry or an empty KV prefix).
+    async fn quiet_404(axum::extract::Query(q): Q) -> Response {
+        if q.contains_key("index") {
+            tokio::time::sleep(Duration::from_mins(1)).await;
+        }
+        (StatusCode::NOT_FOUND, [("X-Consul-Index", "5")], "").into_response()
+    }
     async fn health() -> Response {
         json(br#"[{"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"identity-1","Service":"identity","Port":1,"Meta":{"metrics_url":"http://x/m"}},"Checks":[]}]"#.to_vec())
     }
@@ -1352,6 +1467,9 @@ async fn blocking_index_rules_and_backoff_follow_the_fixture_sequence() {
         .route("/v1/health/state/any", get(quiet))
         .route("/v1/config/service-resolver", get(quiet))
         .route("/v1/config/service-splitter", get(quiet))
+        .route("/v1/config/service-defaults", get(quiet))
+        .route("/v1/config/proxy-defaults/global", get(quiet_404))
+        .route("/v1/kv/spine-dash/drivers/", get(quiet_404))
         .route("/v1/health/service/{name}", get(health))
         .with_state(st.clone());
     let base = serve(app).await;
@@ -1517,7 +1635,13 @@ mod tls {
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Consul-Index: 7\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+                    // The catalog is empty; the mesh-wide reads (config entries, the
+                    // driver markers) find nothing: 404.
+                    let resp = if head.starts_with(b"GET /v1/catalog/services") {
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Consul-Index: 7\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nX-Consul-Index: 7\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    };
                     let _ = tls.write_all(resp.as_bytes()).await;
                     let _ = tls.shutdown().await;
                 });
@@ -1717,7 +1841,7 @@ async fn kv_mode_follows_both_prefixes_and_writes_with_cas() {
             .any(|q| q.starts_with("mesh/splits/?recurse&index=1150&wait=")),
         "a 404 prefix blocks on its index too: {queries:?}"
     );
-    // CAS write: `false` (kv_put_cas_false.txt) is a conflict.
+    // CAS write: `false` (kv_put_cas_false.txt) is a conflict, with the key read back.
     assert_eq!(
         client
             .write_split(
@@ -1725,6 +1849,34 @@ async fn kv_mode_follows_both_prefixes_and_writes_with_cas() {
                 &Split::from_pairs([("v1", 5000), ("v2", 5000)]),
                 1191
             )
+            .await,
+        Ok(WriteOutcome::Conflict {
+            theirs: Some(SplitConfig {
+                split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                modify_index: 1191,
+            })
+        })
+    );
+    // A stale index: the read shows theirs, nothing is written.
+    assert_eq!(
+        client
+            .write_split(
+                "identity",
+                &Split::from_pairs([("v1", 5000), ("v2", 5000)]),
+                1100
+            )
+            .await,
+        Ok(WriteOutcome::Conflict {
+            theirs: Some(SplitConfig {
+                split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                modify_index: 1191,
+            })
+        })
+    );
+    // A CAS on a key that is gone (photo has none): a conflict with nothing stored.
+    assert_eq!(
+        client
+            .write_split("photo", &Split::from_pairs([("v1", 10_000)]), 1191)
             .await,
         Ok(WriteOutcome::Conflict { theirs: None })
     );
@@ -1735,4 +1887,471 @@ async fn kv_mode_follows_both_prefixes_and_writes_with_cas() {
         &puts[0].1,
         r#"{"service":"identity","splits":[{"subset":"v1","weight":50},{"subset":"v2","weight":50}]}"#,
     );
+}
+
+// ---- protocols, theirs, driver markers --------------------------------------------------
+
+/// Protocol per service of a snapshot, by name.
+fn protocols(s: &RegistrySnapshot) -> Vec<(String, Option<String>)> {
+    s.services
+        .iter()
+        .map(|e| (e.name.clone(), e.protocol.clone()))
+        .collect()
+}
+
+fn owned(pairs: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+    pairs
+        .iter()
+        .map(|(n, p)| ((*n).to_owned(), p.map(str::to_owned)))
+        .collect()
+}
+
+#[test]
+fn protocol_parsers_read_the_fixtures() {
+    use spine_dash::registry::consul::{
+        effective_protocol, parse_proxy_defaults_protocol, parse_service_defaults_list,
+        parse_service_defaults_protocol,
+    };
+    assert_eq!(
+        parse_service_defaults_protocol(&fixture("config_service_defaults_identity.json")),
+        Ok(Some("http".into()))
+    );
+    assert_eq!(
+        parse_service_defaults_protocol(&fixture(
+            "config_put_service_defaults_identity_request.json"
+        )),
+        Ok(Some("http".into()))
+    );
+    let list =
+        parse_service_defaults_list(&fixture("crafted_config_list_service_defaults.json")).unwrap();
+    assert_eq!(
+        list.into_iter().collect::<Vec<_>>(),
+        [
+            ("identity".to_owned(), "http".to_owned()),
+            ("payment".to_owned(), "grpc".to_owned()),
+            ("photo".to_owned(), String::new()),
+        ]
+    );
+    assert_eq!(
+        parse_proxy_defaults_protocol(&fixture("crafted_proxy_defaults_global.json")),
+        Ok(Some("http2".into()))
+    );
+    assert_eq!(
+        parse_proxy_defaults_protocol(br#"{"Kind":"proxy-defaults","Name":"global"}"#),
+        Ok(None)
+    );
+    let defaults =
+        parse_service_defaults_list(&fixture("crafted_config_list_service_defaults.json")).unwrap();
+    assert_eq!(
+        effective_protocol("identity", &defaults, Some("grpc")),
+        "http"
+    );
+    assert_eq!(
+        effective_protocol("photo", &defaults, Some("http2")),
+        "http2"
+    );
+    assert_eq!(effective_protocol("photo", &defaults, None), "tcp");
+    assert_eq!(effective_protocol("portal", &defaults, None), "tcp");
+}
+
+#[tokio::test]
+async fn snapshot_protocol_comes_from_service_defaults_then_proxy_defaults_then_tcp() {
+    // With proxy-defaults global (Config.protocol http2): services without their own
+    // protocol inherit it.
+    let stub = Stub::default();
+    let app = Router::new()
+        .route(
+            "/v1/config/proxy-defaults/global",
+            get(|| async { json(fixture("crafted_proxy_defaults_global.json")) }),
+        )
+        .merge(mesh(&stub, (StatusCode::OK, "true")));
+    let client = ConsulClient::new(&serve(app).await).unwrap();
+    let snap = client.snapshot().await.unwrap();
+    assert_eq!(
+        protocols(&snap),
+        owned(&[
+            ("gateway", Some("http2")),
+            ("identity", Some("http")),
+            ("notification", Some("http2")),
+            ("payment", Some("grpc")),
+            ("photo", Some("http2")),
+            ("portal", Some("http2")),
+        ])
+    );
+    // Without it (404): tcp, Consul's default.
+    let stub = Stub::default();
+    let client = ConsulClient::new(&serve(mesh(&stub, (StatusCode::OK, "true"))).await).unwrap();
+    let snap = client.snapshot().await.unwrap();
+    assert_eq!(
+        protocols(&snap),
+        owned(&[
+            ("gateway", Some("tcp")),
+            ("identity", Some("http")),
+            ("notification", Some("tcp")),
+            ("payment", Some("grpc")),
+            ("photo", Some("tcp")),
+            ("portal", Some("tcp")),
+        ])
+    );
+    // The same through the blocking follow.
+    let (tx, mut rx) = mpsc::channel(16);
+    let ctx = FollowContext {
+        interval: Duration::from_millis(50),
+        refresh: Arc::new(Notify::new()),
+        out: tx,
+    };
+    let app = Router::new()
+        .route(
+            "/v1/health/state/any",
+            get(|| async { json(b"[]".to_vec()) }),
+        )
+        .merge(mesh(&stub, (StatusCode::OK, "true")));
+    let follower = ConsulClient::new(&serve(app).await).unwrap();
+    let task = tokio::spawn(async move { follower.follow(ctx).await });
+    let from_follow = next_snapshot(&mut rx).await;
+    task.abort();
+    assert_eq!(protocols(&from_follow), protocols(&snap));
+    // An agent that answers the service-defaults list with 404 (no config entries):
+    // unknown, not tcp.
+    let stub = Stub::default();
+    let app = Router::new()
+        .route(
+            "/v1/config/service-defaults",
+            get(|| async { (StatusCode::NOT_FOUND, "404 page not found").into_response() }),
+        )
+        .merge(mesh(&stub, (StatusCode::OK, "true")));
+    let client = ConsulClient::new(&serve(app).await).unwrap();
+    let snap = client.snapshot().await.unwrap();
+    assert!(
+        snap.services.iter().all(|s| s.protocol.is_none()),
+        "{snap:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cas_on_a_deleted_splitter_is_a_conflict_with_nothing_stored() {
+    let stub = Stub::default();
+    let client = ConsulClient::new(&serve(mesh(&stub, (StatusCode::OK, "true"))).await).unwrap();
+    // photo has no splitter (404): a write against index 1190 finds nothing to match.
+    assert_eq!(
+        client
+            .write_split("photo", &Split::from_pairs([("v1", 10_000)]), 1190)
+            .await,
+        Ok(WriteOutcome::Conflict { theirs: None })
+    );
+    assert!(
+        stub.seen().iter().all(|s| s.method == "GET"),
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn snapshot_shows_driver_markers_and_keeps_an_unreadable_one() {
+    use spine_dash::model::types::DriverMarker;
+    let stub = Stub::default();
+    let app = Router::new()
+        .route(
+            "/v1/kv/spine-dash/drivers/",
+            get(|| async {
+                (
+                    [("X-Consul-Index", "1305")],
+                    json(fixture("crafted_kv_drivers_recurse.json")),
+                )
+            }),
+        )
+        .merge(mesh(&stub, (StatusCode::OK, "true")));
+    let client = ConsulClient::new(&serve(app).await).unwrap();
+    let snap = client.snapshot().await.unwrap();
+    assert_eq!(
+        snap.drivers,
+        vec![
+            DriverMarker {
+                service: "identity".into(),
+                user: "ana".into(),
+                host: "ws-ana".into(),
+                pid: 4242,
+                since: "2026-11-28T10:00:00Z".into(),
+                what: "plan 95/5 → 80/20 → 50/50 → 0/100".into(),
+            },
+            DriverMarker {
+                service: "photo".into(),
+                user: "?".into(),
+                ..DriverMarker::default()
+            },
+        ]
+    );
+}
+
+/// A Consul stand-in for sessions and one KV lock, recording every request.
+#[derive(Clone, Default)]
+struct LockStub {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    sessions: Arc<Mutex<Vec<String>>>,
+    /// (session, value) of the held key.
+    held: Arc<Mutex<Option<(String, String)>>>,
+}
+
+fn lock_router(stub: &LockStub) -> Router {
+    async fn create(State(st): State<LockStub>, headers: HeaderMap, body: Bytes) -> Response {
+        let id = format!(
+            "0000000{}-aaaa-bbbb-cccc-dddddddddddd",
+            st.sessions.lock().unwrap().len() + 1
+        );
+        st.sessions.lock().unwrap().push(id.clone());
+        record(
+            &st,
+            "PUT",
+            "/v1/session/create".into(),
+            None,
+            &headers,
+            &body,
+        );
+        json(format!(r#"{{"ID":"{id}"}}"#).into_bytes())
+    }
+    async fn renew(
+        State(st): State<LockStub>,
+        Path(id): Path<String>,
+        headers: HeaderMap,
+    ) -> Response {
+        record(
+            &st,
+            "PUT",
+            format!("/v1/session/renew/{id}"),
+            None,
+            &headers,
+            b"",
+        );
+        if st.sessions.lock().unwrap().contains(&id) {
+            json(format!(r#"[{{"ID":"{id}","TTL":"15s","Behavior":"delete"}}]"#).into_bytes())
+        } else {
+            text(
+                StatusCode::NOT_FOUND,
+                &format!("Session id '{id}' not found"),
+            )
+        }
+    }
+    async fn destroy(
+        State(st): State<LockStub>,
+        Path(id): Path<String>,
+        headers: HeaderMap,
+    ) -> Response {
+        record(
+            &st,
+            "PUT",
+            format!("/v1/session/destroy/{id}"),
+            None,
+            &headers,
+            b"",
+        );
+        st.sessions.lock().unwrap().retain(|s| *s != id);
+        let mut held = st.held.lock().unwrap();
+        if held.as_ref().is_some_and(|(s, _)| *s == id) {
+            *held = None; // Behavior delete
+        }
+        json(b"true".to_vec())
+    }
+    async fn kv_put(
+        State(st): State<LockStub>,
+        Path(key): Path<String>,
+        axum::extract::Query(q): Q,
+        RawQuery(raw): RawQuery,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        record(&st, "PUT", format!("/v1/kv/{key}"), raw, &headers, &body);
+        let session = q.get("acquire").cloned().unwrap_or_default();
+        let mut held = st.held.lock().unwrap();
+        let ok = match &*held {
+            Some((holder, _)) => *holder == session,
+            None => true,
+        };
+        if ok {
+            *held = Some((session, String::from_utf8_lossy(&body).into_owned()));
+        }
+        json(ok.to_string().into_bytes())
+    }
+    async fn kv_get(
+        State(st): State<LockStub>,
+        Path(key): Path<String>,
+        RawQuery(raw): RawQuery,
+        headers: HeaderMap,
+    ) -> Response {
+        record(&st, "GET", format!("/v1/kv/{key}"), raw, &headers, b"");
+        let held = st.held.lock().unwrap().clone();
+        match held {
+            Some((session, value)) => {
+                use base64::Engine as _;
+                let value = base64::engine::general_purpose::STANDARD.encode(value);
+                json(format!(r#"[{{"LockIndex":1,"Key":"{key}","Flags":0,"Value":"{value}","Session":"{session}","CreateIndex":1301,"ModifyIndex":1301}}]"#).into_bytes())
+            }
+            None => (StatusCode::NOT_FOUND, [("X-Consul-Index", "1301")], "").into_response(),
+        }
+    }
+    fn record(
+        st: &LockStub,
+        method: &'static str,
+        path: String,
+        query: Option<String>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) {
+        st.seen.lock().unwrap().push(Seen {
+            method,
+            path,
+            query,
+            token: headers
+                .get("x-consul-token")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+    }
+    Router::new()
+        .route("/v1/session/create", put(create))
+        .route("/v1/session/renew/{id}", put(renew))
+        .route("/v1/session/destroy/{id}", put(destroy))
+        .route("/v1/kv/{*key}", put(kv_put).get(kv_get))
+        .with_state(stub.clone())
+}
+
+#[tokio::test]
+async fn driver_markers_speak_consuls_session_and_lock_wire() {
+    use spine_dash::model::types::DriverMarker;
+    use spine_dash::registry::{DriverClaim, DriverLease};
+    let stub = LockStub::default();
+    let base = serve(lock_router(&stub)).await;
+    let ours = ConsulClient::new(&base)
+        .unwrap()
+        .with_token(Some(TOKEN.into()));
+    let colleague = ConsulClient::new(&base).unwrap();
+    let marker = |user: &str| DriverMarker {
+        service: "identity".into(),
+        user: user.into(),
+        host: format!("ws-{user}"),
+        pid: 7,
+        since: "2026-11-28T10:00:00Z".into(),
+        what: "plan 95/5 → 0/100".into(),
+    };
+
+    // Claim: a session (TTL, delete, no lock-delay), then acquire with the marker.
+    let claim = ours
+        .claim_driver(&marker("ana"), Duration::from_secs(15))
+        .await
+        .unwrap();
+    let lease = DriverLease {
+        service: "identity".into(),
+        key: "spine-dash/drivers/identity".into(),
+        lease: "00000001-aaaa-bbbb-cccc-dddddddddddd".into(),
+        renew_every: Duration::from_secs(5),
+    };
+    assert_eq!(claim, DriverClaim::Claimed(lease.clone()));
+    let seen = stub.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(
+        (
+            seen[0].method,
+            seen[0].path.as_str(),
+            seen[0].query.as_deref()
+        ),
+        ("PUT", "/v1/session/create", None)
+    );
+    assert_json(
+        &seen[0].body,
+        r#"{"Name":"spine-dash driver identity","TTL":"15s","Behavior":"delete","LockDelay":"0s"}"#,
+    );
+    assert_eq!(
+        (
+            seen[1].method,
+            seen[1].path.as_str(),
+            seen[1].query.as_deref()
+        ),
+        (
+            "PUT",
+            "/v1/kv/spine-dash/drivers/identity",
+            Some("acquire=00000001-aaaa-bbbb-cccc-dddddddddddd")
+        )
+    );
+    assert_eq!(
+        serde_json::from_str::<DriverMarker>(&seen[1].body).unwrap(),
+        marker("ana")
+    );
+    assert!(seen.iter().all(|s| s.token.as_deref() == Some(TOKEN)));
+
+    // A second claimant: refused, reads the holder's marker, destroys its own session.
+    // Consul takes no TTL under 10 s: 2 s becomes 10 s.
+    let before = stub.seen.lock().unwrap().len();
+    assert_eq!(
+        colleague
+            .claim_driver(&marker("bob"), Duration::from_secs(2))
+            .await
+            .unwrap(),
+        DriverClaim::HeldBy(marker("ana"))
+    );
+    let seen = stub.seen.lock().unwrap()[before..].to_vec();
+    let calls: Vec<(&str, &str, Option<&str>)> = seen
+        .iter()
+        .map(|s| (s.method, s.path.as_str(), s.query.as_deref()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("PUT", "/v1/session/create", None),
+            (
+                "PUT",
+                "/v1/kv/spine-dash/drivers/identity",
+                Some("acquire=00000002-aaaa-bbbb-cccc-dddddddddddd")
+            ),
+            ("GET", "/v1/kv/spine-dash/drivers/identity", None),
+            (
+                "PUT",
+                "/v1/session/destroy/00000002-aaaa-bbbb-cccc-dddddddddddd",
+                None
+            ),
+        ]
+    );
+    assert_json(
+        &seen[0].body,
+        r#"{"Name":"spine-dash driver identity","TTL":"10s","Behavior":"delete","LockDelay":"0s"}"#,
+    );
+    assert!(seen.iter().all(|s| s.token.is_none()));
+
+    // Renew while alive; release destroys the session; then renew says gone (404).
+    assert_eq!(ours.renew_driver(&lease).await, Ok(true));
+    ours.release_driver(&lease).await.unwrap();
+    assert_eq!(ours.renew_driver(&lease).await, Ok(false));
+    let seen = stub.seen.lock().unwrap().clone();
+    let tail: Vec<(&str, &str)> = seen[seen.len() - 3..]
+        .iter()
+        .map(|s| (s.method, s.path.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (
+                "PUT",
+                "/v1/session/renew/00000001-aaaa-bbbb-cccc-dddddddddddd"
+            ),
+            (
+                "PUT",
+                "/v1/session/destroy/00000001-aaaa-bbbb-cccc-dddddddddddd"
+            ),
+            (
+                "PUT",
+                "/v1/session/renew/00000001-aaaa-bbbb-cccc-dddddddddddd"
+            ),
+        ]
+    );
+    // Free again: the colleague's claim goes through.
+    assert!(matches!(
+        colleague
+            .claim_driver(&marker("bob"), Duration::from_secs(15))
+            .await,
+        Ok(DriverClaim::Claimed(_))
+    ));
+    // A bad service name never reaches the wire.
+    let mut bad = marker("ana");
+    bad.service = "a/b".into();
+    assert!(matches!(
+        ours.claim_driver(&bad, Duration::from_secs(15)).await,
+        Err(RegistryError::Invalid(_))
+    ));
 }

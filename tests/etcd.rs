@@ -11,16 +11,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use spine_dash::io::{self, Command, IoConfig, IoEvent, SplitWrite, Wake};
-use spine_dash::model::types::{Health, RegistrySnapshot, Split};
+use spine_dash::model::types::{Health, RegistrySnapshot, Split, SplitConfig};
 use spine_dash::registry::etcd::wire::Secret;
 use spine_dash::registry::etcd::{Credentials, EtcdClient, EtcdSettings};
 use spine_dash::registry::sdk::{Registration, ServiceSdk};
@@ -28,182 +27,11 @@ use spine_dash::registry::{FeedUpdate, FollowContext, Registry, RegistryError, W
 use spine_dash::sdk_cli;
 use tokio::sync::{Notify, mpsc};
 
+mod common;
+use common::{DEADLINE, Member, ServerTls, raw_client, single, temp_dir, wait_healthy};
+
 /// One etcd test at a time: these machines have 2 cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Generous deadline for outcomes (a deadline, not a speed claim).
-const DEADLINE: Duration = Duration::from_secs(30);
-
-static DIRS: AtomicUsize = AtomicUsize::new(0);
-
-fn etcd_binary() -> PathBuf {
-    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
-        let p = Path::new(dir).join("etcd");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "etcd not found (Debian package etcd-server): run scripts/install-deps.sh; these tests need a real etcd"
-    );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "spine-dash-etcd-{}-{}-{tag}",
-        std::process::id(),
-        DIRS.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// TLS files of a member (server side).
-#[derive(Clone)]
-struct ServerTls {
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
-/// One etcd member: a child process, killed (by PID) and its data removed on drop.
-struct Member {
-    name: String,
-    client_url: String,
-    peer_url: String,
-    dir: PathBuf,
-    child: Option<Child>,
-    args: Vec<String>,
-}
-
-impl Member {
-    fn new(name: &str, scheme: &str) -> Self {
-        let dir = temp_dir(name);
-        Self {
-            name: name.into(),
-            client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
-            peer_url: format!("http://127.0.0.1:{}", free_port()),
-            dir,
-            child: None,
-            args: Vec::new(),
-        }
-    }
-
-    fn configure(&mut self, initial_cluster: &str, tls: Option<&ServerTls>) {
-        let mut args: Vec<String> = [
-            "--name",
-            &self.name,
-            "--data-dir",
-            &self.dir.join("data").to_string_lossy(),
-            "--listen-client-urls",
-            &self.client_url,
-            "--advertise-client-urls",
-            &self.client_url,
-            "--listen-peer-urls",
-            &self.peer_url,
-            "--initial-advertise-peer-urls",
-            &self.peer_url,
-            "--initial-cluster",
-            initial_cluster,
-            "--initial-cluster-state",
-            "new",
-            "--logger",
-            "zap",
-            "--log-level",
-            "warn",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        if let Some(tls) = tls {
-            for (flag, path) in [
-                ("--cert-file", &tls.cert),
-                ("--key-file", &tls.key),
-                ("--trusted-ca-file", &tls.ca),
-            ] {
-                args.push(flag.into());
-                args.push(path.to_string_lossy().into_owned());
-            }
-            args.push("--client-cert-auth".into());
-        }
-        self.args = args;
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.join("etcd.log")).unwrap();
-        let child = Process::new(etcd_binary())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        self.child = Some(child);
-    }
-
-    /// Kills the process (SIGKILL to its PID) and waits for it.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Starts one plain-http member and waits until it is healthy.
-async fn single() -> Member {
-    let mut m = Member::new("solo", "http");
-    let cluster = format!("solo={}", m.peer_url);
-    m.configure(&cluster, None);
-    m.start();
-    wait_healthy(&raw_client(), &m).await;
-    m
-}
-
-fn raw_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-async fn wait_healthy(http: &reqwest::Client, m: &Member) {
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if let Ok(resp) = http.get(format!("{}/health", m.client_url)).send().await
-            && resp.text().await.unwrap_or_default().contains("\"true\"")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "etcd {} not healthy within {DEADLINE:?}:\n{}",
-        m.name,
-        m.log()
-    );
-}
 
 fn b64(s: impl AsRef<[u8]>) -> String {
     STANDARD.encode(s)
@@ -435,7 +263,7 @@ async fn watch_pushes_registrations_and_lease_expiry_without_polling() {
         removed_at - stop_at
     );
 
-    // Idle: heartbeats, no data reads. One txn (the first read), two watch streams.
+    // Idle: heartbeats, no data reads. One txn (the first read), three watch streams.
     let (snapshots, heartbeats) = follower.idle(Duration::from_secs(3)).await;
     assert_eq!(snapshots, 0);
     assert!(
@@ -451,10 +279,13 @@ async fn watch_pushes_registrations_and_lease_expiry_without_polling() {
     );
     assert_eq!(
         txns, 1,
-        "one read (a txn of two ranges), then only the watch"
+        "one read (a txn of three ranges), then only the watch"
     );
     assert_eq!(ranges, 0, "no polling");
-    assert_eq!(watches, 2, "one watch per prefix");
+    assert_eq!(
+        watches, 3,
+        "one watch per prefix (services, splits, driver markers)"
+    );
     assert!(follower.errors.is_empty(), "{:?}", follower.errors);
 }
 
@@ -559,10 +390,13 @@ async fn split_writes_land_and_a_stale_writer_gets_a_conflict() {
         matches!(e, IoEvent::WriteFinished { .. })
     })
     .await;
-    let IoEvent::WriteFinished { result, .. } = done else {
+    let IoEvent::WriteFinished {
+        result: stale_result,
+        ..
+    } = done
+    else {
         unreachable!()
     };
-    assert_eq!(result, Ok(WriteOutcome::Conflict { theirs: None }));
     assert!(
         raw_get(&http, &base, "/mesh/splits/identity")
             .await
@@ -576,10 +410,36 @@ async fn split_writes_land_and_a_stale_writer_gets_a_conflict() {
     .await;
     let (_, rev2) = split_in(&seen, "identity").unwrap();
     assert!(rev2 > rev1);
+    // The refused write carried theirs already (the txn's failure branch read it).
+    let theirs_stored = SplitConfig {
+        split: theirs.clone(),
+        modify_index: rev2,
+    };
+    assert_eq!(
+        stale_result,
+        Ok(WriteOutcome::Conflict {
+            theirs: Some(theirs_stored.clone())
+        })
+    );
     // Create-only on an existing key is a conflict too; weights that do not sum to 100
     // are refused before sending.
     assert_eq!(
         colleague.write_split("identity", &mine, 0).await,
+        Ok(WriteOutcome::Conflict {
+            theirs: Some(theirs_stored)
+        })
+    );
+    // A CAS on a key that was deleted since: a conflict with nothing stored.
+    let (status, _) = raw(
+        &http,
+        &base,
+        "/v3/kv/deleterange",
+        &json!({"key": b64("/mesh/splits/identity")}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        colleague.write_split("identity", &mine, rev2).await,
         Ok(WriteOutcome::Conflict { theirs: None })
     );
     let bad = Split::from_pairs([("v1", 5000), ("v2", 4000)]);
@@ -653,7 +513,23 @@ async fn auth_wrong_password_is_clear_right_one_works_and_survives_a_restart() {
 
     let right = with_user("Corr3ct-horse");
     assert!(!format!("{right:?}").contains("Corr3ct"));
+    // The role may not read /spine-dash/drivers/: the markers are left out, the rest is
+    // read; claiming one is refused by etcd (403), not by a crash.
     right.snapshot().await.unwrap();
+    let claim = right
+        .claim_driver(
+            &spine_dash::model::types::DriverMarker {
+                service: "identity".into(),
+                user: "dash".into(),
+                ..Default::default()
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        matches!(claim, Err(RegistryError::Http { status: 403, .. })),
+        "{claim:?}"
+    );
     let mut follower = Follower::start(&right);
     follower.until("the first read", |_| true).await;
     let split = Split::from_pairs([("v1", 10000)]);
@@ -1110,9 +986,9 @@ async fn stub_gateway() -> (String, Seen) {
                             out += &chunk(
                                 json!({"result": {"header": {"revision": "5"}, "created": true}}),
                             );
-                            // Watches 1–2 (first session): the services stream gets an event at
-                            // revision 7, then breaks. Watches 3–4 (reopened): canceled for
-                            // compaction. Later: quiet.
+                            // Watches 1–3 (first session: services, splits, driver markers):
+                            // the services stream gets an event at revision 7, then breaks.
+                            // Watches 4–6 (reopened): canceled for compaction. Later: quiet.
                             let end = match watches {
                                 1 => {
                                     out += &chunk(
@@ -1120,7 +996,7 @@ async fn stub_gateway() -> (String, Seen) {
                                     );
                                     true
                                 }
-                                3 => {
+                                4 => {
                                     out += &chunk(
                                         json!({"result": {"header": {}, "canceled": true, "compact_revision": "12"}}),
                                     );
@@ -1189,11 +1065,14 @@ async fn a_broken_watch_resumes_from_its_revision_and_compaction_reads_everythin
             t.clone(),
             w("6"),
             w("6"),
-            // The services stream broke after revision 7: both resume from what each saw.
+            w("6"),
+            // The services stream broke after revision 7: each resumes from what it saw.
             w("8"),
+            w("6"),
             w("6"),
             // Canceled with compact_revision: one full read, then watches from 21.
             t,
+            w("21"),
             w("21"),
             w("21"),
         ],

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::{get, put};
 use spine_dash::io::{self, Command, IoConfig, IoHandle, SplitWrite, Wake};
-use spine_dash::model::types::{RegistryKind, Split};
+use spine_dash::model::types::{RegistryKind, Split, SplitConfig};
 use spine_dash::model::{Model, RegistryInfo, WriteState};
 use spine_dash::registry::consul::ConsulClient;
 
@@ -161,7 +161,11 @@ async fn cas_conflict_reaches_the_model_as_conflict() {
         model.writes.get("identity"),
         Some(&WriteState::Conflict {
             mine: split,
-            theirs: None
+            // Read back after the `false`: the stub's stored 80/20 at 1190.
+            theirs: Some(SplitConfig {
+                split: Split::from_pairs([("v1", 8000), ("v2", 2000)]),
+                modify_index: 1190,
+            })
         })
     );
     assert!(

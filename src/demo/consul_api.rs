@@ -447,7 +447,9 @@ async fn kv_put(
         },
         (Err(e), _) | (_, Err(e)) => return text_error(&e),
     };
-    bool_or_error(&st, &params, |r| r.kv_put(&key, &body, &opts))
+    bool_or_error(&st, &params, |r| {
+        r.kv_put(&key, &body, &opts, Instant::now())
+    })
 }
 
 async fn kv_delete(
@@ -480,7 +482,7 @@ async fn session_renew(State(st): State<Arc<ApiState>>, Path(id): Path<String>) 
 }
 
 async fn session_destroy(State(st): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    let ok = lock(&st.registry).session_destroy(&id);
+    let ok = lock(&st.registry).session_destroy(&id, Instant::now());
     bool_answer(ok)
 }
 

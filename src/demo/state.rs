@@ -67,7 +67,7 @@ impl ApiError {
 /// Config entry kinds the demo registry knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// `service-defaults` (read-only here: seeded with `Protocol: http`).
+    /// `service-defaults` (seeded with `Protocol: http`; only `Protocol` is kept).
     Defaults,
     /// `service-resolver`.
     Resolver,
@@ -160,6 +160,8 @@ struct Resolver {
 
 #[derive(Debug, Clone)]
 enum Entry {
+    /// `service-defaults`: the service name and its (lowercased) protocol.
+    Defaults(String, String),
     Resolver(Resolver),
     Splitter(Splitter),
 }
@@ -664,6 +666,11 @@ impl RegistryState {
     pub(crate) fn config_put(&mut self, body: &[u8], cas: Option<u64>) -> Result<bool, ApiError> {
         let entry = decode_entry(body)?;
         let (kind, written) = match entry {
+            Entry::Defaults(name, protocol) => {
+                self.check_protocol_change(&name, &protocol)?;
+                let ok = put_cas(&mut self.index, &mut self.defaults, name, protocol, cas);
+                (Kind::Defaults, ok)
+            }
             Entry::Splitter(sp) => {
                 self.validate_splitter(&sp)?;
                 let name = sp.name.clone();
@@ -696,6 +703,17 @@ impl RegistryState {
             Some(n) => modify_index == Some(n) && n > 0,
         };
         let ok = match Kind::parse(kind) {
+            Some(Kind::Defaults) => {
+                let ok = matches_cas(self.defaults.get(name).map(|s| s.modify_index));
+                if ok && self.defaults.contains_key(name) {
+                    // Without its entry the service is `tcp` (the demo has no proxy-defaults).
+                    self.check_protocol_change(name, "tcp")?;
+                    self.defaults.remove(name);
+                    self.index += 1;
+                    self.touch_config(Kind::Defaults);
+                }
+                ok
+            }
             Some(Kind::Splitter) => {
                 let ok = matches_cas(self.splitters.get(name).map(|s| s.modify_index));
                 if ok && self.splitters.remove(name).is_some() {
@@ -714,7 +732,7 @@ impl RegistryState {
                 }
                 ok
             }
-            _ => return Err(unsupported_kind(kind)),
+            None => return Err(unsupported_kind(kind)),
         };
         Ok(cas.map(|_| ok))
     }
@@ -723,6 +741,15 @@ impl RegistryState {
         self.defaults
             .get(service)
             .map_or("tcp", |s| s.entry.as_str())
+    }
+
+    /// Consul compiles every discovery chain a config change touches: a service whose
+    /// splitter needs L7 cannot become `tcp` (the same 500 as a splitter on a tcp service).
+    fn check_protocol_change(&self, service: &str, protocol: &str) -> Result<(), ApiError> {
+        if !L7_PROTOCOLS.contains(&protocol) && self.splitters.contains_key(service) {
+            return Err(protocol_error(service, protocol));
+        }
+        Ok(())
     }
 
     fn validate_splitter(&self, sp: &Splitter) -> Result<(), ApiError> {
@@ -751,11 +778,7 @@ impl RegistryState {
         }
         let protocol = self.protocol_of(&sp.name);
         if !L7_PROTOCOLS.contains(&protocol) {
-            return Err(ApiError::invalid(format!(
-                "discovery chain {:?} uses a protocol {protocol:?} that does not permit \
-                 advanced routing or splitting behavior",
-                sp.name
-            )));
+            return Err(protocol_error(&sp.name, protocol));
         }
         for s in &sp.splits {
             let service = target_service(sp, s);
@@ -855,6 +878,14 @@ impl RegistryState {
     }
 }
 
+/// Consul's 500 for a discovery chain that needs L7 on a service that is not.
+fn protocol_error(service: &str, protocol: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "discovery chain {service:?} uses a protocol {protocol:?} that does not permit \
+         advanced routing or splitting behavior"
+    ))
+}
+
 fn target_service<'a>(sp: &'a Splitter, s: &'a SplitDef) -> &'a str {
     if s.service.is_empty() {
         &sp.name
@@ -904,8 +935,8 @@ fn put_cas<T>(
 
 fn unsupported_kind(kind: &str) -> ApiError {
     ApiError::decoding(format!(
-        "the demo registry writes only \"service-splitter\" and \"service-resolver\" config \
-         entries, not {kind:?}"
+        "the demo registry writes only \"service-splitter\", \"service-resolver\" and \
+         \"service-defaults\" config entries, not {kind:?}"
     ))
 }
 
@@ -1058,7 +1089,8 @@ fn decode_entry(body: &[u8]) -> Result<Entry, ApiError> {
     let entry = match Kind::parse(kind) {
         Some(Kind::Splitter) => Entry::Splitter(decode_splitter(obj)?),
         Some(Kind::Resolver) => Entry::Resolver(decode_resolver(obj)?),
-        _ => return Err(unsupported_kind(kind)),
+        Some(Kind::Defaults) => decode_defaults(obj)?,
+        None => return Err(unsupported_kind(kind)),
     };
     Ok(entry)
 }
@@ -1079,6 +1111,28 @@ fn decode_name(obj: &Map<String, Value>) -> Result<String, ApiError> {
         return Err(ApiError::invalid("Name is required"));
     }
     Ok(name.to_owned())
+}
+
+/// A `service-defaults` entry: only `Protocol` is kept; the empty objects Consul prints
+/// (`TransparentProxy`, `MeshGateway`, `Expose`) are accepted so a read entry can be
+/// written back. An empty protocol is `tcp`, Consul's default.
+fn decode_defaults(obj: &Map<String, Value>) -> Result<Entry, ApiError> {
+    let mut allowed = COMMON_KEYS.to_vec();
+    allowed.extend(["protocol", "transparentproxy", "meshgateway", "expose"]);
+    check_keys(obj, &allowed)?;
+    let name = decode_name(obj)?;
+    let protocol = get_str(obj, "protocol")?.trim().to_ascii_lowercase();
+    let protocol = if protocol.is_empty() {
+        "tcp".to_owned()
+    } else {
+        protocol
+    };
+    if !matches!(protocol.as_str(), "tcp" | "http" | "http2" | "grpc") {
+        return Err(ApiError::invalid(format!(
+            "Protocol {protocol:?} is not one the demo registry knows (tcp, http, http2, grpc)"
+        )));
+    }
+    Ok(Entry::Defaults(name, protocol))
 }
 
 fn decode_splitter(obj: &Map<String, Value>) -> Result<Splitter, ApiError> {
@@ -1697,6 +1751,83 @@ mod tests {
             Err("service \"identity\" does not have a subset named \"v1\"".into()),
             "resolver may not drop subsets a splitter uses"
         );
+    }
+
+    #[test]
+    fn service_defaults_are_written_with_cas_and_guard_splitters() {
+        let mut st = registry();
+        let put = |st: &mut RegistryState, body: &str, cas| st.config_put(body.as_bytes(), cas);
+        // Shaped like config_put_service_defaults_identity_request.json; create-only.
+        let photo_http = r#"{"Kind":"service-defaults","Name":"photo","Protocol":"HTTP"}"#;
+        assert_eq!(put(&mut st, photo_http, Some(0)), Ok(true));
+        assert_eq!(
+            put(&mut st, photo_http, Some(0)),
+            Ok(false),
+            "cas=0 only creates"
+        );
+        let read: Value =
+            serde_json::from_slice(&st.config_get_json("service-defaults", "photo").unwrap())
+                .unwrap();
+        assert_eq!(read["Protocol"], "http", "lowercased as Consul does");
+        // A read entry can be written back as it was printed.
+        let mut back = read.clone();
+        back["Protocol"] = Value::from("grpc");
+        let modify = read["ModifyIndex"].as_u64().unwrap();
+        assert_eq!(put(&mut st, &back.to_string(), Some(modify)), Ok(true));
+        // identity has a splitter: it may not become tcp, nor lose its service-defaults.
+        let e = put(
+            &mut st,
+            r#"{"Kind":"service-defaults","Name":"identity","Protocol":"tcp"}"#,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (
+                500,
+                "discovery chain \"identity\" uses a protocol \"tcp\" that does not permit advanced routing or splitting behavior"
+            )
+        );
+        let e = st
+            .config_delete("service-defaults", "identity", None)
+            .unwrap_err();
+        assert_eq!(e.status, 500);
+        // A tcp service refuses a splitter with the same text.
+        assert_eq!(
+            put(
+                &mut st,
+                r#"{"Kind":"service-defaults","Name":"photo","Protocol":"tcp"}"#,
+                None
+            ),
+            Ok(true)
+        );
+        let e = put(
+            &mut st,
+            r#"{"Kind":"service-splitter","Name":"photo","Splits":[{"Weight":100}]}"#,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("\"photo\" uses a protocol \"tcp\""),
+            "{e:?}"
+        );
+        assert_eq!(
+            st.config_delete("service-defaults", "photo", None),
+            Ok(None)
+        );
+        assert_eq!(
+            st.config_get_json("service-defaults", "photo")
+                .unwrap_err()
+                .status,
+            404
+        );
+        let e = put(
+            &mut st,
+            r#"{"Kind":"service-defaults","Name":"photo","Protocol":"udp"}"#,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 500);
     }
 
     #[test]

@@ -25,10 +25,21 @@
 //!   followed, so the header cannot leak to another host.
 //! - Every read and write carries `?dc=` once a datacenter is chosen
 //!   ([`ConsulClient::set_datacenter`], the header's picker).
+//! - Each service's effective protocol ([`ServiceEntry::protocol`]) comes from the
+//!   `service-defaults` entries (`GET /v1/config/service-defaults`, every entry at once),
+//!   else `proxy-defaults` `global`'s `Config.protocol` (404 = none), else `tcp`
+//!   ([`effective_protocol`]). An agent that answers the list with 404 (no config
+//!   entries) gives `None`: unknown, Consul itself judges a split.
+//! - A CAS write that loses ([`WriteOutcome::Conflict`]) carries the entry as stored
+//!   ("theirs", with its `ModifyIndex`): the one the read-before-write found, or one more
+//!   `GET` after a `false`; `None` when no splitter is stored.
+//! - Advisory driver markers (who runs a rollout plan on a service) live in KV under a
+//!   session ([`drivers`]), in both modes.
 //! - [`Registry::follow`] uses blocking queries on bulk endpoints ([`blocking`]); the
 //!   KV mode lives in [`kv`], the design's SDK calls in [`sdk`].
 
 pub mod blocking;
+pub mod drivers;
 pub mod kv;
 pub mod sdk;
 
@@ -43,11 +54,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::{Datacenters, FollowContext, Registry, RegistryError, WriteOutcome};
+use super::{
+    Datacenters, DriverClaim, DriverLease, FollowContext, Registry, RegistryError, WriteOutcome,
+};
 use crate::config::consul::{ConsulSettings, MAX_BLOCKING_WAIT, Secret};
 use crate::model::types::{
-    DEFAULT_VERSION, Health, Instance, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
-    SplitEntry,
+    DEFAULT_VERSION, DRIVER_PREFIX, DriverMarker, Health, Instance, RegistrySnapshot, ServiceEntry,
+    Split, SplitConfig, SplitEntry,
 };
 use crate::net::{self, BodyError};
 
@@ -590,6 +603,46 @@ impl ConsulClient {
         })
     }
 
+    /// `GET /v1/config/service-defaults` (every entry) and
+    /// `GET /v1/config/proxy-defaults/global` (404: none).
+    async fn protocols(&self) -> Result<Protocols, RegistryError> {
+        let defaults = match self
+            .get(&["v1", "config", "service-defaults"], true)
+            .await?
+        {
+            Some(body) => Some(parse_service_defaults_list(&body)?),
+            None => None,
+        };
+        let global = match self
+            .get(&["v1", "config", "proxy-defaults", "global"], true)
+            .await?
+        {
+            Some(body) => parse_proxy_defaults_protocol(&body)?,
+            None => None,
+        };
+        Ok(Protocols { defaults, global })
+    }
+
+    /// The stored splitter of `service` as "theirs" after a lost CAS (`None`: none stored,
+    /// or it could not be read back — the next snapshot shows it).
+    async fn read_back_splitter(&self, service: &str) -> Option<SplitConfig> {
+        match self
+            .get(&["v1", "config", "service-splitter", service], true)
+            .await
+        {
+            Ok(Some(body)) => parse_splitter(&body)
+                .map_err(|e| tracing::warn!("consul: {service}: {e}"))
+                .ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(
+                    "consul: {service}: could not read the splitter back after a conflict: {e}"
+                );
+                None
+            }
+        }
+    }
+
     /// A concise transport error: what failed (with a TLS hint when the handshake
     /// failed), then the URL (without secrets).
     fn transport_error(
@@ -637,18 +690,29 @@ impl Registry for ConsulClient {
             let limit = Arc::clone(&limit);
             tasks.spawn(async move { client.read_service(name, &limit).await });
         }
+        let protocols = async {
+            let _permit = acquire(&limit).await?;
+            self.protocols().await
+        };
+        let drivers = async {
+            let _permit = acquire(&limit).await?;
+            self.kv_list(DRIVER_PREFIX).await
+        };
+        let (protocols, drivers) = tokio::try_join!(protocols, drivers)?;
         let mut services = Vec::with_capacity(tasks.len());
         while let Some(joined) = tasks.join_next().await {
             // Returning early drops `tasks`, which aborts the requests still running.
-            let entry = joined
+            let mut entry = joined
                 .map_err(|e| RegistryError::Decode(format!("snapshot task failed: {e}")))??;
+            entry.protocol = protocols.protocol_of(&entry.name);
             services.push(entry);
         }
         services.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(RegistrySnapshot {
-            drivers: Vec::new(),
-            services,
-        })
+        let (drivers, warnings) = drivers::markers_from_kv(&drivers);
+        for w in warnings {
+            tracing::warn!("consul: {w}");
+        }
+        Ok(RegistrySnapshot { services, drivers })
     }
 
     /// `GET /v1/catalog/datacenters`; the current one is the chosen one, else the
@@ -684,7 +748,8 @@ impl Registry for ConsulClient {
     /// The split is validated locally first (nothing is sent when it is invalid). When the
     /// stored entry's `ModifyIndex` is not `expected_index` (or it exists while `0` asked
     /// for create-only, or is gone), Consul would answer the CAS with `false`: this is a
-    /// `Conflict` without a write. Otherwise `true` → `Applied`, `false` → `Conflict`.
+    /// `Conflict` without a write, carrying the entry read. Otherwise `true` → `Applied`,
+    /// `false` → `Conflict` with the entry read again.
     async fn write_split(
         &self,
         service: &str,
@@ -707,10 +772,13 @@ impl Registry for ConsulClient {
                 let entry: serde_json::Value = decode("service-splitter", &bytes)?;
                 let modify_index = entry.get("ModifyIndex").and_then(serde_json::Value::as_u64);
                 if modify_index != Some(expected_index) {
-                    return Ok(WriteOutcome::Conflict { theirs: None });
+                    return Ok(WriteOutcome::Conflict {
+                        theirs: Some(parse_splitter(&bytes)?),
+                    });
                 }
                 merge_splitter_body(service, &entry, split)?
             }
+            // Deleted since it was read: nothing to compare against, nothing stored.
             None if expected_index != 0 => return Ok(WriteOutcome::Conflict { theirs: None }),
             None => splitter_request_body(service, split)?,
         };
@@ -723,13 +791,35 @@ impl Registry for ConsulClient {
         }
         match serde_json::from_slice::<bool>(&resp) {
             Ok(true) => Ok(WriteOutcome::Applied),
-            Ok(false) => Ok(WriteOutcome::Conflict { theirs: None }),
+            // Someone wrote between our read and our write: read theirs back.
+            Ok(false) => Ok(WriteOutcome::Conflict {
+                theirs: self.read_back_splitter(service).await,
+            }),
             Err(_) => Err(RegistryError::Decode(format!(
                 "expected `true` or `false` from a config write, got {:?} ({})",
                 truncate_chars(String::from_utf8_lossy(&resp).trim(), 80),
                 redact_url(&url)
             ))),
         }
+    }
+
+    /// Session + `?acquire=` on `spine-dash/drivers/<service>` (see [`drivers`]).
+    async fn claim_driver(
+        &self,
+        marker: &DriverMarker,
+        ttl: Duration,
+    ) -> Result<DriverClaim, RegistryError> {
+        drivers::claim(self, marker, ttl).await
+    }
+
+    /// `PUT /v1/session/renew/<id>` (404 → `Ok(false)`).
+    async fn renew_driver(&self, lease: &DriverLease) -> Result<bool, RegistryError> {
+        drivers::renew(self, lease).await
+    }
+
+    /// `PUT /v1/session/destroy/<id>` (the marker goes with it).
+    async fn release_driver(&self, lease: &DriverLease) -> Result<(), RegistryError> {
+        drivers::release(self, lease).await
     }
 }
 
@@ -1347,6 +1437,103 @@ pub fn parse_splitter_list(body: &[u8]) -> Result<BTreeMap<String, SplitConfig>,
         out.insert(name, splitter_config(entry)?);
     }
     Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServiceDefaultsJson {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    protocol: Option<String>,
+}
+
+/// Parses `GET /v1/config/service-defaults` (every entry): service → its `Protocol`,
+/// lowercased (as Consul normalizes it); an entry without one maps to `""` (it inherits
+/// proxy-defaults).
+pub fn parse_service_defaults_list(body: &[u8]) -> Result<BTreeMap<String, String>, RegistryError> {
+    let list: Option<Vec<ServiceDefaultsJson>> = decode("service-defaults list", body)?;
+    Ok(list
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| {
+            let name = e.name.filter(|n| !n.is_empty())?;
+            Some((
+                name,
+                e.protocol.unwrap_or_default().trim().to_ascii_lowercase(),
+            ))
+        })
+        .collect())
+}
+
+/// Parses one `service-defaults` entry (`GET /v1/config/service-defaults/<name>`): its
+/// `Protocol`, lowercased (`None` when it sets none).
+pub fn parse_service_defaults_protocol(body: &[u8]) -> Result<Option<String>, RegistryError> {
+    let entry: Option<ServiceDefaultsJson> = decode("service-defaults", body)?;
+    Ok(entry
+        .and_then(|e| e.protocol)
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProxyDefaultsJson {
+    #[serde(default)]
+    config: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// Parses `GET /v1/config/proxy-defaults/global`: `Config.protocol`, lowercased (`None`
+/// when the entry sets none).
+pub fn parse_proxy_defaults_protocol(body: &[u8]) -> Result<Option<String>, RegistryError> {
+    let entry: Option<ProxyDefaultsJson> = decode("proxy-defaults", body)?;
+    Ok(entry
+        .and_then(|e| e.config)
+        .and_then(|c| {
+            c.into_iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("protocol"))
+                .and_then(|(_, v)| v.as_str().map(|p| p.trim().to_ascii_lowercase()))
+        })
+        .filter(|p| !p.is_empty()))
+}
+
+/// The protocol Consul compiles `service`'s discovery chain with: its `service-defaults`
+/// `Protocol`, else `proxy-defaults` `global`'s `Config.protocol`, else `tcp` (API brief
+/// §1.6). `defaults` is [`parse_service_defaults_list`]'s map.
+#[must_use]
+pub fn effective_protocol(
+    service: &str,
+    defaults: &BTreeMap<String, String>,
+    global: Option<&str>,
+) -> String {
+    defaults
+        .get(service)
+        .map(String::as_str)
+        .filter(|p| !p.is_empty())
+        .or(global.filter(|p| !p.is_empty()))
+        .unwrap_or("tcp")
+        .to_owned()
+}
+
+/// What decides the protocols of a mesh: every `service-defaults` entry's protocol
+/// (`None`: the agent has no config entries — protocols unknown) and `proxy-defaults`
+/// `global`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protocols {
+    /// Service → `Protocol` of its `service-defaults` (`""`: not set).
+    pub defaults: Option<BTreeMap<String, String>>,
+    /// `proxy-defaults` `global` `Config.protocol`.
+    pub global: Option<String>,
+}
+
+impl Protocols {
+    /// `service`'s effective protocol, `None` when unknown (see [`effective_protocol`]).
+    #[must_use]
+    pub fn protocol_of(&self, service: &str) -> Option<String> {
+        self.defaults
+            .as_ref()
+            .map(|d| effective_protocol(service, d, self.global.as_deref()))
+    }
 }
 
 #[derive(Deserialize)]

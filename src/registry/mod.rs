@@ -51,6 +51,35 @@ pub enum DriverClaim {
     HeldBy(DriverMarker),
 }
 
+/// Reads the stored marker of `service` (the service named by its key, which wins over
+/// the JSON's `service`). A value that is not a marker's JSON is still a marker — someone
+/// holds the key — shown with `user: "?"`, plus a warning naming `key`.
+#[must_use]
+pub fn marker_from_value(service: &str, key: &str, value: &[u8]) -> (DriverMarker, Option<String>) {
+    match serde_json::from_slice::<DriverMarker>(value) {
+        Ok(mut marker) => {
+            service.clone_into(&mut marker.service);
+            (marker, None)
+        }
+        Err(e) => (
+            DriverMarker {
+                service: service.to_owned(),
+                user: "?".into(),
+                ..DriverMarker::default()
+            },
+            Some(format!(
+                "driver marker {key} is not a marker's JSON ({e}): shown as held by \"?\""
+            )),
+        ),
+    }
+}
+
+/// How often to renew a marker kept alive for `ttl` (a third of it, at least 100 ms).
+#[must_use]
+pub fn renew_interval(ttl: Duration) -> Duration {
+    (ttl / 3).max(Duration::from_millis(100))
+}
+
 /// What went wrong talking to a registry. Texts never contain tokens.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {

@@ -1,9 +1,12 @@
 //! The demo registry's KV store with sessions, as Consul's `/v1/kv` and `/v1/session`
 //! answer them: base64 values, `ModifyIndex` compare-and-set (`?cas=`), locks
-//! (`?acquire=<session>`), sessions with a TTL whose `Behavior=delete` removes the keys
-//! they hold when they end (the design's SDK, KV form: a registration that dies with its
-//! owner). A prefix's index never goes backwards: deletes leave tombstones, as in Consul.
-//! Time is passed in.
+//! (`?acquire=<session>`: `false` while another session holds the key; `?release=` only
+//! by the holder), sessions with a TTL whose `Behavior=delete` removes the keys they hold
+//! when they end (the design's SDK, KV form: a registration that dies with its owner; the
+//! driver markers of `spine-dash`), and Consul's lock-delay (`LockDelay`, default 15 s, at
+//! most 60 s): a key its ended session held cannot be acquired again for that long. A
+//! prefix's index never goes backwards: deletes leave tombstones, as in Consul. Time is
+//! passed in.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,6 +22,9 @@ const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// Session TTL bounds, as Consul enforces them.
 const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
 const MAX_SESSION_TTL: Duration = Duration::from_hours(24);
+/// Consul's default and largest lock-delay.
+const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
+const MAX_LOCK_DELAY: Duration = Duration::from_mins(1);
 
 #[derive(Debug, Clone)]
 struct KvEntry {
@@ -35,6 +41,7 @@ struct Session {
     name: String,
     ttl: Option<Duration>,
     delete: bool,
+    lock_delay: Duration,
     deadline: Option<Instant>,
     create_index: u64,
 }
@@ -45,6 +52,8 @@ pub(crate) struct KvStore {
     entries: BTreeMap<String, KvEntry>,
     sessions: BTreeMap<String, Session>,
     tombstones: BTreeMap<String, u64>,
+    /// Keys whose session ended, with the end of their lock-delay.
+    lock_delays: BTreeMap<String, Instant>,
     index: u64,
     session_seq: u64,
 }
@@ -71,6 +80,9 @@ struct SessionJson {
     ttl: Option<String>,
     #[serde(default)]
     behavior: Option<String>,
+    /// A Go duration (`"0s"`, `"15s"`) or nanoseconds, as Consul reads it.
+    #[serde(default)]
+    lock_delay: Option<Value>,
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
@@ -140,12 +152,14 @@ impl RegistryState {
         }
     }
 
-    /// `PUT /v1/kv/<key>`: `Ok(true)` written, `Ok(false)` refused (CAS or lock).
+    /// `PUT /v1/kv/<key>` at `now`: `Ok(true)` written, `Ok(false)` refused (CAS, a lock
+    /// held by another session, a running lock-delay, or a release by a non-holder).
     pub(crate) fn kv_put(
         &mut self,
         key: &str,
         value: &[u8],
         opts: &KvPut,
+        now: Instant,
     ) -> Result<bool, ApiError> {
         check_key(key)?;
         if value.len() > MAX_VALUE_BYTES {
@@ -176,11 +190,18 @@ impl RegistryState {
             {
                 return Ok(false);
             }
+            if self
+                .kv
+                .lock_delays
+                .get(key)
+                .is_some_and(|until| now < *until)
+            {
+                return Ok(false);
+            }
         }
+        // Consul releases only a key that this very session holds.
         if let Some(session) = &opts.release
-            && existing
-                .and_then(|e| e.session.as_ref())
-                .is_some_and(|held| held != session)
+            && existing.and_then(|e| e.session.as_ref()) != Some(session)
         {
             return Ok(false);
         }
@@ -284,6 +305,25 @@ impl RegistryState {
                 Some(ttl)
             }
         };
+        let lock_delay = match &req.lock_delay {
+            None | Some(Value::Null) => DEFAULT_LOCK_DELAY,
+            Some(Value::String(text)) => parse_go_duration(text)
+                .ok_or_else(|| ApiError::decoding(format!("invalid LockDelay {text:?}")))?,
+            // Consul reads a number below 1000 as seconds, else as nanoseconds.
+            Some(Value::Number(n)) => match n.as_u64().unwrap_or(0) {
+                small @ 0..1000 => Duration::from_secs(small),
+                nanos => Duration::from_nanos(nanos),
+            },
+            Some(other) => {
+                return Err(ApiError::decoding(format!("invalid LockDelay {other}")));
+            }
+        };
+        if lock_delay > MAX_LOCK_DELAY {
+            return Err(ApiError {
+                status: 400,
+                message: format!("LockDelay must be less than or equal to 60s, got {lock_delay:?}"),
+            });
+        }
         let delete = match req.behavior.as_deref() {
             None | Some("" | "release") => false,
             Some("delete") => true,
@@ -302,6 +342,7 @@ impl RegistryState {
                 name: req.name.unwrap_or_default(),
                 ttl,
                 delete,
+                lock_delay,
                 deadline: ttl.map(|t| now + t),
                 create_index: self.index,
             },
@@ -319,7 +360,8 @@ impl RegistryState {
         };
         s.deadline = s.ttl.map(|t| now + t);
         let json = json!([{
-            "ID": id, "Name": s.name, "Node": NODE_NAME, "LockDelay": 15_000_000_000_u64,
+            "ID": id, "Name": s.name, "Node": NODE_NAME,
+            "LockDelay": u64::try_from(s.lock_delay.as_nanos()).unwrap_or(u64::MAX),
             "Behavior": if s.delete { "delete" } else { "release" },
             "TTL": s.ttl.map(|t| format!("{}s", t.as_secs())).unwrap_or_default(),
             "NodeChecks": ["serfHealth"], "ServiceChecks": null,
@@ -328,9 +370,10 @@ impl RegistryState {
         serde_json::to_vec(&json).map_err(|e| ApiError::invalid(e.to_string()))
     }
 
-    /// `PUT /v1/session/destroy/<id>`: ends the session (its keys are released or deleted).
-    pub(crate) fn session_destroy(&mut self, id: &str) -> bool {
-        self.end_session(id);
+    /// `PUT /v1/session/destroy/<id>` at `now`: ends the session (its keys are released
+    /// or deleted; an unknown id is fine, as in Consul).
+    pub(crate) fn session_destroy(&mut self, id: &str, now: Instant) -> bool {
+        self.end_session(id, now);
         true
     }
 
@@ -344,11 +387,12 @@ impl RegistryState {
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {
-            self.end_session(&id);
+            self.end_session(&id, now);
         }
+        self.kv.lock_delays.retain(|_, until| now < *until);
     }
 
-    fn end_session(&mut self, id: &str) {
+    fn end_session(&mut self, id: &str, now: Instant) {
         let Some(session) = self.kv.sessions.remove(id) else {
             return;
         };
@@ -364,6 +408,11 @@ impl RegistryState {
         }
         self.index += 1;
         for k in held {
+            if !session.lock_delay.is_zero() {
+                self.kv
+                    .lock_delays
+                    .insert(k.clone(), now + session.lock_delay);
+            }
             if session.delete {
                 self.kv.entries.remove(&k);
                 self.kv.tombstones.insert(k, self.index);
@@ -412,7 +461,10 @@ mod tests {
         let mut st = empty();
         let opts = KvPut::default();
         assert!(st.kv_get_json("services/", true).is_none());
-        assert_eq!(st.kv_put("services/identity", b"6869", &opts), Ok(true));
+        assert_eq!(
+            st.kv_put("services/identity", b"6869", &opts, Instant::now()),
+            Ok(true)
+        );
         let list: Value =
             serde_json::from_slice(&st.kv_get_json("services/", true).unwrap()).unwrap();
         assert_eq!(list[0]["Value"], "Njg2OQ==");
@@ -422,13 +474,22 @@ mod tests {
             cas: Some(modify + 1),
             ..KvPut::default()
         };
-        assert_eq!(st.kv_put("services/identity", b"x", &cas), Ok(false));
+        assert_eq!(
+            st.kv_put("services/identity", b"x", &cas, Instant::now()),
+            Ok(false)
+        );
         let create = KvPut {
             cas: Some(0),
             ..KvPut::default()
         };
-        assert_eq!(st.kv_put("services/identity", b"x", &create), Ok(false));
-        assert_eq!(st.kv_put("services/photo", b"x", &create), Ok(true));
+        assert_eq!(
+            st.kv_put("services/identity", b"x", &create, Instant::now()),
+            Ok(false)
+        );
+        assert_eq!(
+            st.kv_put("services/photo", b"x", &create, Instant::now()),
+            Ok(true)
+        );
         let before = st.kv_index("services/", true);
         assert_eq!(st.kv_delete("services/photo", false, None), Ok(true));
         assert!(
@@ -436,7 +497,9 @@ mod tests {
             "a delete moves the prefix forward"
         );
         assert_eq!(
-            st.kv_put("/services/x", b"x", &opts).unwrap_err().status,
+            st.kv_put("/services/x", b"x", &opts, Instant::now())
+                .unwrap_err()
+                .status,
             400
         );
     }
@@ -456,7 +519,10 @@ mod tests {
             acquire: Some(id.clone()),
             ..KvPut::default()
         };
-        assert_eq!(st.kv_put("services/photo", b"x", &acquire), Ok(true));
+        assert_eq!(
+            st.kv_put("services/photo", b"x", &acquire, Instant::now()),
+            Ok(true)
+        );
         st.expire(t0 + Duration::from_secs(5));
         st.session_renew(&id, t0 + Duration::from_secs(5)).unwrap();
         st.expire(t0 + Duration::from_secs(12));
@@ -469,5 +535,98 @@ mod tests {
         assert_eq!(st.session_renew(&id, t0).unwrap_err().status, 404);
         let e = st.session_create(br#"{"TTL":"5s"}"#, t0).unwrap_err();
         assert!(e.message.contains("must be between"), "{e:?}");
+    }
+
+    fn session(st: &mut RegistryState, body: &str, now: Instant) -> String {
+        let body = st.session_create(body.as_bytes(), now).unwrap();
+        serde_json::from_slice::<Value>(&body).unwrap()["ID"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn lock_with(session: &str) -> KvPut {
+        KvPut {
+            acquire: Some(session.to_owned()),
+            ..KvPut::default()
+        }
+    }
+
+    #[test]
+    fn locks_are_exclusive_and_released_only_by_their_holder() {
+        let mut st = empty();
+        let t0 = Instant::now();
+        let ours = session(
+            &mut st,
+            r#"{"TTL":"10s","Behavior":"delete","LockDelay":"0s"}"#,
+            t0,
+        );
+        let theirs = session(
+            &mut st,
+            r#"{"TTL":"10s","Behavior":"delete","LockDelay":"0s"}"#,
+            t0,
+        );
+        let key = "spine-dash/drivers/identity";
+        assert_eq!(st.kv_put(key, b"a", &lock_with(&ours), t0), Ok(true));
+        assert_eq!(
+            st.kv_put(key, b"b", &lock_with(&ours), t0),
+            Ok(true),
+            "the holder may acquire again"
+        );
+        assert_eq!(st.kv_put(key, b"c", &lock_with(&theirs), t0), Ok(false));
+        let release = |s: &str| KvPut {
+            release: Some(s.to_owned()),
+            ..KvPut::default()
+        };
+        assert_eq!(st.kv_put(key, b"d", &release(&theirs), t0), Ok(false));
+        assert_eq!(
+            st.kv_put("spine-dash/drivers/none", b"d", &release(&ours), t0),
+            Ok(false),
+            "nothing to release"
+        );
+        let list: Value = serde_json::from_slice(&st.kv_get_json(key, false).unwrap()).unwrap();
+        assert_eq!(list[0]["Session"], ours.as_str());
+        assert_eq!(list[0]["Value"], "Yg==", "b");
+        // Destroying the holder's session deletes the key (Behavior delete); with no
+        // lock-delay the other session acquires at once.
+        st.session_destroy(&ours, t0);
+        assert!(st.kv_get_json(key, false).is_none());
+        assert_eq!(st.kv_put(key, b"e", &lock_with(&theirs), t0), Ok(true));
+    }
+
+    #[test]
+    fn lock_delay_holds_a_key_after_its_session_ends() {
+        let mut st = empty();
+        let t0 = Instant::now();
+        // No LockDelay: Consul's default 15 s.
+        let first = session(&mut st, r#"{"TTL":"10s","Behavior":"delete"}"#, t0);
+        let next = session(&mut st, r#"{"TTL":"10s","LockDelay":"0s"}"#, t0);
+        let key = "services/photo";
+        assert_eq!(st.kv_put(key, b"x", &lock_with(&first), t0), Ok(true));
+        st.session_destroy(&first, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        st.session_renew(&next, t1).unwrap();
+        assert_eq!(
+            st.kv_put(key, b"y", &lock_with(&next), t1),
+            Ok(false),
+            "lock-delay"
+        );
+        let t2 = t0 + Duration::from_secs(16);
+        st.session_renew(&next, t2).unwrap();
+        assert_eq!(st.kv_put(key, b"y", &lock_with(&next), t2), Ok(true));
+        // Numbers below 1000 are seconds, as Consul reads them; more than 60 s is refused.
+        let e = st
+            .session_create(br#"{"LockDelay":"61s"}"#, t0)
+            .unwrap_err();
+        assert_eq!(e.status, 400, "{e:?}");
+        let body = st
+            .session_create(br#"{"LockDelay":30,"TTL":"10s"}"#, t0)
+            .unwrap();
+        let id = serde_json::from_slice::<Value>(&body).unwrap()["ID"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let info: Value = serde_json::from_slice(&st.session_renew(&id, t0).unwrap()).unwrap();
+        assert_eq!(info[0]["LockDelay"], 30_000_000_000_u64);
     }
 }

@@ -1,7 +1,7 @@
 //! Following Consul with blocking queries (API brief §1.5) on **bulk** endpoints, so the
 //! requests per refresh do not grow with the number of services.
 //!
-//! Catalog mode ([`follow_catalog`]) keeps four blocking queries open:
+//! Catalog mode ([`follow_catalog`]) keeps seven blocking queries open:
 //!
 //! | endpoint | moves when | gives |
 //! |---|---|---|
@@ -9,9 +9,12 @@
 //! | `/v1/health/state/any` | any check changes (status, output, re-registration) | every instance's health |
 //! | `/v1/config/service-resolver` | a resolver changes | subsets of every service |
 //! | `/v1/config/service-splitter` | a splitter changes | every split with its `ModifyIndex` |
+//! | `/v1/config/service-defaults` | a service-defaults entry changes | every service's `Protocol` (404: unknown) |
+//! | `/v1/config/proxy-defaults/global` | the global proxy-defaults change | the mesh's default protocol (404: none) |
+//! | `/v1/kv/spine-dash/drivers/?recurse` | a driver marker comes or goes | the markers (404: none) |
 //!
-//! A health change, a split change or a resolver change is one answer of one query and
-//! no other request. Instance details (address, port, `Meta.metrics_url`) exist only in
+//! A health change, a split change, a resolver change, a protocol change or a marker
+//! change is one answer of one query and no other request. Instance details (address, port, `Meta.metrics_url`) exist only in
 //! per-service reads (`/v1/health/service/<s>`, plus `/v1/health/connect/<s>` for the
 //! Connect stats fallback): they are read once at start and then only for services whose
 //! bulk data moved — new in the catalog, other tags, or another set of checks (instance
@@ -40,13 +43,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::kv::{KvPair, parse_kv_list};
 use super::{
-    Answer, CheckRow, ConsulClient, MAX_CONCURRENT_REQUESTS, NodeInstance, acquire,
-    apply_metrics_fallback, blocking_deadline, error_from_response, health_from_checks,
-    parse_checks, parse_connect_metrics, parse_health_service_nodes, parse_resolver_list,
-    parse_splitter_list,
+    Answer, CheckRow, ConsulClient, MAX_CONCURRENT_REQUESTS, NodeInstance, Protocols, acquire,
+    apply_metrics_fallback, blocking_deadline, drivers, error_from_response, health_from_checks,
+    parse_checks, parse_connect_metrics, parse_health_service_nodes, parse_proxy_defaults_protocol,
+    parse_resolver_list, parse_service_defaults_list, parse_splitter_list,
 };
-use crate::model::types::{RegistrySnapshot, ServiceEntry, SplitConfig};
+use crate::model::types::{
+    DRIVER_PREFIX, DriverMarker, RegistrySnapshot, ServiceEntry, SplitConfig,
+};
 use crate::registry::{FollowContext, RegistryError, unit_random};
 
 /// Longest pause between retries of a failing query.
@@ -421,6 +427,20 @@ const CATALOG: usize = 0;
 const CHECKS: usize = 1;
 const RESOLVERS: usize = 2;
 const SPLITTERS: usize = 3;
+const SERVICE_DEFAULTS: usize = 4;
+const PROXY_DEFAULTS: usize = 5;
+const DRIVERS: usize = 6;
+
+/// The blocking query on the driver markers' KV prefix (404 = none), shared with KV mode.
+pub(crate) fn drivers_watch() -> WatchSpec {
+    let mut segments = vec!["v1".to_owned(), "kv".to_owned()];
+    segments.extend(DRIVER_PREFIX.split('/').map(str::to_owned));
+    WatchSpec {
+        segments,
+        query: vec![("recurse".into(), String::new())],
+        empty_on_404: true,
+    }
+}
 
 /// Instance data of one service as last read, with the bulk data it was read against.
 #[derive(Debug, Clone)]
@@ -440,6 +460,9 @@ pub(crate) struct CatalogView {
     checks: Vec<CheckRow>,
     resolvers: BTreeMap<String, Vec<String>>,
     splitters: BTreeMap<String, SplitConfig>,
+    protocols: Protocols,
+    /// Read when the markers' query answers (so a bad one is logged once per change).
+    drivers: Vec<DriverMarker>,
     cache: BTreeMap<String, CachedService>,
     catalog_moved: bool,
     /// Index of the last catalog answer.
@@ -506,16 +529,20 @@ impl CatalogView {
 
 impl MeshView for CatalogView {
     fn watches(&self) -> Vec<WatchSpec> {
-        let spec = |segments: &[&str]| WatchSpec {
+        let spec = |segments: &[&str], empty_on_404: bool| WatchSpec {
             segments: segments.iter().map(|s| (*s).to_owned()).collect(),
             query: Vec::new(),
-            empty_on_404: false,
+            empty_on_404,
         };
         vec![
-            spec(&["v1", "catalog", "services"]),
-            spec(&["v1", "health", "state", "any"]),
-            spec(&["v1", "config", "service-resolver"]),
-            spec(&["v1", "config", "service-splitter"]),
+            spec(&["v1", "catalog", "services"], false),
+            spec(&["v1", "health", "state", "any"], false),
+            spec(&["v1", "config", "service-resolver"], false),
+            spec(&["v1", "config", "service-splitter"], false),
+            // 404 (an empty body here): an agent without config entries, protocols unknown.
+            spec(&["v1", "config", "service-defaults"], true),
+            spec(&["v1", "config", "proxy-defaults", "global"], true),
+            drivers_watch(),
         ]
     }
 
@@ -537,6 +564,21 @@ impl MeshView for CatalogView {
             }
             RESOLVERS => self.resolvers = parse_resolver_list(body)?,
             SPLITTERS => self.splitters = parse_splitter_list(body)?,
+            SERVICE_DEFAULTS => {
+                self.protocols.defaults = if body.is_empty() {
+                    None
+                } else {
+                    Some(parse_service_defaults_list(body)?)
+                };
+            }
+            PROXY_DEFAULTS => {
+                self.protocols.global = if body.is_empty() {
+                    None
+                } else {
+                    parse_proxy_defaults_protocol(body)?
+                };
+            }
+            DRIVERS => self.drivers = markers(&parse_kv_list(body)?),
             _ => {}
         }
         Ok(())
@@ -613,7 +655,7 @@ impl MeshView for CatalogView {
                     })
                     .unwrap_or_default();
                 ServiceEntry {
-                    protocol: None,
+                    protocol: self.protocols.protocol_of(name),
                     name: name.clone(),
                     instances,
                     subsets: self.resolvers.get(name).cloned().unwrap_or_default(),
@@ -622,7 +664,7 @@ impl MeshView for CatalogView {
             })
             .collect();
         Ok(RegistrySnapshot {
-            drivers: Vec::new(),
+            drivers: self.drivers.clone(),
             services,
         })
     }
@@ -634,6 +676,15 @@ impl MeshView for CatalogView {
     fn reset(&mut self) {
         *self = Self::default();
     }
+}
+
+/// The markers of the drivers prefix, logging each unreadable one.
+pub(crate) fn markers(pairs: &[KvPair]) -> Vec<DriverMarker> {
+    let (markers, warnings) = drivers::markers_from_kv(pairs);
+    for w in warnings {
+        tracing::warn!("consul: {w}");
+    }
+    markers
 }
 
 /// Reads the instances of `names` (`/v1/health/service/<s>`, and `/v1/health/connect/<s>`

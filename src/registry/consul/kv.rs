@@ -12,9 +12,11 @@
 //!   `Behavior=delete`, so a dead instance disappears); there are no health checks and no
 //!   sidecar stats addresses in this layout.
 //!
-//! [`ConsulKvClient`] follows both prefixes with blocking queries (`?recurse`, index = the
-//! largest `ModifyIndex` under the prefix): two open requests whatever the number of
-//! services.
+//! [`ConsulKvClient`] follows both prefixes, and the driver markers'
+//! `spine-dash/drivers/` (see [`super::drivers`]), with blocking queries (`?recurse`,
+//! index = the largest `ModifyIndex` under the prefix): three open requests whatever the
+//! number of services. There is no notion of protocol here (`ServiceEntry::protocol` is
+//! `None`). A lost CAS write returns the stored split with its `ModifyIndex` ("theirs").
 
 use std::collections::BTreeMap;
 
@@ -22,14 +24,18 @@ use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::blocking::{MeshView, WatchSpec, follow_with};
-use super::{ConsulClient, decode, error_from_response, hundredths_to_json, weight_to_hundredths};
+use super::blocking::{MeshView, WatchSpec, drivers_watch, follow_with, markers};
+use super::{
+    ConsulClient, decode, drivers, error_from_response, hundredths_to_json, weight_to_hundredths,
+};
 use crate::config::consul::ConsulSettings;
 use crate::model::types::{
-    DEFAULT_VERSION, Health, Instance, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
-    SplitEntry,
+    DEFAULT_VERSION, DRIVER_PREFIX, DriverMarker, Health, Instance, RegistrySnapshot, ServiceEntry,
+    Split, SplitConfig, SplitEntry,
 };
-use crate::registry::{FollowContext, Registry, RegistryError, WriteOutcome};
+use crate::registry::{
+    DriverClaim, DriverLease, FollowContext, Registry, RegistryError, WriteOutcome,
+};
 
 /// Prefix of the instance keys.
 pub const SERVICES_PREFIX: &str = "services/";
@@ -62,8 +68,20 @@ impl ConsulKvClient {
 
     /// `GET /v1/kv/<prefix>?recurse` (404: no keys).
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<KvPair>, RegistryError> {
-        let url = self.key_url(prefix, &[("recurse", "")]);
-        let answer = self.consul.request(Method::GET, &url, None, None).await?;
+        self.consul.kv_list(prefix).await
+    }
+
+    /// The URL of a key (`services/identity` → `/v1/kv/services/identity`).
+    pub(crate) fn key_url(&self, key: &str, query: &[(&str, &str)]) -> reqwest::Url {
+        self.consul.kv_url(key, query)
+    }
+}
+
+impl ConsulClient {
+    /// `GET /v1/kv/<prefix>?recurse` (404: no keys).
+    pub(crate) async fn kv_list(&self, prefix: &str) -> Result<Vec<KvPair>, RegistryError> {
+        let url = self.kv_url(prefix, &[("recurse", "")]);
+        let answer = self.request(Method::GET, &url, None, None).await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(Vec::new());
         }
@@ -73,11 +91,26 @@ impl ConsulKvClient {
         parse_kv_list(&answer.body)
     }
 
+    /// `GET /v1/kv/<key>` (exactly that key; `None` when absent).
+    pub(crate) async fn kv_get(&self, key: &str) -> Result<Option<KvPair>, RegistryError> {
+        let url = self.kv_url(key, &[]);
+        let answer = self.request(Method::GET, &url, None, None).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(error_from_response(answer.status.as_u16(), &answer.body));
+        }
+        Ok(parse_kv_list(&answer.body)?
+            .into_iter()
+            .find(|p| p.key == key))
+    }
+
     /// The URL of a key (`services/identity` → `/v1/kv/services/identity`).
-    pub(crate) fn key_url(&self, key: &str, query: &[(&str, &str)]) -> reqwest::Url {
+    pub(crate) fn kv_url(&self, key: &str, query: &[(&str, &str)]) -> reqwest::Url {
         let mut segments = vec!["v1", "kv"];
         segments.extend(key.split('/'));
-        self.consul.endpoint(&segments, query)
+        self.endpoint(&segments, query)
     }
 }
 
@@ -307,9 +340,10 @@ pub fn kv_split_body(
 fn assemble(
     instances: BTreeMap<String, Vec<Instance>>,
     splits: &BTreeMap<String, SplitConfig>,
+    drivers: Vec<DriverMarker>,
 ) -> RegistrySnapshot {
     RegistrySnapshot {
-        drivers: Vec::new(),
+        drivers,
         services: instances
             .into_iter()
             .map(|(name, instances)| ServiceEntry {
@@ -323,11 +357,12 @@ fn assemble(
     }
 }
 
-/// The KV layout's view for the follow engine: two prefixes.
+/// The KV layout's view for the follow engine: two prefixes and the driver markers.
 #[derive(Debug, Default)]
 struct KvView {
     services: Vec<KvPair>,
     splits: Vec<KvPair>,
+    drivers: Vec<DriverMarker>,
 }
 
 impl MeshView for KvView {
@@ -341,7 +376,7 @@ impl MeshView for KvView {
                 empty_on_404: true,
             }
         };
-        vec![spec(SERVICES_PREFIX), spec(SPLITS_PREFIX)]
+        vec![spec(SERVICES_PREFIX), spec(SPLITS_PREFIX), drivers_watch()]
     }
 
     fn update(
@@ -351,10 +386,10 @@ impl MeshView for KvView {
         body: &[u8],
     ) -> Result<(), RegistryError> {
         let pairs = parse_kv_list(body)?;
-        if watch == 0 {
-            self.services = pairs;
-        } else {
-            self.splits = pairs;
+        match watch {
+            0 => self.services = pairs,
+            1 => self.splits = pairs,
+            _ => self.drivers = markers(&pairs),
         }
         Ok(())
     }
@@ -363,6 +398,7 @@ impl MeshView for KvView {
         Ok(assemble(
             instances_from_kv(&self.services)?,
             &splits_from_kv(&self.splits)?,
+            self.drivers.clone(),
         ))
     }
 
@@ -385,13 +421,16 @@ impl Registry for ConsulKvClient {
         follow_with(&self.consul, KvView::default(), ctx).await;
     }
 
-    /// `GET /v1/kv/services/?recurse` and `GET /v1/kv/mesh/splits/?recurse`.
+    /// `GET /v1/kv/services/?recurse`, `GET /v1/kv/mesh/splits/?recurse` and
+    /// `GET /v1/kv/spine-dash/drivers/?recurse`.
     async fn snapshot(&self) -> Result<RegistrySnapshot, RegistryError> {
         let services = self.list(SERVICES_PREFIX).await?;
         let splits = self.list(SPLITS_PREFIX).await?;
+        let drivers = self.list(DRIVER_PREFIX).await?;
         Ok(assemble(
             instances_from_kv(&services)?,
             &splits_from_kv(&splits)?,
+            markers(&drivers),
         ))
     }
 
@@ -414,8 +453,11 @@ impl Registry for ConsulKvClient {
         let stored = self.list(&key).await?.into_iter().find(|p| p.key == key);
         let stored_json = match &stored {
             Some(pair) if pair.modify_index != expected_index => {
-                return Ok(WriteOutcome::Conflict { theirs: None });
+                return Ok(WriteOutcome::Conflict {
+                    theirs: theirs_of(pair),
+                });
             }
+            // Deleted since it was read: nothing stored.
             None if expected_index != 0 => return Ok(WriteOutcome::Conflict { theirs: None }),
             Some(pair) => serde_json::from_slice::<serde_json::Value>(&pair.value).ok(),
             None => None,
@@ -426,11 +468,57 @@ impl Registry for ConsulKvClient {
         let resp = self.consul.put_ok(&url, Some(body)).await?;
         match serde_json::from_slice::<bool>(&resp) {
             Ok(true) => Ok(WriteOutcome::Applied),
-            Ok(false) => Ok(WriteOutcome::Conflict { theirs: None }),
+            // Someone wrote between our read and our write: read theirs back.
+            Ok(false) => {
+                let theirs = match self.consul.kv_get(&key).await {
+                    Ok(pair) => pair.as_ref().and_then(theirs_of),
+                    Err(e) => {
+                        tracing::warn!(
+                            "consul: {key}: could not read the split back after a conflict: {e}"
+                        );
+                        None
+                    }
+                };
+                Ok(WriteOutcome::Conflict { theirs })
+            }
             Err(_) => Err(RegistryError::Decode(format!(
                 "expected `true` or `false` from a KV write, got {:?}",
                 super::truncate_chars(String::from_utf8_lossy(&resp).trim(), 80)
             ))),
+        }
+    }
+
+    /// Session + `?acquire=` on `spine-dash/drivers/<service>` (see [`super::drivers`]).
+    async fn claim_driver(
+        &self,
+        marker: &DriverMarker,
+        ttl: std::time::Duration,
+    ) -> Result<DriverClaim, RegistryError> {
+        drivers::claim(&self.consul, marker, ttl).await
+    }
+
+    /// `PUT /v1/session/renew/<id>` (404 → `Ok(false)`).
+    async fn renew_driver(&self, lease: &DriverLease) -> Result<bool, RegistryError> {
+        drivers::renew(&self.consul, lease).await
+    }
+
+    /// `PUT /v1/session/destroy/<id>` (the marker goes with it).
+    async fn release_driver(&self, lease: &DriverLease) -> Result<(), RegistryError> {
+        drivers::release(&self.consul, lease).await
+    }
+}
+
+/// A stored `mesh/splits/<service>` as "theirs" (`None`, logged, when its value is not a
+/// split; the follow loop reports that value as an error).
+fn theirs_of(pair: &KvPair) -> Option<SplitConfig> {
+    match parse_kv_split(&pair.value) {
+        Ok(split) => Some(SplitConfig {
+            split,
+            modify_index: pair.modify_index,
+        }),
+        Err(e) => {
+            tracing::warn!("consul: {}: {e}", pair.key);
+            None
         }
     }
 }

@@ -5,7 +5,10 @@
 //!   put with a lease that its owner keeps alive, so a dead instance disappears;
 //! - `/services/<service>` → the design's simple form: the instance's URL as plain text;
 //! - `/mesh/splits/<service>` → `{"service","splits":[{"subset","weight"}…]}`, weights in
-//!   percent with up to two decimals (our hundredths: 80 → 8000, 33.33 → 3333).
+//!   percent with up to two decimals (our hundredths: 80 → 8000, 33.33 → 3333);
+//! - `/spine-dash/drivers/<service>` → a [`DriverMarker`]'s JSON, put under the lease of
+//!   the dashboard driving that service (a value that is not one is shown as held by
+//!   `"?"`, with a warning).
 //!
 //! A key that is present is alive (its lease, if any, has not expired), so its instance is
 //! `passing` unless its JSON says otherwise: `"health"` (or `"status"`) `passing` /
@@ -19,8 +22,8 @@ use serde_json::Value;
 
 use super::wire::KeyValue;
 use crate::model::types::{
-    DEFAULT_VERSION, Health, Instance, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
-    SplitEntry, WeightHundredths,
+    DEFAULT_VERSION, DRIVER_PREFIX, DriverMarker, Health, Instance, RegistrySnapshot, ServiceEntry,
+    Split, SplitConfig, SplitEntry, WeightHundredths,
 };
 use crate::registry::sdk::Candidate;
 
@@ -28,8 +31,11 @@ use crate::registry::sdk::Candidate;
 pub const SERVICES_PREFIX: &str = "/services/";
 /// Prefix of traffic splits.
 pub const SPLITS_PREFIX: &str = "/mesh/splits/";
-/// The prefixes the dashboard reads and watches.
-pub const PREFIXES: [&str; 2] = [SERVICES_PREFIX, SPLITS_PREFIX];
+/// Prefix of the driver markers (`/` + [`DRIVER_PREFIX`]).
+pub const DRIVERS_PREFIX: &str = "/spine-dash/drivers/";
+/// The prefixes the dashboard reads and watches. The markers' comes last: a user without
+/// read permission there still gets the first two (see `EtcdClient`'s follow).
+pub const PREFIXES: [&str; 3] = [SERVICES_PREFIX, SPLITS_PREFIX, DRIVERS_PREFIX];
 
 /// What a key means in our layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +54,11 @@ pub enum KeyKind {
     },
     /// `/mesh/splits/<service>`.
     Split {
+        /// Service name.
+        service: String,
+    },
+    /// `/spine-dash/drivers/<service>`.
+    Driver {
         /// Service name.
         service: String,
     },
@@ -81,6 +92,14 @@ pub fn classify(key: &[u8]) -> KeyKind {
                 service: service.to_owned(),
             }
         }
+    } else if let Some(service) = key.strip_prefix(DRIVERS_PREFIX) {
+        if service.is_empty() || service.contains('/') {
+            KeyKind::Other
+        } else {
+            KeyKind::Driver {
+                service: service.to_owned(),
+            }
+        }
     } else {
         KeyKind::Other
     }
@@ -102,6 +121,13 @@ pub fn simple_key(service: &str) -> String {
 #[must_use]
 pub fn split_key(service: &str) -> String {
     format!("{SPLITS_PREFIX}{service}")
+}
+
+/// Key of a service's driver marker.
+#[must_use]
+pub fn driver_key(service: &str) -> String {
+    debug_assert!(DRIVERS_PREFIX.ends_with(DRIVER_PREFIX));
+    format!("{DRIVERS_PREFIX}{service}")
 }
 
 /// A service name we can put into a key: non-empty, no `/`, no whitespace or control
@@ -420,6 +446,7 @@ pub fn encode_registration(
 struct Gathered {
     instances: BTreeMap<String, Vec<InstanceRecord>>,
     splits: BTreeMap<String, SplitConfig>,
+    drivers: Vec<DriverMarker>,
     warnings: Vec<String>,
 }
 
@@ -450,9 +477,17 @@ fn gather<'a>(kvs: impl IntoIterator<Item = &'a KeyValue>) -> Gathered {
                     split_key(&service)
                 )),
             },
+            KeyKind::Driver { service } => {
+                let key = driver_key(&service);
+                let (marker, warning) =
+                    crate::registry::marker_from_value(&service, &key, &kv.value);
+                g.drivers.push(marker);
+                g.warnings.extend(warning);
+            }
             KeyKind::Other => {}
         }
     }
+    g.drivers.sort_by(|a, b| a.service.cmp(&b.service));
     g
 }
 
@@ -498,7 +533,7 @@ pub fn snapshot_from_kvs<'a>(
         .collect();
     (
         RegistrySnapshot {
-            drivers: Vec::new(),
+            drivers: g.drivers,
             services,
         },
         g.warnings,
@@ -551,17 +586,66 @@ mod tests {
                 service: "identity".into()
             }
         );
+        assert_eq!(
+            classify(b"/spine-dash/drivers/identity"),
+            KeyKind::Driver {
+                service: "identity".into()
+            }
+        );
         for other in [
             &b"/services/"[..],
             b"/services/a/b/c",
             b"/services//x",
             b"/mesh/splits/",
             b"/mesh/splits/a/b",
+            b"/spine-dash/drivers/",
+            b"/spine-dash/drivers/a/b",
             b"/other",
             b"/services/\xff",
         ] {
             assert_eq!(classify(other), KeyKind::Other, "{other:?}");
         }
+    }
+
+    #[test]
+    fn driver_markers_are_read_and_a_bad_one_is_held_by_unknown() {
+        let kv = |key: &str, value: &str| KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..KeyValue::default()
+        };
+        let kvs = [
+            kv("/spine-dash/drivers/photo", "garbage"),
+            kv(
+                "/spine-dash/drivers/identity",
+                r#"{"service":"identity","user":"ana","host":"ws1","pid":7,"since":"2026-11-28T10:00:00Z","what":"plan"}"#,
+            ),
+        ];
+        let (snap, warnings) = snapshot_from_kvs(&kvs);
+        assert!(snap.services.is_empty(), "markers are not services");
+        assert_eq!(
+            snap.drivers,
+            vec![
+                DriverMarker {
+                    service: "identity".into(),
+                    user: "ana".into(),
+                    host: "ws1".into(),
+                    pid: 7,
+                    since: "2026-11-28T10:00:00Z".into(),
+                    what: "plan".into(),
+                },
+                DriverMarker {
+                    service: "photo".into(),
+                    user: "?".into(),
+                    ..DriverMarker::default()
+                },
+            ]
+        );
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("/spine-dash/drivers/photo"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -3,8 +3,19 @@
 //! writes splits with a compare-and-set txn on `mod_revision`, and offers the design's SDK
 //! calls (`register` with a lease, `lookup`, `deregister`).
 //!
-//! - Read: one txn ranges `/services/` and `/mesh/splits/` at one revision R; `follow`
-//!   then watches both prefixes from R+1 (see [`watch`]).
+//! - Read: one txn ranges `/services/`, `/mesh/splits/` and `/spine-dash/drivers/` at one
+//!   revision R; `follow` then watches the prefixes from R+1 (see [`watch`]). A user whose
+//!   role may not read the markers' prefix (403 permission denied on that txn) still gets
+//!   the first two: the markers are then left out (one warning), not the whole registry.
+//! - Writes: a split is a txn comparing the key's `mod_revision` (0 = must not exist);
+//!   when it fails, the same txn ranged the key, so the conflict carries "theirs" (the
+//!   stored split and its `mod_revision`, `None` when the key is gone) without another
+//!   round trip.
+//! - Driver markers ([`Registry::claim_driver`]): a lease of the TTL, then a txn "if
+//!   `/spine-dash/drivers/<service>`'s `create_revision` is 0, put the marker with the
+//!   lease, else range it" ([`DriverClaim::HeldBy`] theirs, and the unused lease is
+//!   revoked); renew = `/v3/lease/keepalive` (no `TTL` in the answer: gone), release =
+//!   revoke (which deletes the key).
 //! - Auth: user/password → token (`/v3/auth/authenticate`), sent raw as `Authorization`;
 //!   on 401 (invalid or expired token) the client authenticates again once and retries.
 //! - Several endpoints: a request that cannot reach one (connection refused, timeout, TLS,
@@ -28,7 +39,7 @@ use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 
 use self::layout::{
-    PREFIXES, SERVICES_PREFIX, check_service_name, encode_registration, encode_split,
+    PREFIXES, SERVICES_PREFIX, check_service_name, driver_key, encode_registration, encode_split,
     instance_id_for, instance_key, simple_key, split_key,
 };
 pub use self::settings::{Credentials, EtcdSettings, PasswordSources, parse_endpoints};
@@ -38,8 +49,13 @@ use self::wire::{
     b64, decode, error_from_response, prefix_range, txn_cas_put, txn_read_prefixes,
 };
 use super::sdk::{Candidate, Registered, Registration, ServiceSdk};
-use super::{FollowContext, Registry, RegistryError, RegistryTarget, WriteOutcome};
-use crate::model::types::{DEFAULT_VERSION, RegistryKind, RegistrySnapshot, Split};
+use super::{
+    DriverClaim, DriverLease, FollowContext, Registry, RegistryError, RegistryTarget, WriteOutcome,
+    marker_from_value, renew_interval,
+};
+use crate::model::types::{
+    DEFAULT_VERSION, DriverMarker, RegistryKind, RegistrySnapshot, Split, SplitConfig,
+};
 use crate::net::{self, BodyError};
 
 /// Largest response body accepted (a whole snapshot).
@@ -71,6 +87,9 @@ struct Inner {
     /// The next snapshot of `follow` shows them even if the watch has not delivered the
     /// change yet, so the operator sees theirs next to mine.
     conflicts: Mutex<Conflicts>,
+    /// Whether the markers' prefix is read and watched (cleared, once, when the user may
+    /// not read it).
+    drivers_readable: std::sync::atomic::AtomicBool,
 }
 
 /// Per key: the revision of the failed txn, and the value it read (`None` = absent).
@@ -150,6 +169,7 @@ impl EtcdClient {
                 token: Mutex::new(None),
                 auth_lock: tokio::sync::Mutex::new(()),
                 conflicts: Mutex::new(BTreeMap::new()),
+                drivers_readable: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }
@@ -450,18 +470,44 @@ impl EtcdClient {
         decode(what, &bytes)
     }
 
-    /// Everything under [`PREFIXES`] at one revision: the keys and that revision.
-    async fn read_all(&self) -> Result<(Vec<KeyValue>, i64), RegistryError> {
-        let txn: TxnResponse = self
-            .call("/v3/kv/txn", &txn_read_prefixes(&PREFIXES), "txn")
-            .await?;
+    /// The prefixes read and watched: [`PREFIXES`], without the markers' when the user
+    /// may not read them.
+    fn prefixes(&self) -> &'static [&'static str] {
+        if self.inner.drivers_readable.load(Ordering::Relaxed) {
+            &PREFIXES
+        } else {
+            &PREFIXES[..PREFIXES.len() - 1]
+        }
+    }
+
+    /// Everything under [`Self::prefixes`] at one revision: the keys, that revision and
+    /// the prefixes read. A permission denied (403) that only the markers' prefix can
+    /// explain drops that prefix (one warning) and reads the others.
+    async fn read_all(
+        &self,
+    ) -> Result<(Vec<KeyValue>, i64, &'static [&'static str]), RegistryError> {
+        let prefixes = self.prefixes();
+        let txn: TxnResponse = match self
+            .call("/v3/kv/txn", &txn_read_prefixes(prefixes), "txn")
+            .await
+        {
+            Err(RegistryError::Http { status: 403, .. }) if prefixes.len() == PREFIXES.len() => {
+                tracing::warn!(
+                    "etcd: the user may not read {} (permission denied): driver markers are not shown; grant READ on that prefix to see them",
+                    layout::DRIVERS_PREFIX
+                );
+                self.inner.drivers_readable.store(false, Ordering::Relaxed);
+                return Box::pin(self.read_all()).await;
+            }
+            other => other?,
+        };
         let kvs = txn
             .responses
             .into_iter()
             .filter_map(|r| r.response_range)
             .flat_map(|r| r.kvs)
             .collect();
-        Ok((kvs, txn.header.revision))
+        Ok((kvs, txn.header.revision, prefixes))
     }
 
     /// `/v3/maintenance/status` at one endpoint (no failover): is the member alive and
@@ -568,9 +614,9 @@ impl Registry for EtcdClient {
         watch::follow(self.clone(), ctx)
     }
 
-    /// One txn ranging `/services/` and `/mesh/splits/` at one revision.
+    /// One txn ranging the prefixes at one revision.
     async fn snapshot(&self) -> Result<RegistrySnapshot, RegistryError> {
-        let (kvs, _) = self.read_all().await?;
+        let (kvs, _, _) = self.read_all().await?;
         let (snapshot, warnings) = layout::snapshot_from_kvs(&kvs);
         for w in warnings {
             tracing::warn!("etcd: {w}");
@@ -579,8 +625,9 @@ impl Registry for EtcdClient {
     }
 
     /// Txn: if `/mesh/splits/<service>`'s `mod_revision` is still `expected_index`
-    /// (0 = the key must not exist), put the split; else read its current value, which
-    /// the next snapshot of `follow` shows.
+    /// (0 = the key must not exist), put the split; else read its current value: the
+    /// conflict's "theirs" (`None` when the key does not exist), which the next snapshot
+    /// of `follow` shows too.
     async fn write_split(
         &self,
         service: &str,
@@ -602,10 +649,147 @@ impl Registry for EtcdClient {
             .into_iter()
             .find_map(|r| r.response_range)
             .and_then(|r| r.kvs.into_iter().next());
+        let theirs = current
+            .as_ref()
+            .and_then(|kv| match layout::parse_split(&kv.value) {
+                Ok(split) => Some(SplitConfig {
+                    split,
+                    modify_index: u64::try_from(kv.mod_revision).unwrap_or(0),
+                }),
+                Err(e) => {
+                    tracing::warn!("etcd: the split stored at {key} is not readable: {e}");
+                    None
+                }
+            });
         if let Ok(mut c) = self.inner.conflicts.lock() {
             c.insert(key.into_bytes(), (txn.header.revision, current));
         }
-        Ok(WriteOutcome::Conflict { theirs: None })
+        Ok(WriteOutcome::Conflict { theirs })
+    }
+
+    /// Lease grant, then a txn: create `/spine-dash/drivers/<service>` with the lease if it
+    /// does not exist, else range it (theirs; our lease is revoked).
+    async fn claim_driver(
+        &self,
+        marker: &DriverMarker,
+        ttl: Duration,
+    ) -> Result<DriverClaim, RegistryError> {
+        let service = marker.service.as_str();
+        check_service_name(service).map_err(RegistryError::Invalid)?;
+        let key = driver_key(service);
+        let value = serde_json::to_vec(marker)
+            .map_err(|e| RegistryError::Invalid(format!("cannot encode the driver marker: {e}")))?;
+        let lease = self.grant(ttl).await?;
+        let id = lease.id.to_string();
+        let txn = self
+            .txn(&json!({
+                "compare": [{"key": b64(&key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                "success": [{"request_put": {"key": b64(&key), "value": b64(&value), "lease": id}}],
+                "failure": [{"request_range": {"key": b64(&key)}}],
+            }))
+            .await;
+        let txn = match txn {
+            Ok(t) => t,
+            Err(e) => {
+                self.revoke_quietly(&id).await;
+                return Err(e);
+            }
+        };
+        if txn.succeeded {
+            let granted = Duration::from_secs(u64::try_from(lease.ttl).unwrap_or(1).max(1));
+            return Ok(DriverClaim::Claimed(DriverLease {
+                service: service.to_owned(),
+                key,
+                lease: id,
+                renew_every: renew_interval(granted),
+            }));
+        }
+        self.revoke_quietly(&id).await;
+        let Some(kv) = txn
+            .responses
+            .into_iter()
+            .find_map(|r| r.response_range)
+            .and_then(|r| r.kvs.into_iter().next())
+        else {
+            return Err(RegistryError::Decode(format!(
+                "the claim of {key} failed but the key was not read back"
+            )));
+        };
+        let (theirs, warning) = marker_from_value(service, &key, &kv.value);
+        if let Some(w) = warning {
+            tracing::warn!("etcd: {w}");
+        }
+        Ok(DriverClaim::HeldBy(theirs))
+    }
+
+    /// `/v3/lease/keepalive` once: `Ok(false)` when the lease is gone (no `TTL`).
+    async fn renew_driver(&self, lease: &DriverLease) -> Result<bool, RegistryError> {
+        self.keep_lease_alive(&lease.lease).await
+    }
+
+    /// Revokes the lease, which deletes the marker (an unknown lease: already gone).
+    async fn release_driver(&self, lease: &DriverLease) -> Result<(), RegistryError> {
+        self.revoke(&lease.lease).await
+    }
+}
+
+impl EtcdClient {
+    /// `/v3/lease/grant` for `ttl` (whole seconds, rounded up, at least 1; etcd may grant
+    /// more: its minimum).
+    async fn grant(&self, ttl: Duration) -> Result<LeaseGrantResponse, RegistryError> {
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let grant: LeaseGrantResponse = self
+            .call(
+                "/v3/lease/grant",
+                &json!({"TTL": secs.max(1)}),
+                "lease grant",
+            )
+            .await?;
+        if grant.id == 0 || !grant.error.is_empty() {
+            return Err(RegistryError::Decode(format!(
+                "lease grant refused: {}",
+                grant.error
+            )));
+        }
+        Ok(grant)
+    }
+
+    /// `/v3/lease/keepalive` once: `Ok(true)` alive, `Ok(false)` expired or unknown.
+    async fn keep_lease_alive(&self, lease: &str) -> Result<bool, RegistryError> {
+        let path = "/v3/lease/keepalive";
+        let (index, resp) = self.post(path, &json!({"ID": lease}), true).await?;
+        let line = watch::first_line(resp, self.inner.request_timeout)
+            .await
+            .map_err(|message| RegistryError::Transport {
+                message,
+                url: self.shown(index, path),
+            })?;
+        let line: StreamLine<LeaseKeepAliveResponse> = decode("lease keepalive", &line)?;
+        if let Some(e) = line.error {
+            return Err(RegistryError::Http {
+                status: e.http_code,
+                body: e.message,
+                hint: None,
+            });
+        }
+        Ok(line.result.is_some_and(|r| r.ttl > 0))
+    }
+
+    /// `/v3/lease/revoke` (404, an unknown lease, is fine: already gone).
+    async fn revoke(&self, lease: &str) -> Result<(), RegistryError> {
+        match self
+            .call::<Value>("/v3/lease/revoke", &json!({"ID": lease}), "lease revoke")
+            .await
+        {
+            Ok(_) | Err(RegistryError::Http { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn revoke_quietly(&self, lease: &str) {
+        if let Err(e) = self.revoke(lease).await {
+            tracing::debug!("etcd: could not revoke an unused lease: {e}");
+        }
     }
 }
 
@@ -624,20 +808,7 @@ impl ServiceSdk for EtcdClient {
         let mut put = json!({"key": b64(&key), "value": b64(&value)});
         let lease = match registration.ttl {
             Some(ttl) => {
-                let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-                let grant: LeaseGrantResponse = self
-                    .call(
-                        "/v3/lease/grant",
-                        &json!({"TTL": secs.max(1)}),
-                        "lease grant",
-                    )
-                    .await?;
-                if grant.id == 0 || !grant.error.is_empty() {
-                    return Err(RegistryError::Decode(format!(
-                        "lease grant refused: {}",
-                        grant.error
-                    )));
-                }
+                let grant = self.grant(ttl).await?;
                 put["lease"] = Value::from(grant.id.to_string());
                 Some(grant.id.to_string())
             }
@@ -657,43 +828,22 @@ impl ServiceSdk for EtcdClient {
         let Some(lease) = &registered.lease else {
             return Ok(());
         };
-        let path = "/v3/lease/keepalive";
-        let (index, resp) = self.post(path, &json!({"ID": lease}), true).await?;
-        let line = watch::first_line(resp, self.inner.request_timeout)
-            .await
-            .map_err(|message| RegistryError::Transport {
-                message,
-                url: self.shown(index, path),
-            })?;
-        let line: StreamLine<LeaseKeepAliveResponse> = decode("lease keepalive", &line)?;
-        if let Some(e) = line.error {
-            return Err(RegistryError::Http {
-                status: e.http_code,
-                body: e.message,
-                hint: None,
-            });
-        }
-        match line.result {
-            Some(r) if r.ttl > 0 => Ok(()),
-            _ => Err(RegistryError::Http {
+        if self.keep_lease_alive(lease).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::Http {
                 status: 404,
                 body: format!("lease {lease} expired or unknown"),
                 hint: Some("the registration is gone: register again".into()),
-            }),
+            })
         }
     }
 
     /// Revokes the lease (which deletes its keys) and deletes the key.
     async fn deregister(&self, registered: &Registered) -> Result<(), RegistryError> {
         if let Some(lease) = &registered.lease {
-            match self
-                .call::<Value>("/v3/lease/revoke", &json!({"ID": lease}), "lease revoke")
-                .await
-            {
-                // 404: the lease already expired.
-                Ok(_) | Err(RegistryError::Http { status: 404, .. }) => {}
-                Err(e) => return Err(e),
-            }
+            // 404: the lease already expired.
+            self.revoke(lease).await?;
         }
         let key = instance_key(&registered.service, &registered.instance_id);
         let _: DeleteRangeResponse = self

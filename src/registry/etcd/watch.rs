@@ -1,6 +1,7 @@
 //! `follow` for etcd: push, no polling (API brief §3.6).
 //!
-//! 1. One txn ranges `/services/` and `/mesh/splits/` at revision R → first snapshot.
+//! 1. One txn ranges `/services/`, `/mesh/splits/` and `/spine-dash/drivers/` at revision
+//!    R → first snapshot (without the markers' prefix when the user may not read it).
 //! 2. One watch stream per prefix from R+1 (`progress_notify` on). Each message's events
 //!    are applied to the local copy of the keys and its `header.revision` remembered; a
 //!    burst of messages gives one snapshot (they are coalesced for [`FLUSH_DELAY`]).
@@ -30,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::EtcdClient;
-use super::layout::{PREFIXES, snapshot_from_kvs};
+use super::layout::snapshot_from_kvs;
 use super::wire::{EventType, KeyValue, StreamLine, WatchResponse, decode, watch_create};
 use crate::model::types::RegistrySnapshot;
 use crate::registry::{FollowContext, RegistryError, unit_random};
@@ -49,15 +50,18 @@ const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 /// The local copy of the watched keys.
 struct View {
     kvs: BTreeMap<Vec<u8>, KeyValue>,
-    /// Last revision seen per prefix (index into [`PREFIXES`]).
-    revisions: [i64; PREFIXES.len()],
+    /// The prefixes read and watched.
+    prefixes: &'static [&'static str],
+    /// Last revision seen per prefix (index into `prefixes`).
+    revisions: Vec<i64>,
 }
 
 impl View {
-    fn new(kvs: Vec<KeyValue>, revision: i64) -> Self {
+    fn new(kvs: Vec<KeyValue>, revision: i64, prefixes: &'static [&'static str]) -> Self {
         Self {
             kvs: kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
-            revisions: [revision; PREFIXES.len()],
+            prefixes,
+            revisions: vec![revision; prefixes.len()],
         }
     }
 
@@ -147,8 +151,8 @@ pub(super) async fn follow(client: EtcdClient, ctx: FollowContext) {
         let current = match view.take() {
             Some(v) => v,
             None => match client.read_all().await {
-                Ok((kvs, revision)) => {
-                    let v = View::new(kvs, revision);
+                Ok((kvs, revision, prefixes)) => {
+                    let v = View::new(kvs, revision, prefixes);
                     let snap = v.snapshot(&client, &mut warned);
                     if !ctx.report(Ok(Some(snap)), heartbeat).await {
                         return;
@@ -270,8 +274,8 @@ async fn open(
     let mut first_index = None;
     let mut auth_retried = false;
     let mut i = 0;
-    while i < PREFIXES.len() {
-        let prefix = PREFIXES[i];
+    while i < view.prefixes.len() {
+        let prefix = view.prefixes[i];
         let body = watch_create(prefix, view.revisions[i] + 1);
         let (index, resp) = client
             .post("/v3/watch", &body, true)
@@ -551,7 +555,7 @@ mod tests {
 
     #[test]
     fn view_applies_puts_deletes_and_revisions() {
-        let mut v = View::new(Vec::new(), 10);
+        let mut v = View::new(Vec::new(), 10, &super::super::layout::PREFIXES[..2]);
         let msgs = lines(
             r#"{"result":{"header":{"revision":"14"},"events":[{"kv":{"key":"L2E=","mod_revision":"14","value":"eA=="}}]}}
 {"result":{"header":{"revision":"15"},"events":[{"type":"DELETE","kv":{"key":"L2E=","mod_revision":"15"}}]}}
@@ -563,7 +567,7 @@ mod tests {
         assert!(v.apply(0, it.next().unwrap()));
         assert!(v.kvs.is_empty());
         assert!(!v.apply(1, it.next().unwrap()));
-        assert_eq!(v.revisions, [15, 16]);
+        assert_eq!(v.revisions, vec![15, 16]);
     }
 
     #[tokio::test]
