@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use egui::accesskit::Role;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT as _, Queryable};
 use spine_dash::app::SpineApp;
-use spine_dash::io::{Command, IoEvent, SplitWrite, WriteOrigin};
+use spine_dash::io::{AuditOutcome, AuditRecord, Command, IoEvent, SplitWrite, WriteOrigin};
 use spine_dash::model::types::{
     Health, Instance, RegistryKind, RegistrySnapshot, ServiceEntry, Split, SplitConfig,
 };
@@ -436,4 +436,181 @@ fn the_datacenter_picker_emits_set_datacenter() {
     );
     // Nothing more until the io layer reports the switch.
     assert!(commands.try_recv().is_err());
+}
+
+/// Commands the app sent, without waiting.
+fn sent(commands: &mut mpsc::Receiver<Command>) -> Vec<Command> {
+    std::iter::from_fn(|| commands.try_recv().ok()).collect()
+}
+
+#[test]
+fn read_only_disables_the_sliders_and_plans_and_says_so() {
+    let (identity, _events, _commands) = app_with_identity();
+    let mut model = identity.model().clone();
+    model.registry.writable = false;
+    let (_event_tx, event_rx) = mpsc::channel(16);
+    let (cmd_tx, mut commands) = mpsc::channel(16);
+    let mut app = SpineApp::with_channels(model, event_rx, cmd_tx);
+    app.view_mut().selected = Some("identity".into());
+    let mut h = harness(app);
+    h.run();
+    assert!(
+        h.query_by_label_contains("read-only: weights and plans cannot be changed")
+            .is_some()
+    );
+    assert!(
+        h.get_by_role_and_label(Role::Slider, "v2 weight")
+            .accesskit_node()
+            .is_disabled()
+    );
+    h.get_by_label("Rollout plan").click();
+    h.run();
+    assert!(h.get_by_label("Start plan").accesskit_node().is_disabled());
+    // Keys do nothing either.
+    press(&mut h, egui::Key::Enter);
+    assert!(
+        sent(&mut commands).is_empty(),
+        "nothing to send in read-only mode"
+    );
+}
+
+#[test]
+fn starting_a_plan_from_the_inspector_claims_the_marker_and_writes_step_one() {
+    let (mut app, _events, mut commands) = app_with_identity();
+    app.view_mut().selected = Some("identity".into());
+    let mut h = harness(app);
+    h.run();
+    h.get_by_label("Rollout plan").click();
+    h.run();
+    h.get_by_label("Start plan").click();
+    h.step();
+    h.step();
+    let out = sent(&mut commands);
+    assert!(
+        matches!(&out[0], Command::ClaimDriver { service, what } if service == "identity" && what.contains("95/5")),
+        "{out:?}"
+    );
+    let Command::SetSplit(w) = &out[1] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(w.origin, WriteOrigin::Plan);
+    assert_eq!(w.after, Split::from_pairs([("v1", 9500), ("v2", 500)]));
+    assert_eq!(w.expected_index, 1190);
+    assert!(
+        h.query_by_label_contains("plan: step 1/4 · writing")
+            .is_some()
+    );
+    // Pause from the inspector.
+    h.get_by_label("Pause").click();
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_label_contains("plan: step 1/4 · PAUSED")
+            .is_some()
+    );
+    h.get_by_label("Abort").click();
+    h.step();
+    h.step();
+    assert_eq!(
+        sent(&mut commands),
+        vec![Command::ReleaseDriver {
+            service: "identity".into()
+        }]
+    );
+}
+
+#[test]
+fn undo_writes_the_split_before_the_last_change_through_the_confirm_step() {
+    let (mut app, events, mut commands) = app_with_identity();
+    let mut w = SplitWrite::by_operator(
+        "identity",
+        Split::from_pairs([("v1", 5000), ("v2", 5000)]),
+        1190,
+    );
+    w.before = Some(Split::from_pairs([("v1", 8000), ("v2", 2000)]));
+    events
+        .try_send(IoEvent::WriteFinished {
+            write: w,
+            result: Ok(spine_dash::registry::WriteOutcome::Applied),
+        })
+        .unwrap();
+    let mut snap = identity_snapshot();
+    for s in &mut snap.services {
+        if let Some(c) = s.split.as_mut() {
+            c.split = Split::from_pairs([("v1", 5000), ("v2", 5000)]);
+            c.modify_index = 1203;
+        }
+    }
+    events
+        .try_send(IoEvent::Registry {
+            at: Instant::now(),
+            result: Ok(Some(snap)),
+            next_within: Duration::from_secs(1),
+        })
+        .unwrap();
+    app.drain_events();
+    app.view_mut().selected = Some("identity".into());
+    let mut h = harness(app);
+    h.run();
+    assert!(h.query_by_label_contains("live: v1 50 / v2 50").is_some());
+    h.get_by_label("Undo: back to v1 80 / v2 20…").click();
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_label_contains("Undo the last change of identity")
+            .is_some()
+    );
+    press(&mut h, egui::Key::Enter);
+    let out = sent(&mut commands);
+    let [Command::SetSplit(w)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(w.origin, WriteOrigin::Undo);
+    assert_eq!(w.after, Split::from_pairs([("v1", 8000), ("v2", 2000)]));
+    assert_eq!(
+        w.expected_index, 1203,
+        "CAS on the index of the change it undoes"
+    );
+}
+
+#[test]
+fn the_audit_panel_lists_attempts_newest_first_and_selects_their_service() {
+    let (mut app, events, _commands) = app_with_identity();
+    for (outcome, after) in [
+        (AuditOutcome::Applied, "v1 50 / v2 50"),
+        (AuditOutcome::Conflict, "v1 0 / v2 100"),
+    ] {
+        events
+            .try_send(IoEvent::Audited(AuditRecord {
+                time: "2026-11-28T01:02:03Z".into(),
+                user: "alice".into(),
+                host: "ws1".into(),
+                registry: "consul http://127.0.0.1:8500".into(),
+                service: "identity".into(),
+                before: "v1 80 / v2 20".into(),
+                after: after.into(),
+                reason: "canary".into(),
+                origin: WriteOrigin::Operator,
+                cas_index: 1190,
+                outcome,
+                detail: String::new(),
+            }))
+            .unwrap();
+    }
+    app.drain_events();
+    let mut h = harness(app);
+    h.run();
+    assert!(h.query_by_label_contains("Audit log").is_none());
+    h.event(egui::Event::Text("a".into()));
+    h.run();
+    assert!(h.query_by_label_contains("2 attempts").is_some());
+    assert!(h.query_by_label("v1 80 / v2 20 → v1 0 / v2 100").is_some());
+    assert!(h.query_by_label("conflict").is_some());
+    assert_eq!(h.query_all_by_label("alice@ws1").count(), 2);
+    h.query_all_by_role_and_label(Role::Link, "identity")
+        .next()
+        .unwrap()
+        .click();
+    h.run();
+    assert_eq!(h.state().selected(), Some("identity"));
 }

@@ -263,7 +263,7 @@ impl Plan {
                     .join("/")
             })
             .collect();
-        format!("{} (watching {})", steps.join(" → "), self.target)
+        format!("{} (watching {})", steps.join(", "), self.target)
     }
 
     /// Whether it still drives the service (not done, not aborted).
@@ -562,7 +562,7 @@ impl Plan {
             })
         {
             return Some(format!(
-                "breaker open on {} → {svc} {target}",
+                "breaker open on {} to {svc} {target}",
                 lane.key.caller
             ));
         }

@@ -33,6 +33,7 @@ pub fn audit_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme)
                 .striped(true)
                 .num_columns(8)
                 .show(ui, |ui| {
+                    // Monospace: the arrow is not in the proportional font.
                     for h in [
                         "time",
                         "who",
@@ -43,7 +44,7 @@ pub fn audit_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme)
                         "outcome",
                         "reason · detail",
                     ] {
-                        ui.label(RichText::new(h).color(theme.text_dim));
+                        ui.label(RichText::new(h).monospace().color(theme.text_dim));
                     }
                     ui.end_row();
                     for r in records.iter().rev() {
@@ -70,7 +71,7 @@ pub fn audit_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme)
                             .filter(|s| !s.is_empty())
                             .collect::<Vec<_>>()
                             .join(" · ");
-                        ui.label(text);
+                        ui.label(RichText::new(text).monospace());
                         ui.end_row();
                     }
                 });

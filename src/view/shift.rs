@@ -201,7 +201,7 @@ pub fn weights_ui(
                 draft_open && total == FULL_WEIGHT,
                 egui::Button::new("Review change…"),
             )
-            .on_hover_text("shows before → after and the checks; Enter")
+            .on_hover_text("shows before and after, and the checks; Enter")
             .clicked();
         if ui
             .add_enabled(
@@ -532,16 +532,18 @@ fn plan_editor_ui(
         .entry(name.to_owned())
         .or_insert_with(|| PlanDraft::for_versions(versions));
     ui.horizontal(|ui| {
-        ui.label(format!("steps ({})", versions.join("/")));
-        ui.add(egui::TextEdit::singleline(&mut draft.steps).desired_width(200.0));
+        let label = ui.label(format!("steps ({})", versions.join("/")));
+        ui.add(egui::TextEdit::singleline(&mut draft.steps).desired_width(200.0))
+            .labelled_by(label.id);
     });
     ui.horizontal(|ui| {
-        ui.label("hold each");
+        let label = ui.label("hold each");
         ui.add(
             egui::DragValue::new(&mut draft.hold_secs)
                 .range(5..=86_400)
                 .suffix(" s"),
-        );
+        )
+        .labelled_by(label.id);
     });
     ui.label(RichText::new("guards on the version gaining traffic").color(theme.text_dim));
     limit_ui(
@@ -602,7 +604,7 @@ fn limit_ui(
 ) {
     ui.horizontal(|ui| {
         let mut on = value.is_some();
-        ui.checkbox(&mut on, label);
+        let check = ui.checkbox(&mut on, label);
         match (on, value.as_mut()) {
             (true, Some(v)) => {
                 ui.add(
@@ -610,7 +612,8 @@ fn limit_ui(
                         .speed(speed)
                         .range(0.0..=1.0e6)
                         .suffix(suffix),
-                );
+                )
+                .labelled_by(check.id);
             }
             (true, None) => *value = Some(default),
             (false, _) => *value = None,
