@@ -215,6 +215,11 @@ impl SpineApp {
         &self.model
     }
 
+    /// The model, to change (tests and snapshots set up states with it).
+    pub fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+
     /// The selected service, if any.
     #[must_use]
     pub fn selected(&self) -> Option<&str> {

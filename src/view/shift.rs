@@ -707,8 +707,8 @@ fn plan_progress_ui(
             {
                 commands.push(control(PlanControl::Abort));
             }
-            egui::ComboBox::from_id_salt(("skip", name))
-                .selected_text("skip to…")
+            egui::ComboBox::new(("skip", name), "skip to")
+                .selected_text("step…")
                 .show_ui(ui, |ui| {
                     for (i, step) in plan.steps.iter().enumerate() {
                         if ui
