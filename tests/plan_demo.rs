@@ -133,6 +133,25 @@ async fn a_5xx_burst_in_v2_reverts_the_plan_and_pauses_it() {
     )
     .await;
     assert!(stored(&model).is_some_and(|s| same_weights(&s, &half)));
+    // Other dashboards see who drives identity.
+    pump(
+        &mut io,
+        &mut model,
+        "our marker in the registry",
+        Duration::from_secs(10),
+        |m| {
+            m.shifting.drivers.get("identity") == Some(&io::DriverState::Claimed)
+                && m.shifting
+                    .markers
+                    .iter()
+                    .any(|d| d.service == "identity" && d.what.contains("50/50"))
+        },
+    )
+    .await;
+    assert!(
+        model.shifting.other_driver("identity").is_none(),
+        "our own marker is not someone else's"
+    );
     // Let v2 take its new share cleanly for a moment: no guard trips on a healthy v2.
     let calm = pump(
         &mut io,
