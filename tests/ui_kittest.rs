@@ -614,3 +614,68 @@ fn the_audit_panel_lists_attempts_newest_first_and_selects_their_service() {
     h.run();
     assert_eq!(h.state().selected(), Some("identity"));
 }
+
+#[test]
+fn three_versions_show_the_remainder_and_normalise_fills_100() {
+    let (mut app, events, mut commands) = app_with_identity();
+    let mut snap = identity_snapshot();
+    for s in &mut snap.services {
+        if s.name == "identity" {
+            s.instances
+                .push(instance("identity-v3-a", "identity", "v3", Health::Passing));
+            s.subsets.push("v3".into());
+            s.split = Some(SplitConfig {
+                split: Split::from_pairs([("v1", 8000), ("v2", 2000), ("v3", 0)]),
+                modify_index: 1190,
+            });
+        }
+    }
+    events
+        .try_send(IoEvent::Registry {
+            at: Instant::now(),
+            result: Ok(Some(snap)),
+            next_within: Duration::from_secs(1),
+        })
+        .unwrap();
+    app.drain_events();
+    app.view_mut().selected = Some("identity".into());
+    let mut h = harness(app);
+    h.run();
+    // Three sliders are independent: v3 up by 10 leaves 10 % too much.
+    h.get_by_role_and_label(Role::Slider, "v3 weight").focus();
+    h.step();
+    h.step();
+    for _ in 0..2 {
+        press(&mut h, egui::Key::PageUp);
+    }
+    assert!(
+        h.query_by_label_contains("over by 10 % (sum 110 %)")
+            .is_some()
+    );
+    assert!(
+        h.get_by_label("Review change…")
+            .accesskit_node()
+            .is_disabled()
+    );
+    h.get_by_label("Normalise").click();
+    h.step();
+    h.step();
+    // v3 (moved last) keeps 10 %; v1 and v2 share the 90 % left as 80:20.
+    assert_eq!(
+        h.state_mut().view_mut().drafts.get("identity"),
+        Some(&vec![
+            ("v1".to_owned(), 7200),
+            ("v2".to_owned(), 1800),
+            ("v3".to_owned(), 1000)
+        ])
+    );
+    h.get_by_label("Review change…").click();
+    h.step();
+    h.step();
+    press(&mut h, egui::Key::Enter);
+    let out = sent(&mut commands);
+    let [Command::SetSplit(w)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(w.after.total(), 10_000);
+}
