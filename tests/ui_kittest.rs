@@ -465,7 +465,7 @@ fn read_only_disables_the_sliders_and_plans_and_says_so() {
     );
     h.get_by_label("Rollout plan").click();
     h.run();
-    assert!(h.get_by_label("Start plan").accesskit_node().is_disabled());
+    assert!(h.get_by_label("Start plan…").accesskit_node().is_disabled());
     // Keys do nothing either.
     press(&mut h, egui::Key::Enter);
     assert!(
@@ -482,9 +482,19 @@ fn starting_a_plan_from_the_inspector_claims_the_marker_and_writes_step_one() {
     h.run();
     h.get_by_label("Rollout plan").click();
     h.run();
-    h.get_by_label("Start plan").click();
+    h.get_by_label("Start plan…").click();
     h.step();
     h.step();
+    assert!(
+        h.query_by_label_contains("Start a rollout plan on identity")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label("v1 95 / v2 5").is_some(),
+        "the steps are listed"
+    );
+    assert!(sent(&mut commands).is_empty(), "nothing before Enter");
+    press(&mut h, egui::Key::Enter);
     let out = sent(&mut commands);
     assert!(
         matches!(&out[0], Command::ClaimDriver { service, what } if service == "identity" && what.contains("95/5")),

@@ -79,6 +79,9 @@ pub struct ViewState {
     /// A write waiting for the confirm step.
     #[serde(skip)]
     pub confirm: Option<shift::Confirm>,
+    /// A plan waiting for the confirm step.
+    #[serde(skip)]
+    pub plan_confirm: Option<shift::PlanConfirm>,
     /// Write states the operator dismissed ("keep theirs"), by service.
     #[serde(skip)]
     pub dismissed: BTreeMap<String, crate::model::WriteState>,
@@ -108,6 +111,7 @@ impl Default for ViewState {
             thresholds: Thresholds::default(),
             draft_fixed: 0,
             confirm: None,
+            plan_confirm: None,
             dismissed: BTreeMap::new(),
             plan_drafts: BTreeMap::new(),
             audit_open: false,
@@ -168,7 +172,7 @@ pub const BINDINGS: &[(&str, &str)] = &[
 pub fn keys_ui(ui: &egui::Ui, model: &Model, view: &mut ViewState) {
     let ctx = ui.ctx();
     // A text field, or the confirm step (its own Enter / Esc), has the keyboard.
-    if ctx.egui_wants_keyboard_input() || view.confirm.is_some() {
+    if ctx.egui_wants_keyboard_input() || view.confirm.is_some() || view.plan_confirm.is_some() {
         return;
     }
     // A focused widget (a weight slider) takes the arrows.
@@ -283,6 +287,7 @@ pub fn root_ui(
     }
     egui::CentralPanel::no_frame().show(ui, |ui| map::map_ui(ui, model, view, &theme, now));
     shift::confirm_ui(ui.ctx(), model, view, &theme, commands);
+    shift::plan_confirm_ui(ui.ctx(), model, view, &theme, commands);
     if view.help_open {
         help::help_ui(ui.ctx(), view, &theme);
     }

@@ -460,20 +460,7 @@ pub fn confirm_ui(
             );
         });
         ui.add_space(4.0);
-        ui.horizontal(|ui| {
-            if ui
-                .add_enabled(!blocked, egui::Button::new("Confirm (Enter)"))
-                .clicked()
-            {
-                decided = Some(true);
-            }
-            if ui.button("Cancel (Esc)").clicked() {
-                decided = Some(false);
-            }
-        });
-        if confirm.shown && ui.input(|i| i.key_pressed(Key::Enter)) && !blocked {
-            decided = Some(true);
-        }
+        decided = decide_ui(ui, "Confirm (Enter)", confirm.shown, blocked);
     });
     confirm.shown = true;
     if response.should_close() && decided.is_none() {
@@ -487,6 +474,141 @@ pub fn confirm_ui(
         }
         Some(false) => {}
         None => view.confirm = Some(confirm),
+    }
+}
+
+/// The confirm and cancel buttons of a modal; Enter confirms once the modal was drawn
+/// before (the Enter that opened it does not count). `Some(true)` = confirmed.
+fn decide_ui(ui: &mut Ui, confirm_label: &str, shown: bool, blocked: bool) -> Option<bool> {
+    let mut decided = None;
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(!blocked, egui::Button::new(confirm_label))
+            .clicked()
+        {
+            decided = Some(true);
+        }
+        if ui.button("Cancel (Esc)").clicked() {
+            decided = Some(false);
+        }
+    });
+    if shown && !blocked && ui.input(|i| i.key_pressed(Key::Enter)) {
+        decided = Some(true);
+    }
+    decided
+}
+
+/// A plan waiting for the operator's confirmation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanConfirm {
+    /// Service name.
+    pub service: String,
+    /// The steps.
+    pub steps: Vec<PlanStep>,
+    /// The guards.
+    pub limits: GuardLimits,
+    /// Drawn at least once.
+    pub shown: bool,
+}
+
+/// The confirm step of a plan: steps, holds, guards, the first step's checks.
+pub fn plan_confirm_ui(
+    ctx: &egui::Context,
+    model: &Model,
+    view: &mut ViewState,
+    theme: &Theme,
+    commands: &mut Vec<Command>,
+) {
+    let Some(mut confirm) = view.plan_confirm.take() else {
+        return;
+    };
+    let service = confirm.service.clone();
+    let first = confirm
+        .steps
+        .first()
+        .map(|s| s.split.clone())
+        .unwrap_or_default();
+    let rejections: Vec<Rejection> = guard::check(model, &service, &first)
+        .into_iter()
+        .filter(|r| *r != Rejection::NoChange)
+        .collect();
+    let blocked = !model.registry.writable || guard::blocks(&rejections, false);
+    let current = model
+        .services
+        .get(&service)
+        .and_then(|s| s.split.as_ref())
+        .map_or_else(|| "none".into(), |c| split_text(&c.split));
+    let mut decided = None;
+    let response = egui::Modal::new(egui::Id::unique("confirm plan")).show(ctx, |ui| {
+        ui.set_max_width(460.0);
+        ui.heading(format!("Start a rollout plan on {service}"));
+        ui.label(format!("now: {current}"));
+        Grid::new("plan steps")
+            .num_columns(3)
+            .striped(true)
+            .show(ui, |ui| {
+                for h in ["step", "split", "hold"] {
+                    ui.label(RichText::new(h).color(theme.text_dim));
+                }
+                ui.end_row();
+                for (i, step) in confirm.steps.iter().enumerate() {
+                    ui.label(format!("{}", i + 1));
+                    ui.label(RichText::new(split_text(&step.split)).monospace());
+                    ui.label(format!("{} s", step.hold.as_secs()));
+                    ui.end_row();
+                }
+            });
+        let l = &confirm.limits;
+        let mut guards = Vec::new();
+        if let Some(v) = l.max_5xx_pct {
+            guards.push(format!("5xx > {v} %"));
+        }
+        if let Some(v) = l.max_p99_ms {
+            guards.push(format!("p99 > {v} ms"));
+        }
+        if let Some(v) = l.max_p99_factor {
+            guards.push(format!("p99 > {v} × the old version's"));
+        }
+        if l.breaker_open {
+            guards.push("a breaker opens".into());
+        }
+        if l.critical {
+            guards.push("an instance goes critical".into());
+        }
+        ui.label(format!(
+            "during each hold, revert to the last good split and pause if: {}",
+            if guards.is_empty() {
+                "never (no guard)".to_owned()
+            } else {
+                guards.join(", ")
+            }
+        ));
+        for r in &rejections {
+            ui.colored_label(theme.error, format!("step 1: {}", r.text()));
+        }
+        if let Some(m) = model.shifting.other_driver(&service) {
+            ui.colored_label(
+                theme.lane_degraded,
+                format!("{}@{} is driving this service: {}", m.user, m.host, m.what),
+            );
+        }
+        ui.add_space(4.0);
+        decided = decide_ui(ui, "Start (Enter)", confirm.shown, blocked);
+    });
+    confirm.shown = true;
+    if response.should_close() && decided.is_none() {
+        decided = Some(false);
+    }
+    match decided {
+        Some(true) => commands.push(Command::Plan {
+            service,
+            control: PlanControl::Start {
+                steps: confirm.steps,
+                limits: confirm.limits,
+            },
+        }),
+        Some(false) => {}
+        None => view.plan_confirm = Some(confirm),
     }
 }
 
@@ -514,7 +636,7 @@ fn plan_ui(
                 }
                 ui.separator();
             }
-            plan_editor_ui(ui, model, view, name, versions, theme, commands);
+            plan_editor_ui(ui, model, view, name, versions, theme);
         });
 }
 
@@ -525,7 +647,6 @@ fn plan_editor_ui(
     name: &str,
     versions: &[String],
     theme: &Theme,
-    commands: &mut Vec<Command>,
 ) {
     let draft = view
         .plan_drafts
@@ -578,18 +699,17 @@ fn plan_editor_ui(
     }
     let can = model.registry.writable && parsed.is_ok();
     if ui
-        .add_enabled(can, egui::Button::new("Start plan"))
+        .add_enabled(can, egui::Button::new("Start plan…"))
         .on_hover_text("each step is checked and written with compare-and-set; a tripped guard reverts and pauses")
         .clicked()
         && let Ok(splits) = parsed
     {
         let hold = std::time::Duration::from_secs(draft.hold_secs);
-        commands.push(Command::Plan {
+        view.plan_confirm = Some(PlanConfirm {
             service: name.to_owned(),
-            control: PlanControl::Start {
-                steps: splits.into_iter().map(|split| PlanStep { split, hold }).collect(),
-                limits: draft.limits.clone(),
-            },
+            steps: splits.into_iter().map(|split| PlanStep { split, hold }).collect(),
+            limits: draft.limits.clone(),
+            shown: false,
         });
     }
 }
