@@ -65,7 +65,6 @@ impl Model {
         &mut self,
         at: Instant,
         result: Result<LaneSamples, String>,
-        now: Instant,
     ) {
         let Some(prom) = self.prometheus.as_mut() else {
             return; // not the configured source
@@ -85,7 +84,7 @@ impl Model {
         if let Some(error) = notice {
             self.notice(at, true, format!("prometheus: {error}"));
         }
-        self.recompute_lanes(now);
+        self.mark_pending();
     }
 
     /// Every lane of the last answer; stats only while the source is fresh. Lanes whose
