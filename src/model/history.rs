@@ -768,7 +768,11 @@ mod tests {
         // 5 min at 1 s and 1 h at 10 s, both ends included.
         assert_eq!((s.fine.capacity, s.coarse.capacity), (301, 361));
         assert_eq!(POINT_BYTES, 24);
-        assert!(s.bytes() >= 662 * POINT_BYTES, "preallocated: {}", s.bytes());
+        assert!(
+            s.bytes() >= 662 * POINT_BYTES,
+            "preallocated: {}",
+            s.bytes()
+        );
         assert!(s.bytes() < 700 * POINT_BYTES, "{}", s.bytes());
         // A slow scrape interval coarsens both tiers, never below one point per interval.
         let slow = Series::new(Duration::from_secs(30), Instant::now());
@@ -804,7 +808,10 @@ mod tests {
         assert_eq!(fine.count(), 301);
         assert_eq!(all.len(), s.len());
         let hour: Vec<HistoryPoint> = s.points_since(now, Duration::from_hours(1)).collect();
-        assert!(hour.iter().all(|p| now.duration_since(p.at) <= HISTORY_SPAN));
+        assert!(
+            hour.iter()
+                .all(|p| now.duration_since(p.at) <= HISTORY_SPAN)
+        );
         assert!((620..=632).contains(&hour.len()), "{}", hour.len());
         assert!(
             hour.iter().all(|p| p.rps != Some(0.0)),

@@ -23,8 +23,7 @@ use crate::io::IoEvent;
 use crate::metrics::{LaneWindow, SidecarScrape, WindowStats};
 use crate::registry::WriteOutcome;
 use types::{
-    BreakerState, DemoInstanceState, HealthCounts, LaneKey, RegistryKind,
-    ServiceEntry, Split,
+    BreakerState, DemoInstanceState, HealthCounts, LaneKey, RegistryKind, ServiceEntry, Split,
 };
 
 /// How many notices (write results, errors) the model keeps.

@@ -61,11 +61,7 @@ impl Model {
     }
 
     /// Applies one Prometheus refresh (`IoEvent::LaneSamples`).
-    pub(super) fn apply_lane_samples(
-        &mut self,
-        at: Instant,
-        result: Result<LaneSamples, String>,
-    ) {
+    pub(super) fn apply_lane_samples(&mut self, at: Instant, result: Result<LaneSamples, String>) {
         let Some(prom) = self.prometheus.as_mut() else {
             return; // not the configured source
         };

@@ -255,7 +255,9 @@ pub fn model_over(
     for k in 0..=history_secs {
         let at = t0 + Duration::from_secs(k);
         let events = services.iter().map(|s| {
-            let mine = by_caller.get(s.name.as_str()).map_or(&[][..], Vec::as_slice);
+            let mine = by_caller
+                .get(s.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
             let mut clusters: Vec<ClusterCounters> = mine
                 .iter()
                 .map(|l| counters(l, subset_of(l, &versions), k, history_secs))
@@ -420,12 +422,18 @@ const TRUST_DOMAIN: &str = "c3f1b6a2-8d4e-4f7a-9b2c-1e5d7a9f3b64";
 pub fn envoy_text(scrape: &SidecarScrape) -> String {
     type Pick = fn(&ClusterCounters) -> Option<u64>;
     let mut out = String::with_capacity(scrape.clusters.len() * 40_000 + 512);
-    let labels: Vec<String> = scrape.clusters.iter().map(|c| cluster_labels(&c.id)).collect();
+    let labels: Vec<String> = scrape
+        .clusters
+        .iter()
+        .map(|c| cluster_labels(&c.id))
+        .collect();
     let counters: [(&str, Pick); 12] = [
         ("envoy_cluster_external_upstream_rq_completed", |c| {
             Some(c.rq_completed)
         }),
-        ("envoy_cluster_upstream_cx_overflow", |c| Some(c.cx_overflow)),
+        ("envoy_cluster_upstream_cx_overflow", |c| {
+            Some(c.cx_overflow)
+        }),
         ("envoy_cluster_upstream_cx_rx_bytes_total", |c| {
             Some(c.rq_total * 1_024)
         }),
@@ -478,18 +486,17 @@ pub fn envoy_text(scrape: &SidecarScrape) -> String {
         ("envoy_cluster_circuit_breakers_default_rq_open", |c| {
             Some(c.cb_rq_open)
         }),
-        ("envoy_cluster_circuit_breakers_default_rq_pending_open", |c| {
-            Some(c.cb_rq_pending_open)
-        }),
+        (
+            "envoy_cluster_circuit_breakers_default_rq_pending_open",
+            |c| Some(c.cb_rq_pending_open),
+        ),
         ("envoy_cluster_membership_degraded", |_| Some(0)),
         ("envoy_cluster_membership_healthy", |c| c.membership_healthy),
         ("envoy_cluster_membership_total", |c| c.membership_total),
         ("envoy_cluster_outlier_detection_ejections_active", |c| {
             c.ejections_active
         }),
-        ("envoy_cluster_upstream_cx_active", |c| {
-            c.membership_total
-        }),
+        ("envoy_cluster_upstream_cx_active", |c| c.membership_total),
         ("envoy_cluster_upstream_rq_active", |_| Some(1)),
     ];
     for (family, pick) in gauges {
@@ -501,7 +508,10 @@ pub fn envoy_text(scrape: &SidecarScrape) -> String {
         }
     }
     if let Some(uptime) = scrape.uptime_secs {
-        let _ = writeln!(out, "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime{{}} {uptime}");
+        let _ = writeln!(
+            out,
+            "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime{{}} {uptime}"
+        );
     }
     for family in [
         "envoy_cluster_external_upstream_rq_time",
@@ -651,14 +661,17 @@ impl LargeSpine {
                         metrics_url: Some(self.stats_url(si, i)),
                     })
                     .collect();
-                let mut subsets: Vec<String> =
-                    s.instances.iter().map(|(v, _)| v.clone()).collect();
+                let mut subsets: Vec<String> = s.instances.iter().map(|(v, _)| v.clone()).collect();
                 subsets.sort();
                 subsets.dedup();
                 ServiceEntry {
                     name: s.name.clone(),
                     instances,
-                    subsets: if subsets.len() > 1 { subsets } else { Vec::new() },
+                    subsets: if subsets.len() > 1 {
+                        subsets
+                    } else {
+                        Vec::new()
+                    },
                     split: s.split.as_ref().map(|pairs| SplitConfig {
                         split: Split::from_pairs(pairs.iter().map(|(v, w)| (v.clone(), *w))),
                         modify_index: 42,
@@ -727,7 +740,8 @@ impl LargeSpine {
         );
         self.history(&mut m, now, history_secs);
         let start = history_secs.max(2);
-        for (at, secs) in [(now - Duration::from_secs(1), start - 1), (now, start)] {
+        let before = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        for (at, secs) in [(before, start - 1), (now, start)] {
             for (si, s) in self.services.iter().enumerate() {
                 let scrape = self.scrape(si, secs);
                 for i in 0..s.instances.len() {
@@ -763,11 +777,12 @@ impl LargeSpine {
         if secs == 0 {
             return;
         }
-        let start = now - Duration::from_secs(history_secs);
+        let start = now
+            .checked_sub(Duration::from_secs(history_secs))
+            .unwrap_or(now);
         let gap = (secs / 2)..(secs / 2 + 120);
         // version → (lanes' specs and stats)
-        let mut by_version: BTreeMap<(&str, &str), Vec<(&LaneSpec, LaneWindow)>> =
-            BTreeMap::new();
+        let mut by_version: BTreeMap<(&str, &str), Vec<(&LaneSpec, LaneWindow)>> = BTreeMap::new();
         for (l, one) in self.lanes.iter().zip(&self.per_second) {
             let Some(w) = crate::metrics::window(&ClusterCounters::default(), one, 1.0) else {
                 continue;
@@ -880,7 +895,10 @@ mod tests {
         let scrape = spine.scrape(0, 1_234);
         assert!(scrape.clusters.len() >= 3, "{scrape:?}");
         let text = envoy_text(&scrape);
-        assert!(text.contains("consul_destination_trust_domain"), "fixture labels");
+        assert!(
+            text.contains("consul_destination_trust_domain"),
+            "fixture labels"
+        );
         assert_eq!(crate::metrics::parse_envoy_stats(&text), Ok(scrape));
     }
 
@@ -893,7 +911,10 @@ mod tests {
         assert_eq!(m.sidecars.len(), 90);
         assert_eq!(m.sidecars_with_window(), 90);
         assert_eq!(m.lanes.len(), spine.lanes.len());
-        assert!(m.lanes.values().all(|l| l.stats.is_some()), "every lane has a window");
+        assert!(
+            m.lanes.values().all(|l| l.stats.is_some()),
+            "every lane has a window"
+        );
         // A lane of svc-0007: three sidecars with 1/3 of its requests each (rounded up).
         let spec = spine
             .lanes
@@ -906,12 +927,23 @@ mod tests {
             version: spec.version.clone(),
         };
         let lane = m.lanes[&key].stats.clone().expect("data");
-        assert_eq!(lane.rps, (spec.rps.div_ceil(3) * 3) as f64);
+        assert!((lane.rps - (spec.rps.div_ceil(3) * 3) as f64).abs() < 1e-9);
         let history: Vec<HistoryPoint> = m.lane_history(&key).expect("history").points().collect();
-        assert_eq!(history.last().map(|p| p.at), Some(now), "the derived window comes last");
+        assert_eq!(
+            history.last().map(|p| p.at),
+            Some(now),
+            "the derived window comes last"
+        );
         // 400 s: coarse points before the last 5 min, then one point per second.
-        assert!(history.len() > 300 && history.len() < 320, "{}", history.len());
-        assert!(history.iter().any(HistoryPoint::is_gap), "the outage is a gap");
+        assert!(
+            history.len() > 300 && history.len() < 320,
+            "{}",
+            history.len()
+        );
+        assert!(
+            history.iter().any(HistoryPoint::is_gap),
+            "the outage is a gap"
+        );
         assert!(history.iter().all(|p| p.rps != Some(0.0)), "never zeros");
         let version = m
             .version_history(&spec.service, &spec.version)
@@ -919,6 +951,10 @@ mod tests {
         assert!(version.len() > 300);
         let (series, bytes) = m.history_footprint();
         assert!(series > spine.lanes.len(), "lanes and versions: {series}");
-        assert_eq!(bytes % series, 0, "every series preallocates the same rings");
+        assert_eq!(
+            bytes % series,
+            0,
+            "every series preallocates the same rings"
+        );
     }
 }

@@ -1,0 +1,108 @@
+//! Model update at scale (issue 6, benchmark 3): a warm model of 2,000 services and
+//! 20,000 instances (one Envoy sidecar each, an hour of history) takes, once per second,
+//! a full registry snapshot plus 2,000 sidecar scrapes (every sidecar is scraped every
+//! 10 s, a tenth of them each second). The scrapes are real Envoy `/stats/prometheus`
+//! text (`synthetic::envoy_text`, ~100 KB per sidecar) parsed by our parser, then applied
+//! as one batch (`Model::apply_batch`: what `App::drain_events` does per frame). Prints
+//! the median and p90 of the apply (the UI thread's work; goal ≤ 50 ms) and, apart, of the
+//! parse (done by the io tasks, off the UI thread).
+//!
+//! `cargo bench --bench model_update`; under `cargo test --all-targets` (no `--bench`) a
+//! smoke run on 20 services.
+
+use std::time::{Duration, Instant};
+
+use spine_dash::io::IoEvent;
+use spine_dash::metrics::parse_envoy_stats;
+use spine_dash::model::synthetic::{LargeSpine, envoy_text};
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median_p90(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 9 / 10])
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (services, instances, history_secs, rounds) = if full {
+        (2_000, 10, 3_600, 15)
+    } else {
+        (20, 3, 30, 3)
+    };
+    let spine = LargeSpine::mesh(services, instances);
+    let now = Instant::now();
+    let started = Instant::now();
+    let mut m = spine.model(now, history_secs);
+    println!(
+        "update model: {services} services, {} instances (sidecars), {} lanes, {history_secs} s \
+         of history, built in {:.1} s",
+        spine.instances(),
+        m.lanes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // Every sidecar scraped every 10 s: staleness after 20 s, a tenth scraped each second.
+    m.scrape_interval = Duration::from_secs(10);
+    let first_secs = history_secs.max(2);
+    let mut apply = Vec::new();
+    let mut parse = Vec::new();
+    let mut bytes = 0;
+    // Round 0 is a warm-up (the interval change makes its refresh a full one).
+    for round in 0..=rounds {
+        let at = now + Duration::from_secs(round + 1);
+        let instance = (round as usize) % instances;
+        let bodies: Vec<(String, String)> = (0..services)
+            .map(|s| {
+                let scrape = spine.scrape(s, first_secs + round + 1);
+                (spine.stats_url(s, instance), envoy_text(&scrape))
+            })
+            .collect();
+        bytes = bodies.iter().map(|(_, b)| b.len()).sum::<usize>();
+        let started = Instant::now();
+        let scrapes: Vec<(String, _)> = bodies
+            .into_iter()
+            .map(|(url, body)| (url, parse_envoy_stats(&body)))
+            .collect();
+        let parsed = started.elapsed();
+        let mut events = vec![IoEvent::Registry {
+            at,
+            result: Ok(Some(spine.snapshot())),
+            next_within: Duration::from_mins(1),
+        }];
+        events.extend(scrapes.into_iter().map(|(url, result)| IoEvent::Scrape {
+            url,
+            at,
+            result: result.map_err(|e| e.to_string()),
+        }));
+        let started = Instant::now();
+        m.apply_batch(events, at);
+        let applied = started.elapsed();
+        if round > 0 {
+            apply.push(applied);
+            parse.push(parsed);
+        }
+    }
+    let with_data = m.lanes.values().filter(|l| l.stats.is_some()).count();
+    println!(
+        "update after {rounds} rounds: {with_data} of {} lanes with data, {} sidecars",
+        m.lanes.len(),
+        m.sidecars.len()
+    );
+    let (median, p90) = median_p90(apply);
+    println!(
+        "update apply snapshot + {services} scrapes   median {:>8.2} ms   p90 {:>8.2} ms   \
+         (goal ≤ 50 ms; {rounds} rounds)",
+        ms(median),
+        ms(p90)
+    );
+    let (median, p90) = median_p90(parse);
+    println!(
+        "update parse {services} bodies ({:.0} MB)     median {:>8.2} ms   p90 {:>8.2} ms   \
+         (io tasks, one core)",
+        bytes as f64 / 1e6,
+        ms(median),
+        ms(p90)
+    );
+}
