@@ -11,7 +11,7 @@
 //! - A trip is a transition from `closed` to anything worse; [`Model::last_trip`] says
 //!   when the last one happened (the map flashes once).
 //! - The tape is bounded ([`TAPE_CAPACITY`], oldest dropped). A lane's last known state
-//!   and last trip are forgotten together with its history (15 min without data).
+//!   and last trip are forgotten together with its history (1 h without data).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
