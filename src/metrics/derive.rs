@@ -61,6 +61,21 @@ fn same_le(a: f64, b: f64) -> bool {
 /// Per-`le` deltas over `b`'s buckets; a bound missing in `a` counts as 0. `None` when a
 /// bucket went down or a non-empty bucket of `a` vanished from `b` (a reset).
 fn bucket_deltas(a: &[(f64, u64)], b: &[(f64, u64)]) -> Option<Vec<(f64, f64)>> {
+    // Common cases first, same result as the search below: no earlier buckets, or the same
+    // strictly ascending bounds on both sides (pairwise deltas).
+    if a.is_empty() {
+        return Some(b.iter().map(|&(le, n)| (le, n as f64)).collect());
+    }
+    if a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| same_le(x.0, y.0))
+        && a.windows(2).all(|w| w[0].0 < w[1].0)
+    {
+        let mut out = Vec::with_capacity(b.len());
+        for (x, y) in a.iter().zip(b) {
+            out.push((y.0, delta(x.1, y.1)? as f64));
+        }
+        return Some(out);
+    }
     for &(le, count) in a {
         if count > 0 && !b.iter().any(|&(l, _)| same_le(l, le)) {
             return None;
@@ -135,9 +150,16 @@ pub fn cluster_window(
     dt_secs: f64,
 ) -> Option<LaneWindow> {
     let restarted = matches!((a.uptime_secs, b.uptime_secs), (Some(ua), Some(ub)) if ub < ua);
+    // Clusters usually keep their place from one scrape to the next: try that first.
+    let same_place = b
+        .clusters
+        .iter()
+        .position(|c| std::ptr::eq(c, cb))
+        .and_then(|i| a.clusters.get(i))
+        .filter(|ca| ca.id == cb.id);
     if restarted {
         None
-    } else if let Some(ca) = a.cluster(&cb.id) {
+    } else if let Some(ca) = same_place.or_else(|| a.cluster(&cb.id)) {
         window(ca, cb, dt_secs)
     } else {
         window(&ClusterCounters::default(), cb, dt_secs)
@@ -184,7 +206,23 @@ impl LaneWindow {
         }
         self.pending_overflow_per_s += other.pending_overflow_per_s;
         self.overflow += other.overflow;
-        self.buckets = merge_buckets(&self.buckets, &other.buckets);
+        if other.buckets.is_empty() {
+            // All zero: nothing to add.
+        } else if self.buckets.len() == other.buckets.len()
+            && self
+                .buckets
+                .iter()
+                .zip(&other.buckets)
+                .all(|(x, y)| same_le(x.0, y.0))
+            && self.buckets.windows(2).all(|w| w[0].0 < w[1].0)
+        {
+            // Same ascending bounds: add in place (what `merge_buckets` gives, no allocation).
+            for (x, y) in self.buckets.iter_mut().zip(&other.buckets) {
+                x.1 += y.1;
+            }
+        } else {
+            self.buckets = merge_buckets(&self.buckets, &other.buckets);
+        }
         self.breaker = self.breaker.worst(other.breaker);
     }
 

@@ -614,23 +614,28 @@ impl Model {
         let new_series = || Series::new(interval, now);
         let history = &mut self.history;
 
+        // Lanes and their series side by side (both sorted by key): a lane's data goes into
+        // its series, a series whose lane is gone takes a gap, a new lane gets a series.
+        let mut missing = Vec::new();
+        let mut series_iter = history.lanes.iter_mut().peekable();
         for (key, lane) in &self.lanes {
             let data = lane.stats.clone().map(|s| (lane.updated_at, s));
-            if let Some(series) = history.lanes.get_mut(key) {
+            while let Some((_, gone)) = series_iter.next_if(|(k, _)| *k < key) {
+                gone.observe(now, None);
+            }
+            if let Some((_, series)) = series_iter.next_if(|(k, _)| *k == key) {
                 series.observe(now, data);
             } else {
-                let mut series = new_series();
-                series.observe(now, data);
-                history.lanes.insert(key.clone(), series);
+                missing.push((key, data));
             }
         }
-        // Series of lanes that are gone (every lane has one by now): gaps.
-        if history.lanes.len() > self.lanes.len() {
-            for (key, series) in &mut history.lanes {
-                if !self.lanes.contains_key(key) {
-                    series.observe(now, None);
-                }
-            }
+        for (_, gone) in series_iter {
+            gone.observe(now, None);
+        }
+        for (key, data) in missing {
+            let mut series = new_series();
+            series.observe(now, data);
+            history.lanes.insert(key.clone(), series);
         }
         let before = history.lanes.len();
         history.lanes.retain(|_, s| !s.forgotten(now));

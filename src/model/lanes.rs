@@ -18,7 +18,7 @@
 //! changed scrape interval or lanes changed from outside make the next refresh a full one.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::types::{DEFAULT_VERSION, LaneKey, ServiceEntry};
@@ -44,6 +44,9 @@ pub(crate) struct LaneBook {
     last_refresh: Option<(Instant, Duration)>,
     /// Stats URLs per service (for `Model::caller_stale`).
     pub(super) by_service: BTreeMap<String, Vec<String>>,
+    /// Tests: always look sources up one by one (never sweep), to cover both ways.
+    #[cfg(test)]
+    never_sweep: bool,
 }
 
 impl LaneBook {
@@ -93,12 +96,6 @@ fn key_of(services: &BTreeMap<String, ServiceEntry>, id: &ClusterId) -> LaneKey 
         service: id.service.clone(),
         version: lane_version_of(services, &id.service, &id.subset).to_owned(),
     }
-}
-
-fn key_is(services: &BTreeMap<String, ServiceEntry>, key: &LaneKey, id: &ClusterId) -> bool {
-    id.service == key.service
-        && id.source == key.caller
-        && lane_version_of(services, &id.service, &id.subset) == key.version
 }
 
 impl Model {
@@ -180,22 +177,30 @@ impl Model {
         self.sidecars.retain(|url, sidecar| {
             let keep = wanted.contains_key(url.as_str());
             if !keep {
-                book.forget_sidecar(url, &sidecar.lane_keys);
+                book.forget_sidecar(url, &sidecar.cluster_keys);
                 book.pending = true;
             }
             keep
         });
         let mut reindex = self.sidecars.len() != before || book.by_service.is_empty();
-        for (url, (instance_id, service)) in wanted {
-            if let Some(sidecar) = self.sidecars.get_mut(url) {
-                if sidecar.instance_id != instance_id {
-                    instance_id.clone_into(&mut sidecar.instance_id);
+        // Known sidecars in one ordered pass (lookups by URL in the ordered map cost more).
+        for (url, sidecar) in &mut self.sidecars {
+            let Some(&(instance_id, service)) = wanted.get(url.as_str()) else {
+                continue;
+            };
+            if sidecar.instance_id != instance_id {
+                instance_id.clone_into(&mut sidecar.instance_id);
+            }
+            if sidecar.service != service {
+                service.clone_into(&mut sidecar.service);
+                reindex = true;
+            }
+        }
+        if self.sidecars.len() < wanted.len() {
+            for (url, (instance_id, service)) in wanted {
+                if self.sidecars.contains_key(url) {
+                    continue;
                 }
-                if sidecar.service != service {
-                    service.clone_into(&mut sidecar.service);
-                    reindex = true;
-                }
-            } else {
                 self.sidecars.insert(
                     url.to_owned(),
                     super::SidecarState {
@@ -247,7 +252,7 @@ impl Model {
             self.lanes.clear();
             book.dirty_sidecars = sidecars.keys().cloned().collect();
             for sidecar in sidecars.values_mut() {
-                sidecar.lane_keys.clear();
+                sidecar.cluster_keys.clear();
                 sidecar.counted_fresh = false;
             }
         } else {
@@ -274,17 +279,18 @@ impl Model {
                 continue;
             };
             let fresh = !sidecar.status.is_stale(now, interval);
-            let mut keys: Vec<LaneKey> = sidecar
-                .last
-                .iter()
-                .flat_map(|(_, scrape)| &scrape.clusters)
-                .filter(|c| !c.id.is_local())
-                .map(|c| key_of(services, &c.id))
+            let clusters = sidecar.last.iter().flat_map(|(_, scrape)| &scrape.clusters);
+            let cluster_keys: Vec<LaneKey> =
+                clusters.clone().map(|c| key_of(services, &c.id)).collect();
+            let mut keys: Vec<&LaneKey> = clusters
+                .zip(&cluster_keys)
+                .filter(|(c, _)| !c.id.is_local())
+                .map(|(_, k)| k)
                 .collect();
             keys.sort();
             keys.dedup();
-            for old in &sidecar.lane_keys {
-                if keys.binary_search(old).is_err() {
+            for old in &sidecar.cluster_keys {
+                if keys.binary_search(&old).is_err() {
                     if let Some(urls) = book.sources.get_mut(old) {
                         urls.remove(&url);
                         if urls.is_empty() {
@@ -294,7 +300,7 @@ impl Model {
                     dirty_lanes.insert(old.clone());
                 }
             }
-            for key in &keys {
+            for &key in &keys {
                 match book.sources.get_mut(key) {
                     Some(urls) => {
                         if !urls.contains(&url) {
@@ -310,7 +316,8 @@ impl Model {
                     dirty_lanes.insert(key.clone());
                 }
             }
-            sidecar.lane_keys = keys;
+            drop(keys);
+            sidecar.cluster_keys = cluster_keys;
             sidecar.counted_fresh = fresh;
             if fresh
                 && let Some(stale_at) = sidecar
@@ -322,44 +329,84 @@ impl Model {
             }
         }
 
-        for key in dirty_lanes {
-            let Some(urls) = book.sources.get(&key) else {
-                self.lanes.remove(&key);
-                continue;
+        // Merge the windows of each dirty lane's sources in the order of a full rebuild
+        // (sidecars by URL, clusters in scrape order). Few sources: look each one up. Many
+        // (a large share of the sidecars): one sweep over all of them in order, cheaper
+        // than tens of thousands of lookups by URL.
+        let lookups: usize = dirty_lanes
+            .iter()
+            .filter_map(|k| book.sources.get(k))
+            .map(BTreeSet::len)
+            .sum();
+        let mut merged: HashMap<&LaneKey, (LaneWindow, Instant)> =
+            HashMap::with_capacity(dirty_lanes.len());
+        let mut add = |key: &LaneKey, sidecar: &super::SidecarState| {
+            let (true, Some((t_last, last)), Some((t_prev, prev))) =
+                (sidecar.counted_fresh, &sidecar.last, &sidecar.prev)
+            else {
+                return;
             };
-            // Same order as a full rebuild: sidecars by URL, clusters in scrape order.
-            let mut merged: Option<(LaneWindow, Instant)> = None;
-            for url in urls {
-                let Some(sidecar) = sidecars.get(url) else {
+            let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
+            for (cluster, cluster_key) in last.clusters.iter().zip(&sidecar.cluster_keys) {
+                if cluster.id.is_local() || cluster_key != key {
+                    continue;
+                }
+                let Some(w) = cluster_window(prev, last, cluster, dt) else {
                     continue;
                 };
-                let (true, Some((t_last, last)), Some((t_prev, prev))) =
-                    (sidecar.counted_fresh, &sidecar.last, &sidecar.prev)
-                else {
-                    continue;
-                };
-                let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
-                for cluster in &last.clusters {
-                    if cluster.id.is_local() || !key_is(services, &key, &cluster.id) {
-                        continue;
+                match merged.get_mut(key) {
+                    Some((acc, at)) => {
+                        acc.merge(&w);
+                        *at = (*at).max(*t_last);
                     }
-                    let Some(w) = cluster_window(prev, last, cluster, dt) else {
-                        continue;
-                    };
-                    match &mut merged {
-                        Some((acc, at)) => {
-                            acc.merge(&w);
-                            *at = (*at).max(*t_last);
+                    None => {
+                        if let Some(k) = dirty_lanes.get(key) {
+                            merged.insert(k, (w, *t_last));
                         }
-                        None => merged = Some((w, *t_last)),
                     }
                 }
             }
-            let (stats, window, updated_at) = match merged {
+        };
+        #[cfg(test)]
+        let lookups = if book.never_sweep { 0 } else { lookups };
+        if lookups.saturating_mul(8) < sidecars.len() {
+            for key in &dirty_lanes {
+                for url in book.sources.get(key).into_iter().flatten() {
+                    if let Some(sidecar) = sidecars.get(url) {
+                        add(key, sidecar);
+                    }
+                }
+            }
+        } else {
+            let dirty: HashSet<&LaneKey> = dirty_lanes.iter().collect();
+            let mut done: Vec<&LaneKey> = Vec::new();
+            for sidecar in sidecars.values() {
+                if !sidecar.counted_fresh {
+                    continue;
+                }
+                // `add` takes all of a sidecar's clusters of one lane (a subset and none
+                // can both map to it): once per lane.
+                done.clear();
+                for key in &sidecar.cluster_keys {
+                    if !done.contains(&key) {
+                        done.push(key);
+                        if dirty.contains(key) {
+                            add(key, sidecar);
+                        }
+                    }
+                }
+            }
+        }
+        for key in &dirty_lanes {
+            if !book.sources.contains_key(key) {
+                self.lanes.remove(key);
+                continue;
+            }
+            let (stats, window, updated_at) = match merged.remove(key) {
                 Some((w, at)) => (Some(w.stats()), Some(w), Some(at)),
                 None => (None, None, None),
             };
-            if let Some(lane) = self.lanes.get_mut(&key) {
+            if let Some(lane) = self.lanes.get_mut(key) {
                 lane.stats = stats;
                 lane.window = window;
                 lane.updated_at = updated_at;
@@ -367,7 +414,7 @@ impl Model {
                 self.lanes.insert(
                     key.clone(),
                     LaneState {
-                        key,
+                        key: key.clone(),
                         stats,
                         window,
                         updated_at,
@@ -588,6 +635,8 @@ mod tests {
             let mut counters = Counters::default();
             let t0 = Instant::now();
             let mut incremental = empty_model(t0);
+            // Half the seeds merge by looking each source up, half by sweeping.
+            incremental.lane_book.never_sweep = seed % 2 == 0;
             let mut full = empty_model(t0);
             let mut at = t0;
             let mut differed = false;

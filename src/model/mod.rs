@@ -93,8 +93,8 @@ pub struct SidecarState {
     pub status: SourceStatus,
     prev: Option<(Instant, SidecarScrape)>,
     last: Option<(Instant, SidecarScrape)>,
-    /// Lane keys `last` lists, sorted (`lanes.rs`).
-    lane_keys: Vec<LaneKey>,
+    /// The lane key of each cluster of `last`, in its order (`lanes.rs`).
+    cluster_keys: Vec<LaneKey>,
     /// Whether this sidecar's window counted (it was fresh) at the last lane refresh.
     counted_fresh: bool,
 }
