@@ -149,17 +149,24 @@ pub fn cluster_window(
     cb: &ClusterCounters,
     dt_secs: f64,
 ) -> Option<LaneWindow> {
+    paired_window(a, b, a.cluster(&cb.id), cb, dt_secs)
+}
+
+/// [`cluster_window`] when the caller already knows `ca`, the cluster of `a` with `cb`'s
+/// id (`None`: `a` lacks it), e.g. because both scrapes list the same clusters in the same
+/// order.
+#[must_use]
+pub fn paired_window(
+    a: &SidecarScrape,
+    b: &SidecarScrape,
+    ca: Option<&ClusterCounters>,
+    cb: &ClusterCounters,
+    dt_secs: f64,
+) -> Option<LaneWindow> {
     let restarted = matches!((a.uptime_secs, b.uptime_secs), (Some(ua), Some(ub)) if ub < ua);
-    // Clusters usually keep their place from one scrape to the next: try that first.
-    let same_place = b
-        .clusters
-        .iter()
-        .position(|c| std::ptr::eq(c, cb))
-        .and_then(|i| a.clusters.get(i))
-        .filter(|ca| ca.id == cb.id);
     if restarted {
         None
-    } else if let Some(ca) = same_place.or_else(|| a.cluster(&cb.id)) {
+    } else if let Some(ca) = ca {
         window(ca, cb, dt_secs)
     } else {
         window(&ClusterCounters::default(), cb, dt_secs)

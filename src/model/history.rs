@@ -765,10 +765,10 @@ mod tests {
     #[test]
     fn bfloat16_keeps_round_values_and_is_within_half_a_percent() {
         for v in [0.0_f32, 1.0, 2.5, 5.0, 10.0, 50.0, 100.0, 250.0] {
-            assert_eq!(from_bf16(to_bf16(v)), v);
+            assert_eq!(from_bf16(to_bf16(v)).to_bits(), v.to_bits(), "{v} is exact");
         }
         assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
-        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        assert!(from_bf16(to_bf16(f32::INFINITY)).is_infinite());
         for v in [0.012_f32, 9.090_909, 17.3, 333.3, 41_843.75, 3.6e6] {
             let back = from_bf16(to_bf16(v));
             assert!(((back - v) / v).abs() <= 1.0 / 256.0, "{v} → {back}");

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::types::{DEFAULT_VERSION, LaneKey, ServiceEntry};
 use super::{LaneState, Model};
-use crate::metrics::{ClusterId, LaneWindow, cluster_window};
+use crate::metrics::{ClusterCounters, ClusterId, LaneWindow, SidecarScrape, paired_window};
 
 /// The bookkeeping behind incremental lane refreshes (see module docs).
 #[derive(Debug, Clone, Default)]
@@ -98,6 +98,77 @@ fn key_of(services: &BTreeMap<String, ServiceEntry>, id: &ClusterId) -> LaneKey 
     }
 }
 
+/// Calls `f(lane key, window, end of the window)` for each cluster of a sidecar whose
+/// window counts (fresh, two scrapes), in scrape order; `window()` derives it.
+fn for_each_window<'s>(
+    sidecar: &'s super::SidecarState,
+    mut f: impl FnMut(&'s LaneKey, &dyn Fn() -> Option<LaneWindow>, Instant),
+) {
+    let (true, Some((t_last, last)), Some((t_prev, prev))) =
+        (sidecar.counted_fresh, &sidecar.last, &sidecar.prev)
+    else {
+        return;
+    };
+    let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
+    for (i, (cluster, key)) in last.clusters.iter().zip(&sidecar.cluster_keys).enumerate() {
+        if cluster.id.is_local() {
+            continue;
+        }
+        f(
+            key,
+            &|| window_of(prev, last, i, cluster, sidecar.same_layout, dt),
+            *t_last,
+        );
+    }
+}
+
+/// The window of cluster `i` of `last`, paired by position when both scrapes list the same
+/// clusters, else by a search.
+fn window_of(
+    prev: &SidecarScrape,
+    last: &SidecarScrape,
+    i: usize,
+    cluster: &ClusterCounters,
+    same_layout: bool,
+    dt: f64,
+) -> Option<LaneWindow> {
+    let earlier = if same_layout {
+        prev.clusters.get(i)
+    } else {
+        prev.cluster(&cluster.id)
+    };
+    paired_window(prev, last, earlier, cluster, dt)
+}
+
+/// Adds a window to its lane's merge (the first one starts it).
+fn merge_into<'k>(
+    merged: &mut HashMap<&'k LaneKey, (LaneWindow, Instant)>,
+    key: &'k LaneKey,
+    window: Option<LaneWindow>,
+    at: Instant,
+) {
+    let Some(w) = window else {
+        return;
+    };
+    match merged.get_mut(key) {
+        Some((acc, end)) => {
+            acc.merge(&w);
+            *end = (*end).max(at);
+        }
+        None => {
+            merged.insert(key, (w, at));
+        }
+    }
+}
+
+/// Whether `key` is the lane of cluster `id` (as [`key_of`] would make it, without
+/// allocating).
+fn key_is(services: &BTreeMap<String, ServiceEntry>, key: &LaneKey, id: &ClusterId) -> bool {
+    id.service == key.service
+        && id.source == key.caller
+        && lane_version_of(services, &id.service, &id.subset) == key.version
+}
+
 impl Model {
     /// Marks a sidecar's lanes for the next refresh.
     pub(super) fn mark_sidecar(&mut self, url: &str) {
@@ -157,9 +228,27 @@ impl Model {
     }
 
     /// Keeps one sidecar entry per `metrics_url` the registry lists (none when the lanes
-    /// come from Prometheus); a sidecar that left takes its lanes' source with it.
-    pub(super) fn sync_sidecars(&mut self) {
+    /// come from Prometheus); a sidecar that left takes its lanes' source with it. `old` is
+    /// the registry's previous answer: when every service lists the same instances with the
+    /// same stats URLs (the usual refresh), there is nothing to do.
+    pub(super) fn sync_sidecars(&mut self, old: &BTreeMap<String, ServiceEntry>) {
         if self.prometheus.is_some() {
+            return;
+        }
+        let same_sidecars = old.len() == self.services.len()
+            && old
+                .iter()
+                .zip(&self.services)
+                .all(|((name, was), (new_name, now))| {
+                    name == new_name
+                        && was.instances.len() == now.instances.len()
+                        && was
+                            .instances
+                            .iter()
+                            .zip(&now.instances)
+                            .all(|(a, b)| a.metrics_url == b.metrics_url && a.id == b.id)
+                });
+        if same_sidecars && !self.sidecars.is_empty() {
             return;
         }
         let mut wanted: std::collections::HashMap<&str, (&str, &str)> =
@@ -280,6 +369,30 @@ impl Model {
             };
             let fresh = !sidecar.status.is_stale(now, interval);
             let clusters = sidecar.last.iter().flat_map(|(_, scrape)| &scrape.clusters);
+            // The usual scrape lists the same clusters, which key as before: only their
+            // lanes are dirty, the sources stay.
+            if clusters.clone().count() == sidecar.cluster_keys.len()
+                && clusters
+                    .clone()
+                    .zip(&sidecar.cluster_keys)
+                    .all(|(c, k)| key_is(services, k, &c.id))
+            {
+                for (c, key) in clusters.zip(&sidecar.cluster_keys) {
+                    if !c.id.is_local() && !dirty_lanes.contains(key) {
+                        dirty_lanes.insert(key.clone());
+                    }
+                }
+                sidecar.counted_fresh = fresh;
+                if fresh
+                    && let Some(stale_at) = sidecar
+                        .status
+                        .last_ok
+                        .and_then(|ok| ok.checked_add(interval * 2))
+                {
+                    book.expiries.push(Reverse((stale_at, url)));
+                }
+                continue;
+            }
             let cluster_keys: Vec<LaneKey> =
                 clusters.clone().map(|c| key_of(services, &c.id)).collect();
             let mut keys: Vec<&LaneKey> = clusters
@@ -330,97 +443,81 @@ impl Model {
         }
 
         // Merge the windows of each dirty lane's sources in the order of a full rebuild
-        // (sidecars by URL, clusters in scrape order). Few sources: look each one up. Many
-        // (a large share of the sidecars): one sweep over all of them in order, cheaper
-        // than tens of thousands of lookups by URL.
-        let lookups: usize = dirty_lanes
-            .iter()
-            .filter_map(|k| book.sources.get(k))
-            .map(BTreeSet::len)
-            .sum();
+        // (sidecars by URL, clusters in scrape order). Few dirty lanes: look their sources
+        // up. Many: one sweep over all sidecars in order, cheaper than tens of thousands of
+        // lookups by URL.
+        let sidecars = &*sidecars;
         let mut merged: HashMap<&LaneKey, (LaneWindow, Instant)> =
             HashMap::with_capacity(dirty_lanes.len());
-        let mut add = |key: &LaneKey, sidecar: &super::SidecarState| {
-            let (true, Some((t_last, last)), Some((t_prev, prev))) =
-                (sidecar.counted_fresh, &sidecar.last, &sidecar.prev)
-            else {
-                return;
-            };
-            let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
-            for (cluster, cluster_key) in last.clusters.iter().zip(&sidecar.cluster_keys) {
-                if cluster.id.is_local() || cluster_key != key {
-                    continue;
-                }
-                let Some(w) = cluster_window(prev, last, cluster, dt) else {
-                    continue;
-                };
-                match merged.get_mut(key) {
-                    Some((acc, at)) => {
-                        acc.merge(&w);
-                        *at = (*at).max(*t_last);
-                    }
-                    None => {
-                        if let Some(k) = dirty_lanes.get(key) {
-                            merged.insert(k, (w, *t_last));
-                        }
-                    }
-                }
-            }
-        };
+        let sweep = dirty_lanes.len().saturating_mul(8) >= book.sources.len();
         #[cfg(test)]
-        let lookups = if book.never_sweep { 0 } else { lookups };
-        if lookups.saturating_mul(8) < sidecars.len() {
-            for key in &dirty_lanes {
-                for url in book.sources.get(key).into_iter().flatten() {
-                    if let Some(sidecar) = sidecars.get(url) {
-                        add(key, sidecar);
+        let sweep = sweep && !book.never_sweep;
+        if sweep {
+            let all_dirty = dirty_lanes.len() >= book.sources.len();
+            let dirty: HashSet<&LaneKey> = if all_dirty {
+                HashSet::new()
+            } else {
+                dirty_lanes.iter().collect()
+            };
+            for sidecar in sidecars.values() {
+                for_each_window(sidecar, |key, window, at| {
+                    if all_dirty || dirty.contains(key) {
+                        merge_into(&mut merged, key, window(), at);
                     }
-                }
+                });
             }
         } else {
-            let dirty: HashSet<&LaneKey> = dirty_lanes.iter().collect();
-            let mut done: Vec<&LaneKey> = Vec::new();
-            for sidecar in sidecars.values() {
-                if !sidecar.counted_fresh {
-                    continue;
-                }
-                // `add` takes all of a sidecar's clusters of one lane (a subset and none
-                // can both map to it): once per lane.
-                done.clear();
-                for key in &sidecar.cluster_keys {
-                    if !done.contains(&key) {
-                        done.push(key);
-                        if dirty.contains(key) {
-                            add(key, sidecar);
+            for key in &dirty_lanes {
+                for url in book.sources.get(key).into_iter().flatten() {
+                    let Some(sidecar) = sidecars.get(url) else {
+                        continue;
+                    };
+                    for_each_window(sidecar, |cluster_key, window, at| {
+                        if cluster_key == key {
+                            merge_into(&mut merged, cluster_key, window(), at);
                         }
-                    }
+                    });
                 }
             }
         }
+        // Dirty lanes, their sources and the lanes map side by side (all sorted by key): a
+        // lane with sources takes its merged window (or none), one without goes.
+        let mut added: Vec<LaneState> = Vec::new();
+        let mut gone: Vec<&LaneKey> = Vec::new();
+        let mut lanes_iter = self.lanes.iter_mut().peekable();
+        let mut sources_iter = book.sources.keys().peekable();
         for key in &dirty_lanes {
-            if !book.sources.contains_key(key) {
-                self.lanes.remove(key);
+            while lanes_iter.next_if(|(k, _)| *k < key).is_some() {}
+            while sources_iter.next_if(|k| *k < key).is_some() {}
+            let lane = lanes_iter.next_if(|(k, _)| *k == key).map(|(_, lane)| lane);
+            if sources_iter.next_if(|k| *k == key).is_none() {
+                if lane.is_some() {
+                    gone.push(key);
+                }
                 continue;
             }
             let (stats, window, updated_at) = match merged.remove(key) {
                 Some((w, at)) => (Some(w.stats()), Some(w), Some(at)),
                 None => (None, None, None),
             };
-            if let Some(lane) = self.lanes.get_mut(key) {
+            if let Some(lane) = lane {
                 lane.stats = stats;
                 lane.window = window;
                 lane.updated_at = updated_at;
             } else {
-                self.lanes.insert(
-                    key.clone(),
-                    LaneState {
-                        key: key.clone(),
-                        stats,
-                        window,
-                        updated_at,
-                    },
-                );
+                added.push(LaneState {
+                    key: key.clone(),
+                    stats,
+                    window,
+                    updated_at,
+                });
             }
+        }
+        for key in gone {
+            self.lanes.remove(key);
+        }
+        for lane in added {
+            self.lanes.insert(lane.key.clone(), lane);
         }
         let wall = self.wall_at(now);
         self.lanes_updated(now, wall);

@@ -97,6 +97,8 @@ pub struct SidecarState {
     cluster_keys: Vec<LaneKey>,
     /// Whether this sidecar's window counted (it was fresh) at the last lane refresh.
     counted_fresh: bool,
+    /// Whether `prev` and `last` list the same clusters in the same order.
+    same_layout: bool,
 }
 
 /// What the map shows for one lane.
@@ -314,7 +316,7 @@ impl Model {
                             .map(|s| (s.name.clone(), s))
                             .collect(),
                     );
-                    self.sync_sidecars();
+                    self.sync_sidecars(&old);
                     self.services_replaced(&old);
                     self.mark_pending();
                 }
@@ -340,6 +342,16 @@ impl Model {
                             c.rq_time.buckets.shrink_to_fit();
                         }
                         sidecar.status.record_ok(at);
+                        // Usually the same clusters in the same order as last time: then
+                        // windows pair clusters by position, not by a search.
+                        sidecar.same_layout = sidecar.last.as_ref().is_some_and(|(_, was)| {
+                            was.clusters.len() == scrape.clusters.len()
+                                && was
+                                    .clusters
+                                    .iter()
+                                    .zip(&scrape.clusters)
+                                    .all(|(a, b)| a.id == b.id)
+                        });
                         sidecar.prev = sidecar.last.take();
                         sidecar.last = Some((at, scrape));
                     }
