@@ -57,6 +57,14 @@ fn main() {
         history_bytes / series.max(1),
         history_bytes as f64 / 1e6
     );
+    // The peer, computed: the rings as they were (one 28-byte point per second), kept for
+    // the same hour.
+    let old_bytes = series * 3_601 * 28;
+    println!(
+        "memory   peer: 1 h at 1 s in the former 28-byte points: {:.1} MB ({:.1}× the tiers)",
+        old_bytes as f64 / 1e6,
+        old_bytes as f64 / history_bytes.max(1) as f64
+    );
     println!(
         "memory   process with the model               {model_rss:>7.1} MB RSS (peak {model_peak:.1} MB while building)"
     );
