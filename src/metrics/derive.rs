@@ -200,6 +200,18 @@ fn merge_buckets(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// What [`LaneWindow::merge_window`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The window was added.
+    Merged,
+    /// There is no window between the two scrapes ([`window`] gives `None`): nothing added.
+    NoWindow,
+    /// Not done here (latency bucket bounds differ): build the window with [`window`] and
+    /// [`LaneWindow::merge`] it.
+    Slow,
+}
+
 impl LaneWindow {
     /// Adds another sidecar's window of the same lane (same caller service): rates and
     /// deltas are added, buckets are added per `le` (bounds only one side has are dropped,
@@ -231,6 +243,77 @@ impl LaneWindow {
             self.buckets = merge_buckets(&self.buckets, &other.buckets);
         }
         self.breaker = self.breaker.worst(other.breaker);
+    }
+
+    /// Adds the window between cluster scrapes `a` and `b` exactly as
+    /// `self.merge(&window(a, b, dt_secs)?)` would, without building it (no allocation),
+    /// when both have the same latency bucket bounds as `self` (the usual case); else says
+    /// [`MergeOutcome::Slow`] and changes nothing.
+    pub fn merge_window(
+        &mut self,
+        a: &ClusterCounters,
+        b: &ClusterCounters,
+        dt_secs: f64,
+    ) -> MergeOutcome {
+        if !(dt_secs.is_finite() && dt_secs > 0.0) {
+            return MergeOutcome::NoWindow;
+        }
+        let (Some(completed), Some(total), Some(pending_overflow), Some(cx_overflow), Some(_)) = (
+            delta(a.rq_completed, b.rq_completed),
+            delta(a.rq_total, b.rq_total),
+            delta(a.rq_pending_overflow, b.rq_pending_overflow),
+            delta(a.cx_overflow, b.cx_overflow),
+            delta(a.rq_time.count, b.rq_time.count),
+        ) else {
+            return MergeOutcome::NoWindow;
+        };
+        let mut xx = [0.0; 5];
+        for ((d, &xa), &xb) in xx.iter_mut().zip(&a.rq_xx).zip(&b.rq_xx) {
+            let Some(n) = delta(xa, xb) else {
+                return MergeOutcome::NoWindow;
+            };
+            *d = n as f64;
+        }
+        let (ab, bb) = (&a.rq_time.buckets, &b.rq_time.buckets);
+        let ascending = |v: &[(f64, u64)]| v.windows(2).all(|w| w[0].0 < w[1].0);
+        if bb.is_empty() {
+            // `bucket_deltas`: a non-empty bucket that vanished is a reset.
+            if ab.iter().any(|&(_, n)| n > 0) {
+                return MergeOutcome::NoWindow;
+            }
+        } else {
+            let same_as_b = |v: &[(f64, u64)]| {
+                v.len() == bb.len() && v.iter().zip(bb.iter()).all(|(x, y)| same_le(x.0, y.0))
+            };
+            let mine_match = self.buckets.len() == bb.len()
+                && self
+                    .buckets
+                    .iter()
+                    .zip(bb.iter())
+                    .all(|(x, y)| same_le(x.0, y.0))
+                && self.buckets.windows(2).all(|w| w[0].0 < w[1].0);
+            if !(ab.is_empty() || (same_as_b(ab) && ascending(ab))) || !mine_match {
+                return MergeOutcome::Slow;
+            }
+            if ab.iter().zip(bb.iter()).any(|(x, y)| y.1 < x.1) {
+                return MergeOutcome::NoWindow;
+            }
+            for (i, (mine, y)) in self.buckets.iter_mut().zip(bb.iter()).enumerate() {
+                let earlier = ab.get(i).map_or(0, |x| x.1);
+                mine.1 += (y.1 - earlier) as f64;
+            }
+        }
+        let overflow = pending_overflow.saturating_add(cx_overflow);
+        self.rps_completed += completed as f64 / dt_secs;
+        self.rps_upstream_total += total as f64 / dt_secs;
+        self.completed += completed as f64;
+        for (s, o) in self.xx.iter_mut().zip(xx) {
+            *s += o;
+        }
+        self.pending_overflow_per_s += pending_overflow as f64 / dt_secs;
+        self.overflow += overflow as f64;
+        self.breaker = self.breaker.worst(breaker_state(b, overflow > 0));
+        MergeOutcome::Merged
     }
 
     /// Rates, error ratio, percentiles and breaker state of this window. The error ratio's

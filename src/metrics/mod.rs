@@ -12,8 +12,8 @@ pub use clusters::{
     ClusterHost, ClusterHosts, ClustersError, HostHealth, cluster_id_from_name, parse_clusters_json,
 };
 pub use derive::{
-    LaneWindow, WindowStats, breaker_state, cluster_window, paired_window, quantile_ms,
-    sidecar_windows, window,
+    LaneWindow, MergeOutcome, WindowStats, breaker_state, cluster_window, paired_window,
+    quantile_ms, sidecar_windows, window,
 };
 pub use parse::{StatsError, parse_envoy_stats};
 

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use super::types::{DEFAULT_VERSION, LaneKey, ServiceEntry};
 use super::{LaneState, Model};
-use crate::metrics::{ClusterCounters, ClusterId, LaneWindow, SidecarScrape, paired_window};
+use crate::metrics::{
+    ClusterCounters, ClusterId, LaneWindow, MergeOutcome, SidecarScrape, paired_window,
+};
 
 /// The bookkeeping behind incremental lane refreshes (see module docs).
 #[derive(Debug, Clone, Default)]
@@ -98,11 +100,52 @@ fn key_of(services: &BTreeMap<String, ServiceEntry>, id: &ClusterId) -> LaneKey 
     }
 }
 
-/// Calls `f(lane key, window, end of the window)` for each cluster of a sidecar whose
-/// window counts (fresh, two scrapes), in scrape order; `window()` derives it.
+/// One cluster of a sidecar whose window counts: what its window is made of.
+struct Source<'s> {
+    prev: &'s SidecarScrape,
+    last: &'s SidecarScrape,
+    /// The same cluster in `prev`, if there.
+    earlier: Option<&'s ClusterCounters>,
+    cluster: &'s ClusterCounters,
+    dt: f64,
+    /// End of the window.
+    end: Instant,
+}
+
+impl Source<'_> {
+    fn window(&self) -> Option<LaneWindow> {
+        paired_window(self.prev, self.last, self.earlier, self.cluster, self.dt)
+    }
+
+    /// Adds this window to a lane's merge, without building it when bounds allow.
+    fn merge_into(&self, (acc, end): &mut (LaneWindow, Instant)) {
+        let restarted = matches!(
+            (self.prev.uptime_secs, self.last.uptime_secs),
+            (Some(was), Some(now)) if now < was
+        );
+        if restarted {
+            return;
+        }
+        let zero = ClusterCounters::default();
+        let earlier = self.earlier.unwrap_or(&zero);
+        match acc.merge_window(earlier, self.cluster, self.dt) {
+            MergeOutcome::Merged => *end = (*end).max(self.end),
+            MergeOutcome::NoWindow => {}
+            MergeOutcome::Slow => {
+                if let Some(w) = self.window() {
+                    acc.merge(&w);
+                    *end = (*end).max(self.end);
+                }
+            }
+        }
+    }
+}
+
+/// Calls `f(lane key, source)` for each cluster of a sidecar whose window counts (fresh,
+/// two scrapes), in scrape order.
 fn for_each_window<'s>(
     sidecar: &'s super::SidecarState,
-    mut f: impl FnMut(&'s LaneKey, &dyn Fn() -> Option<LaneWindow>, Instant),
+    mut f: impl FnMut(&'s LaneKey, Source<'s>),
 ) {
     let (true, Some((t_last, last)), Some((t_prev, prev))) =
         (sidecar.counted_fresh, &sidecar.last, &sidecar.prev)
@@ -114,49 +157,38 @@ fn for_each_window<'s>(
         if cluster.id.is_local() {
             continue;
         }
+        // Paired by position when both scrapes list the same clusters, else by a search.
+        let earlier = if sidecar.same_layout {
+            prev.clusters.get(i)
+        } else {
+            prev.cluster(&cluster.id)
+        };
         f(
             key,
-            &|| window_of(prev, last, i, cluster, sidecar.same_layout, dt),
-            *t_last,
+            Source {
+                prev,
+                last,
+                earlier,
+                cluster,
+                dt,
+                end: *t_last,
+            },
         );
     }
 }
 
-/// The window of cluster `i` of `last`, paired by position when both scrapes list the same
-/// clusters, else by a search.
-fn window_of(
-    prev: &SidecarScrape,
-    last: &SidecarScrape,
-    i: usize,
-    cluster: &ClusterCounters,
-    same_layout: bool,
-    dt: f64,
-) -> Option<LaneWindow> {
-    let earlier = if same_layout {
-        prev.clusters.get(i)
-    } else {
-        prev.cluster(&cluster.id)
-    };
-    paired_window(prev, last, earlier, cluster, dt)
-}
-
-/// Adds a window to its lane's merge (the first one starts it).
+/// Adds a source's window to its lane's merge (the first one starts it).
 fn merge_into<'k>(
     merged: &mut HashMap<&'k LaneKey, (LaneWindow, Instant)>,
     key: &'k LaneKey,
-    window: Option<LaneWindow>,
-    at: Instant,
+    source: &Source<'_>,
 ) {
-    let Some(w) = window else {
-        return;
-    };
     match merged.get_mut(key) {
-        Some((acc, end)) => {
-            acc.merge(&w);
-            *end = (*end).max(at);
-        }
+        Some(acc) => source.merge_into(acc),
         None => {
-            merged.insert(key, (w, at));
+            if let Some(w) = source.window() {
+                merged.insert(key, (w, source.end));
+            }
         }
     }
 }
@@ -460,9 +492,9 @@ impl Model {
                 dirty_lanes.iter().collect()
             };
             for sidecar in sidecars.values() {
-                for_each_window(sidecar, |key, window, at| {
+                for_each_window(sidecar, |key, source| {
                     if all_dirty || dirty.contains(key) {
-                        merge_into(&mut merged, key, window(), at);
+                        merge_into(&mut merged, key, &source);
                     }
                 });
             }
@@ -472,9 +504,9 @@ impl Model {
                     let Some(sidecar) = sidecars.get(url) else {
                         continue;
                     };
-                    for_each_window(sidecar, |cluster_key, window, at| {
+                    for_each_window(sidecar, |cluster_key, source| {
                         if cluster_key == key {
-                            merge_into(&mut merged, cluster_key, window(), at);
+                            merge_into(&mut merged, cluster_key, &source);
                         }
                     });
                 }
@@ -667,6 +699,9 @@ mod tests {
                 };
                 if rng.chance(10) {
                     c.rq_time.buckets.clear();
+                } else if rng.chance(5) {
+                    // Other bounds (a differently configured sidecar): merged by `le`.
+                    c.rq_time.buckets.insert(1, (25.0, n - slow));
                 }
                 clusters.push(c);
             }
@@ -718,6 +753,63 @@ mod tests {
         }
     }
 
+    /// The lanes as the model derived them before refreshes became incremental (every
+    /// sidecar's `sidecar_windows`, merged per key in URL order): the independent reference.
+    fn reference_lanes(m: &Model, now: Instant) -> BTreeMap<LaneKey, LaneState> {
+        let mut windows: BTreeMap<LaneKey, (LaneWindow, Instant)> = BTreeMap::new();
+        let mut seen: Vec<LaneKey> = Vec::new();
+        for sidecar in m.sidecars.values() {
+            let Some((t_last, last)) = &sidecar.last else {
+                continue;
+            };
+            let key_of = |id: &ClusterId| LaneKey {
+                caller: id.source.clone(),
+                service: id.service.clone(),
+                version: m.lane_version(&id.service, &id.subset),
+            };
+            seen.extend(
+                last.clusters
+                    .iter()
+                    .filter(|c| !c.id.is_local())
+                    .map(|c| key_of(&c.id)),
+            );
+            let fresh = !sidecar.status.is_stale(now, m.scrape_interval);
+            let (true, Some((t_prev, prev))) = (fresh, &sidecar.prev) else {
+                continue;
+            };
+            let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
+            for (id, w) in crate::metrics::sidecar_windows(prev, last, dt) {
+                let (false, Some(w)) = (id.is_local(), w) else {
+                    continue;
+                };
+                match windows.get_mut(&key_of(&id)) {
+                    Some((acc, at)) => {
+                        acc.merge(&w);
+                        *at = (*at).max(*t_last);
+                    }
+                    None => {
+                        windows.insert(key_of(&id), (w, *t_last));
+                    }
+                }
+            }
+        }
+        seen.into_iter()
+            .map(|key| {
+                let (stats, window, updated_at) = match windows.get(&key) {
+                    Some((w, at)) => (Some(w.stats()), Some(w.clone()), Some(*at)),
+                    None => (None, None, None),
+                };
+                let lane = LaneState {
+                    key: key.clone(),
+                    stats,
+                    window,
+                    updated_at,
+                };
+                (key, lane)
+            })
+            .collect()
+    }
+
     fn history_of(m: &Model) -> Vec<(LaneKey, Vec<crate::model::history::HistoryPoint>)> {
         m.lanes
             .keys()
@@ -752,6 +844,17 @@ mod tests {
                     incremental.lanes, full.lanes,
                     "seed {seed}, step {step}: lanes differ"
                 );
+                if incremental
+                    .lane_book
+                    .last_refresh
+                    .is_some_and(|(t, _)| t == at)
+                {
+                    assert_eq!(
+                        incremental.lanes,
+                        reference_lanes(&incremental, at),
+                        "seed {seed}, step {step}: lanes differ from the reference"
+                    );
+                }
                 differed |= incremental.lanes.values().any(|l| l.stats.is_some());
             }
             assert!(differed, "seed {seed}: some lane had data");
@@ -815,10 +918,23 @@ mod tests {
             },
             t0,
         );
-        let mut counters = Counters::default();
         for k in 0..2_u32 {
             let at = t0 + Duration::from_secs(1) * k;
-            let scrape = counters.scrape(&mut Rng(11 + u64::from(k)), "http://portal1", "portal");
+            let n = 100 + 10 * u64::from(k);
+            let scrape = SidecarScrape {
+                clusters: vec![ClusterCounters {
+                    id: ClusterId {
+                        source: "portal".into(),
+                        service: "photo".into(),
+                        subset: String::new(),
+                    },
+                    rq_total: n,
+                    rq_completed: n,
+                    rq_xx: [0, n, 0, 0, 0],
+                    ..ClusterCounters::default()
+                }],
+                uptime_secs: None,
+            };
             m.apply(
                 IoEvent::Scrape {
                     url: "http://portal1".into(),
