@@ -545,6 +545,7 @@ impl Model {
                 });
             }
         }
+        let keys_changed = all || !gone.is_empty() || !added.is_empty();
         for key in gone {
             self.lanes.remove(key);
         }
@@ -552,7 +553,7 @@ impl Model {
             self.lanes.insert(lane.key.clone(), lane);
         }
         let wall = self.wall_at(now);
-        self.lanes_updated(now, wall);
+        self.lanes_updated_with(now, wall, keys_changed);
     }
 }
 

@@ -267,7 +267,15 @@ impl Model {
     /// other): call it once after `self.lanes` changed. Records history points, breaker
     /// transitions and drift samples. `wall` is the wall-clock time of `now`.
     pub fn lanes_updated(&mut self, now: Instant, wall: SystemTime) {
-        self.reindex_lanes();
+        self.lanes_updated_with(now, wall, true);
+    }
+
+    /// [`Model::lanes_updated`]; `keys_changed` false (a refresh that added and removed no
+    /// lane) spares the check of the lane index.
+    fn lanes_updated_with(&mut self, now: Instant, wall: SystemTime, keys_changed: bool) {
+        if keys_changed {
+            self.reindex_lanes();
+        }
         let forgot_lanes = self.record_history(now);
         self.record_tape(now, wall, forgot_lanes);
         self.record_drift(now);
