@@ -236,23 +236,30 @@ impl SpineApp {
         &mut self.view
     }
 
-    /// Drains pending events into the model within a time budget; `true` if some are left.
+    /// Drains pending events into the model within a time budget, as one batch (the
+    /// lanes they touched are refreshed once, at the end); `true` if some are left.
     pub fn drain_events(&mut self) -> bool {
         let Some(rx) = self.events.as_mut() else {
             return false;
         };
         let start = Instant::now();
+        let mut left = true;
         while start.elapsed() < DRAIN_BUDGET {
             match rx.try_recv() {
-                Ok(event) => self.model.apply(event, Instant::now()),
-                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Ok(event) => self.model.apply_deferred(event, Instant::now()),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    left = false;
+                    break;
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     self.events = None;
-                    return false;
+                    left = false;
+                    break;
                 }
             }
         }
-        true
+        self.model.finish_batch(Instant::now());
+        left
     }
 
     /// Draws everything into `ui` and sends the commands the view emitted.

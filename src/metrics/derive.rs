@@ -61,6 +61,21 @@ fn same_le(a: f64, b: f64) -> bool {
 /// Per-`le` deltas over `b`'s buckets; a bound missing in `a` counts as 0. `None` when a
 /// bucket went down or a non-empty bucket of `a` vanished from `b` (a reset).
 fn bucket_deltas(a: &[(f64, u64)], b: &[(f64, u64)]) -> Option<Vec<(f64, f64)>> {
+    // Common cases first, same result as the search below: no earlier buckets, or the same
+    // strictly ascending bounds on both sides (pairwise deltas).
+    if a.is_empty() {
+        return Some(b.iter().map(|&(le, n)| (le, n as f64)).collect());
+    }
+    if a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| same_le(x.0, y.0))
+        && a.windows(2).all(|w| w[0].0 < w[1].0)
+    {
+        let mut out = Vec::with_capacity(b.len());
+        for (x, y) in a.iter().zip(b) {
+            out.push((y.0, delta(x.1, y.1)? as f64));
+        }
+        return Some(out);
+    }
     for &(le, count) in a {
         if count > 0 && !b.iter().any(|&(l, _)| same_le(l, le)) {
             return None;
@@ -118,20 +133,44 @@ pub fn sidecar_windows(
     b: &SidecarScrape,
     dt_secs: f64,
 ) -> Vec<(ClusterId, Option<LaneWindow>)> {
-    let restarted = matches!((a.uptime_secs, b.uptime_secs), (Some(ua), Some(ub)) if ub < ua);
     b.clusters
         .iter()
-        .map(|cb| {
-            let w = if restarted {
-                None
-            } else if let Some(ca) = a.cluster(&cb.id) {
-                window(ca, cb, dt_secs)
-            } else {
-                window(&ClusterCounters::default(), cb, dt_secs)
-            };
-            (cb.id.clone(), w)
-        })
+        .map(|cb| (cb.id.clone(), cluster_window(a, b, cb, dt_secs)))
         .collect()
+}
+
+/// The window of one cluster `cb` of scrape `b` against the earlier scrape `a`, as
+/// [`sidecar_windows`] gives it (from zero when `a` lacks the cluster, `None` after a
+/// restart).
+#[must_use]
+pub fn cluster_window(
+    a: &SidecarScrape,
+    b: &SidecarScrape,
+    cb: &ClusterCounters,
+    dt_secs: f64,
+) -> Option<LaneWindow> {
+    paired_window(a, b, a.cluster(&cb.id), cb, dt_secs)
+}
+
+/// [`cluster_window`] when the caller already knows `ca`, the cluster of `a` with `cb`'s
+/// id (`None`: `a` lacks it), e.g. because both scrapes list the same clusters in the same
+/// order.
+#[must_use]
+pub fn paired_window(
+    a: &SidecarScrape,
+    b: &SidecarScrape,
+    ca: Option<&ClusterCounters>,
+    cb: &ClusterCounters,
+    dt_secs: f64,
+) -> Option<LaneWindow> {
+    let restarted = matches!((a.uptime_secs, b.uptime_secs), (Some(ua), Some(ub)) if ub < ua);
+    if restarted {
+        None
+    } else if let Some(ca) = ca {
+        window(ca, cb, dt_secs)
+    } else {
+        window(&ClusterCounters::default(), cb, dt_secs)
+    }
 }
 
 /// Adds two windows' cumulative bucket deltas per `le`. A side with no buckets counts as all
@@ -144,6 +183,14 @@ fn merge_buckets(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64)> {
     if b.is_empty() {
         return a.to_vec();
     }
+    // The common case, the same strictly ascending bounds on both sides: add pairwise
+    // (what the search below gives, without its quadratic cost).
+    if a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| same_le(x.0, y.0))
+        && a.windows(2).all(|w| w[0].0 < w[1].0)
+    {
+        return a.iter().zip(b).map(|(x, y)| (x.0, x.1 + y.1)).collect();
+    }
     a.iter()
         .filter_map(|&(le, ca)| {
             b.iter()
@@ -151,6 +198,18 @@ fn merge_buckets(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64)> {
                 .map(|&(_, cb)| (le, ca + cb))
         })
         .collect()
+}
+
+/// What [`LaneWindow::merge_window`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The window was added.
+    Merged,
+    /// There is no window between the two scrapes ([`window`] gives `None`): nothing added.
+    NoWindow,
+    /// Not done here (latency bucket bounds differ): build the window with [`window`] and
+    /// [`LaneWindow::merge`] it.
+    Slow,
 }
 
 impl LaneWindow {
@@ -166,8 +225,95 @@ impl LaneWindow {
         }
         self.pending_overflow_per_s += other.pending_overflow_per_s;
         self.overflow += other.overflow;
-        self.buckets = merge_buckets(&self.buckets, &other.buckets);
+        if other.buckets.is_empty() {
+            // All zero: nothing to add.
+        } else if self.buckets.len() == other.buckets.len()
+            && self
+                .buckets
+                .iter()
+                .zip(&other.buckets)
+                .all(|(x, y)| same_le(x.0, y.0))
+            && self.buckets.windows(2).all(|w| w[0].0 < w[1].0)
+        {
+            // Same ascending bounds: add in place (what `merge_buckets` gives, no allocation).
+            for (x, y) in self.buckets.iter_mut().zip(&other.buckets) {
+                x.1 += y.1;
+            }
+        } else {
+            self.buckets = merge_buckets(&self.buckets, &other.buckets);
+        }
         self.breaker = self.breaker.worst(other.breaker);
+    }
+
+    /// Adds the window between cluster scrapes `a` and `b` exactly as
+    /// `self.merge(&window(a, b, dt_secs)?)` would, without building it (no allocation),
+    /// when both have the same latency bucket bounds as `self` (the usual case); else says
+    /// [`MergeOutcome::Slow`] and changes nothing.
+    pub fn merge_window(
+        &mut self,
+        a: &ClusterCounters,
+        b: &ClusterCounters,
+        dt_secs: f64,
+    ) -> MergeOutcome {
+        if !(dt_secs.is_finite() && dt_secs > 0.0) {
+            return MergeOutcome::NoWindow;
+        }
+        let (Some(completed), Some(total), Some(pending_overflow), Some(cx_overflow), Some(_)) = (
+            delta(a.rq_completed, b.rq_completed),
+            delta(a.rq_total, b.rq_total),
+            delta(a.rq_pending_overflow, b.rq_pending_overflow),
+            delta(a.cx_overflow, b.cx_overflow),
+            delta(a.rq_time.count, b.rq_time.count),
+        ) else {
+            return MergeOutcome::NoWindow;
+        };
+        let mut xx = [0.0; 5];
+        for ((d, &xa), &xb) in xx.iter_mut().zip(&a.rq_xx).zip(&b.rq_xx) {
+            let Some(n) = delta(xa, xb) else {
+                return MergeOutcome::NoWindow;
+            };
+            *d = n as f64;
+        }
+        let (ab, bb) = (&a.rq_time.buckets, &b.rq_time.buckets);
+        let ascending = |v: &[(f64, u64)]| v.windows(2).all(|w| w[0].0 < w[1].0);
+        if bb.is_empty() {
+            // `bucket_deltas`: a non-empty bucket that vanished is a reset.
+            if ab.iter().any(|&(_, n)| n > 0) {
+                return MergeOutcome::NoWindow;
+            }
+        } else {
+            let same_as_b = |v: &[(f64, u64)]| {
+                v.len() == bb.len() && v.iter().zip(bb.iter()).all(|(x, y)| same_le(x.0, y.0))
+            };
+            let mine_match = self.buckets.len() == bb.len()
+                && self
+                    .buckets
+                    .iter()
+                    .zip(bb.iter())
+                    .all(|(x, y)| same_le(x.0, y.0))
+                && self.buckets.windows(2).all(|w| w[0].0 < w[1].0);
+            if !(ab.is_empty() || (same_as_b(ab) && ascending(ab))) || !mine_match {
+                return MergeOutcome::Slow;
+            }
+            if ab.iter().zip(bb.iter()).any(|(x, y)| y.1 < x.1) {
+                return MergeOutcome::NoWindow;
+            }
+            for (i, (mine, y)) in self.buckets.iter_mut().zip(bb.iter()).enumerate() {
+                let earlier = ab.get(i).map_or(0, |x| x.1);
+                mine.1 += (y.1 - earlier) as f64;
+            }
+        }
+        let overflow = pending_overflow.saturating_add(cx_overflow);
+        self.rps_completed += completed as f64 / dt_secs;
+        self.rps_upstream_total += total as f64 / dt_secs;
+        self.completed += completed as f64;
+        for (s, o) in self.xx.iter_mut().zip(xx) {
+            *s += o;
+        }
+        self.pending_overflow_per_s += pending_overflow as f64 / dt_secs;
+        self.overflow += overflow as f64;
+        self.breaker = self.breaker.worst(breaker_state(b, overflow > 0));
+        MergeOutcome::Merged
     }
 
     /// Rates, error ratio, percentiles and breaker state of this window. The error ratio's

@@ -11,7 +11,10 @@ pub mod prometheus;
 pub use clusters::{
     ClusterHost, ClusterHosts, ClustersError, HostHealth, cluster_id_from_name, parse_clusters_json,
 };
-pub use derive::{LaneWindow, WindowStats, breaker_state, quantile_ms, sidecar_windows, window};
+pub use derive::{
+    LaneWindow, MergeOutcome, WindowStats, breaker_state, cluster_window, paired_window,
+    quantile_ms, sidecar_windows, window,
+};
 pub use parse::{StatsError, parse_envoy_stats};
 
 /// Identifies one upstream cluster as seen by one sidecar.

@@ -151,24 +151,35 @@ impl Model {
     /// Adds this update's requests per version (see module docs).
     pub(super) fn record_drift(&mut self, now: Instant) {
         let interval = self.scrape_interval;
+        // Request rates per version into each service with a split, over the lanes with
+        // data (any caller, in lane order; the lane index spares a scan of every lane).
+        let all_rates: Vec<BTreeMap<String, f64>> = self
+            .services
+            .values()
+            .filter(|svc| svc.split.is_some())
+            .map(|svc| {
+                let mut rates: BTreeMap<String, f64> = BTreeMap::new();
+                for lane in self.lanes_into(&svc.name) {
+                    if let Some(stats) = &lane.stats {
+                        match rates.get_mut(&lane.key.version) {
+                            Some(r) => *r += stats.rps,
+                            None => {
+                                rates.insert(lane.key.version.clone(), stats.rps);
+                            }
+                        }
+                    }
+                }
+                rates
+            })
+            .collect();
         let tracker = &mut self.drift;
         tracker.services.retain(|name, _| {
             self.services
                 .get(name)
                 .is_some_and(|svc| svc.split.is_some())
         });
-        // Request rates per service and version, over the lanes with data (any caller).
-        let mut rates: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
-        for lane in self.lanes.values() {
-            if let Some(stats) = &lane.stats {
-                *rates
-                    .entry(lane.key.service.as_str())
-                    .or_default()
-                    .entry(lane.key.version.as_str())
-                    .or_default() += stats.rps;
-            }
-        }
-        for svc in self.services.values() {
+        let with_split = self.services.values().filter(|svc| svc.split.is_some());
+        for (svc, rates) in with_split.zip(all_rates) {
             let Some(cfg) = &svc.split else { continue };
             let entry =
                 tracker
@@ -192,9 +203,9 @@ impl Model {
                     entry.samples.pop_front();
                 }
             }
-            let Some(rates) = rates.get(svc.name.as_str()) else {
+            if rates.is_empty() {
                 continue; // no lane into the service has data
-            };
+            }
             if span.is_zero() {
                 continue;
             }
@@ -217,10 +228,10 @@ impl Model {
             sample.ended = now;
             sample.covered_secs += secs;
             for (version, rps) in rates {
-                match sample.requests.get_mut(*version) {
+                match sample.requests.get_mut(&version) {
                     Some(n) => *n += rps * secs,
                     None => {
-                        sample.requests.insert((*version).to_owned(), rps * secs);
+                        sample.requests.insert(version, rps * secs);
                     }
                 }
             }

@@ -25,8 +25,10 @@ impl Model {
     /// Notes which services the new registry snapshot (`incoming`, read at `at`) drops or
     /// brings back. Call before replacing `self.services`.
     pub(super) fn track_gone(&mut self, incoming: &[ServiceEntry], at: Instant) {
+        let incoming_names: std::collections::HashSet<&str> =
+            incoming.iter().map(|s| s.name.as_str()).collect();
         for name in self.services.keys() {
-            if !incoming.iter().any(|s| &s.name == name) {
+            if !incoming_names.contains(name.as_str()) {
                 self.gone.entry(name.clone()).or_insert(at);
             }
         }

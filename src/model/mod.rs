@@ -8,6 +8,7 @@ pub mod guard;
 pub mod history;
 pub mod hosts;
 pub mod index;
+mod lanes;
 pub mod plan;
 pub mod prom;
 pub mod shift;
@@ -22,11 +23,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::io::{self, IoEvent};
-use crate::metrics::{LaneWindow, SidecarScrape, WindowStats, sidecar_windows};
+use crate::metrics::{LaneWindow, SidecarScrape, WindowStats};
 use crate::registry::WriteOutcome;
 use types::{
-    BreakerState, DEFAULT_VERSION, DemoInstanceState, HealthCounts, LaneKey, RegistryKind,
-    ServiceEntry, Split,
+    BreakerState, DemoInstanceState, HealthCounts, LaneKey, RegistryKind, ServiceEntry, Split,
 };
 
 /// How many notices (write results, errors) the model keeps.
@@ -96,6 +96,12 @@ pub struct SidecarState {
     pub status: SourceStatus,
     prev: Option<(Instant, SidecarScrape)>,
     last: Option<(Instant, SidecarScrape)>,
+    /// The lane key of each cluster of `last`, in its order (`lanes.rs`).
+    cluster_keys: Vec<LaneKey>,
+    /// Whether this sidecar's window counted (it was fresh) at the last lane refresh.
+    counted_fresh: bool,
+    /// Whether `prev` and `last` list the same clusters in the same order.
+    same_layout: bool,
 }
 
 /// What the map shows for one lane.
@@ -189,6 +195,8 @@ pub struct Model {
     gone: BTreeMap<String, Instant>,
     /// Lanes by called service (`index.rs`).
     lane_index: index::LaneIndex,
+    /// What changed since the last lane refresh (`lanes.rs`).
+    lane_book: lanes::LaneBook,
     /// The Prometheus metrics source, when lanes come from it instead of the sidecars.
     pub prometheus: Option<prom::PromState>,
     /// Datacenters the registry offers (the header's picker), nearest first.
@@ -228,6 +236,7 @@ impl Model {
             drift: drift::DriftTracker::default(),
             gone: BTreeMap::new(),
             lane_index: index::LaneIndex::default(),
+            lane_book: lanes::LaneBook::default(),
             prometheus: None,
             datacenters: Vec::new(),
             context: None,
@@ -262,18 +271,45 @@ impl Model {
         }
     }
 
-    /// Hook for every source of lane stats (sidecar scrapes via `recompute_lanes`, or any
+    /// Hook for every source of lane stats (sidecar scrapes via `refresh_lanes`, or any
     /// other): call it once after `self.lanes` changed. Records history points, breaker
     /// transitions and drift samples. `wall` is the wall-clock time of `now`.
     pub fn lanes_updated(&mut self, now: Instant, wall: SystemTime) {
-        self.reindex_lanes();
+        self.lanes_updated_with(now, wall, true);
+    }
+
+    /// [`Model::lanes_updated`]; `keys_changed` false (a refresh that added and removed no
+    /// lane) spares the check of the lane index.
+    fn lanes_updated_with(&mut self, now: Instant, wall: SystemTime, keys_changed: bool) {
+        if keys_changed {
+            self.reindex_lanes();
+        }
         let forgot_lanes = self.record_history(now);
         self.record_tape(now, wall, forgot_lanes);
         self.record_drift(now);
     }
 
-    /// Applies one event from the io layer.
+    /// Applies one event from the io layer and refreshes what it changed (lanes, history,
+    /// breaker tape, drift): [`Model::apply_deferred`] then [`Model::finish_batch`].
     pub fn apply(&mut self, event: IoEvent, now: Instant) {
+        self.apply_deferred(event, now);
+        self.finish_batch(now);
+    }
+
+    /// Applies a batch of events, then refreshes once: lanes touched by any of them are
+    /// re-derived and history, tape and drift take one update (the state at the end of the
+    /// batch), as [`Model::apply`] would after the last event.
+    pub fn apply_batch(&mut self, events: impl IntoIterator<Item = IoEvent>, now: Instant) {
+        for event in events {
+            self.apply_deferred(event, now);
+        }
+        self.finish_batch(now);
+    }
+
+    /// Takes in one event without refreshing lanes yet: call [`Model::finish_batch`] after
+    /// the last event of a batch (the app does, once per frame). Until then `lanes` and the
+    /// history may lag the sidecars and the registry.
+    pub fn apply_deferred(&mut self, event: IoEvent, now: Instant) {
         match event {
             IoEvent::Registry {
                 at,
@@ -289,13 +325,17 @@ impl Model {
                     self.registry_status.record_ok(at);
                     self.track_gone(&snapshot.services, at);
                     self.shifting.markers = snapshot.drivers;
-                    self.services = snapshot
-                        .services
-                        .into_iter()
-                        .map(|s| (s.name.clone(), s))
-                        .collect();
-                    self.sync_sidecars();
-                    self.recompute_lanes(now);
+                    let old = std::mem::replace(
+                        &mut self.services,
+                        snapshot
+                            .services
+                            .into_iter()
+                            .map(|s| (s.name.clone(), s))
+                            .collect(),
+                    );
+                    self.sync_sidecars(&old);
+                    self.services_replaced(&old);
+                    self.mark_pending();
                 }
                 Err(error) => {
                     if self.registry_status.last_error.as_deref() != Some(error.as_str()) {
@@ -309,16 +349,34 @@ impl Model {
                     return; // a scrape for a sidecar the registry no longer lists
                 };
                 match result {
-                    Ok(scrape) => {
+                    Ok(mut scrape) => {
+                        // Envoy's own clusters (local_app, self_admin…) are never lanes:
+                        // not kept, and no spare capacity either (two scrapes per sidecar
+                        // are most of the model's memory at 20,000 sidecars).
+                        scrape.clusters.retain(|c| !c.id.is_local());
+                        scrape.clusters.shrink_to_fit();
+                        for c in &mut scrape.clusters {
+                            c.rq_time.buckets.shrink_to_fit();
+                        }
                         sidecar.status.record_ok(at);
+                        // Usually the same clusters in the same order as last time: then
+                        // windows pair clusters by position, not by a search.
+                        sidecar.same_layout = sidecar.last.as_ref().is_some_and(|(_, was)| {
+                            was.clusters.len() == scrape.clusters.len()
+                                && was
+                                    .clusters
+                                    .iter()
+                                    .zip(&scrape.clusters)
+                                    .all(|(a, b)| a.id == b.id)
+                        });
                         sidecar.prev = sidecar.last.take();
                         sidecar.last = Some((at, scrape));
                     }
                     Err(error) => sidecar.status.record_err(at, error),
                 }
-                self.recompute_lanes(now);
+                self.mark_sidecar(&url);
             }
-            IoEvent::LaneSamples { at, result } => self.apply_lane_samples(at, result, now),
+            IoEvent::LaneSamples { at, result } => self.apply_lane_samples(at, result),
             IoEvent::Datacenters {
                 current,
                 known,
@@ -394,6 +452,15 @@ impl Model {
         }
     }
 
+    /// Ends a batch of [`Model::apply_deferred`] events: re-derives the lanes they touched
+    /// (and lanes whose sidecars went stale meanwhile), then records history, breaker
+    /// transitions and drift once. Does nothing when no event changed lane data.
+    pub fn finish_batch(&mut self, now: Instant) {
+        if self.batch_pending() {
+            self.refresh_lanes(now);
+        }
+    }
+
     /// Adds a notice (e.g. a context switch that failed), shown in the status bar.
     pub fn push_notice(&mut self, at: Instant, is_error: bool, text: String) {
         self.notice(at, is_error, text);
@@ -412,107 +479,11 @@ impl Model {
         self.notices.push_back(Notice { at, is_error, text });
     }
 
-    /// Keeps one sidecar entry per `metrics_url` the registry lists (none when the lanes
-    /// come from Prometheus).
-    fn sync_sidecars(&mut self) {
-        if self.prometheus.is_some() {
-            return;
-        }
-        let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
-        for svc in self.services.values() {
-            for inst in &svc.instances {
-                if let Some(url) = &inst.metrics_url {
-                    wanted.insert(url.clone(), (inst.id.clone(), svc.name.clone()));
-                }
-            }
-        }
-        self.sidecars.retain(|url, _| wanted.contains_key(url));
-        for (url, (instance_id, service)) in wanted {
-            let entry = self.sidecars.entry(url).or_default();
-            entry.instance_id = instance_id;
-            entry.service = service;
-        }
-    }
-
     /// The version a lane stands for: the subset, or the single version of a service
     /// without subsets, else `default` (GUIDE.md, derivations).
     #[must_use]
     pub fn lane_version(&self, service: &str, subset: &str) -> String {
-        if !subset.is_empty() {
-            return subset.to_owned();
-        }
-        match self.services.get(service).map(ServiceEntry::versions) {
-            Some(v) if v.len() == 1 => v[0].clone(),
-            _ => DEFAULT_VERSION.to_owned(),
-        }
-    }
-
-    /// Rebuilds every lane from the sidecars' latest windows. Stale sidecars contribute no
-    /// window, so a lane whose callers are all stale shows "no data", not 0 rps.
-    fn recompute_lanes(&mut self, now: Instant) {
-        if let Some(prom) = &self.prometheus {
-            self.lanes = self.prometheus_lanes(prom, now);
-            let wall = self.wall_at(now);
-            self.lanes_updated(now, wall);
-            return;
-        }
-        let mut windows: BTreeMap<LaneKey, (LaneWindow, Instant)> = BTreeMap::new();
-        let mut seen: Vec<LaneKey> = Vec::new();
-        for sidecar in self.sidecars.values() {
-            let Some((t_last, last)) = &sidecar.last else {
-                continue;
-            };
-            let key_of = |id: &crate::metrics::ClusterId| LaneKey {
-                caller: id.source.clone(),
-                service: id.service.clone(),
-                version: self.lane_version(&id.service, &id.subset),
-            };
-            seen.extend(
-                last.clusters
-                    .iter()
-                    .filter(|c| !c.id.is_local())
-                    .map(|c| key_of(&c.id)),
-            );
-            let fresh = !sidecar.status.is_stale(now, self.scrape_interval);
-            let (true, Some((t_prev, prev))) = (fresh, &sidecar.prev) else {
-                continue;
-            };
-            let dt = t_last.saturating_duration_since(*t_prev).as_secs_f64();
-            for (id, w) in sidecar_windows(prev, last, dt) {
-                let (false, Some(w)) = (id.is_local(), w) else {
-                    continue;
-                };
-                match windows.entry(key_of(&id)) {
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        let (acc, at) = e.get_mut();
-                        acc.merge(&w);
-                        *at = (*at).max(*t_last);
-                    }
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert((w, *t_last));
-                    }
-                }
-            }
-        }
-        let mut lanes = BTreeMap::new();
-        for key in seen {
-            let (stats, window, updated_at) = match windows.get(&key) {
-                Some((w, at)) => (Some(w.stats()), Some(w.clone()), Some(*at)),
-                None => (None, None, None),
-            };
-            lanes.insert(
-                key.clone(),
-                LaneState {
-                    key,
-                    stats,
-                    window,
-                    updated_at,
-                },
-            );
-        }
-        self.lanes = lanes;
-        let wall = self.wall_at(now);
-        self.lanes_updated(now, wall);
+        lanes::lane_version_of(&self.services, service, subset).to_owned()
     }
 
     /// Health counts of one version of a service.
@@ -606,9 +577,12 @@ impl Model {
             return prom.is_stale(now);
         }
         !self
-            .sidecars
-            .values()
-            .filter(|s| s.service == caller)
+            .lane_book
+            .by_service
+            .get(caller)
+            .into_iter()
+            .flatten()
+            .filter_map(|url| self.sidecars.get(url))
             .any(|s| !s.status.is_stale(now, self.scrape_interval))
     }
 

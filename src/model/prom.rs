@@ -61,12 +61,7 @@ impl Model {
     }
 
     /// Applies one Prometheus refresh (`IoEvent::LaneSamples`).
-    pub(super) fn apply_lane_samples(
-        &mut self,
-        at: Instant,
-        result: Result<LaneSamples, String>,
-        now: Instant,
-    ) {
+    pub(super) fn apply_lane_samples(&mut self, at: Instant, result: Result<LaneSamples, String>) {
         let Some(prom) = self.prometheus.as_mut() else {
             return; // not the configured source
         };
@@ -85,7 +80,7 @@ impl Model {
         if let Some(error) = notice {
             self.notice(at, true, format!("prometheus: {error}"));
         }
-        self.recompute_lanes(now);
+        self.mark_pending();
     }
 
     /// Every lane of the last answer; stats only while the source is fresh. Lanes whose

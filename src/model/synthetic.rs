@@ -2,16 +2,26 @@
 //! registry snapshot and two sidecar scrapes one second apart go through `Model::apply`
 //! like real events, so every derived number (rates, percentiles, breaker states) is the
 //! model's own.
+//!
+//! At scale ([`LargeSpine`]: 2,000 services, 10 instances each, one sidecar per instance)
+//! the scrapes still go through the real path (and can be rendered as Envoy
+//! `/stats/prometheus` text with [`envoy_text`], for the parser); only the hour of history
+//! before them is written straight into the history rings
+//! ([`Model::backfill_lane_history`]), which takes a second instead of replaying 3,600
+//! rounds of 20,000 scrapes.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::history::HistoryPoint;
 use super::types::{
-    BreakerState, Health, Instance, RegistryKind, RegistrySnapshot, ServiceEntry, Split,
+    BreakerState, Health, Instance, LaneKey, RegistryKind, RegistrySnapshot, ServiceEntry, Split,
     SplitConfig,
 };
 use super::{Model, RegistryInfo};
 use crate::io::IoEvent;
-use crate::metrics::{ClusterCounters, ClusterId, Histogram, SidecarScrape};
+use crate::metrics::{ClusterCounters, ClusterId, Histogram, LaneWindow, SidecarScrape};
 
 /// Histogram bounds (ms), as Envoy's defaults.
 const BOUNDS_MS: [f64; 19] = [
@@ -243,48 +253,63 @@ pub fn model_over(
         },
         now,
     );
-    for s in services {
-        let mine: Vec<&LaneSpec> = lanes.iter().filter(|l| l.caller == s.name).collect();
-        let versions_of = |svc: &str| {
-            services.iter().find(|x| x.name == svc).map_or(1, |x| {
-                let mut v: Vec<&String> = x.instances.iter().map(|(v, _)| v).collect();
-                v.sort();
-                v.dedup();
-                v.len()
-            })
-        };
-        let scrape = |step: u64| {
+    let versions = version_counts(services);
+    let by_caller = lanes_by_caller(lanes);
+    // One batch per second: every sidecar scraped at the same instant, one refresh.
+    for k in 0..=history_secs {
+        let at = t0 + Duration::from_secs(k);
+        let events = services.iter().map(|s| {
+            let mine = by_caller
+                .get(s.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
             let mut clusters: Vec<ClusterCounters> = mine
                 .iter()
-                .map(|l| {
-                    let subset = if versions_of(&l.service) > 1 {
-                        l.version.as_str()
-                    } else {
-                        ""
-                    };
-                    counters(l, subset, step, history_secs)
-                })
+                .map(|l| counters(l, subset_of(l, &versions), k, history_secs))
                 .collect();
             clusters.sort_by(|a, b| a.id.cmp(&b.id));
-            SidecarScrape {
-                clusters,
-                uptime_secs: Some(100.0 + step as f64),
-            }
-        };
-        for k in 0..=history_secs {
-            let at = t0 + Duration::from_secs(k);
-            let window = k;
-            m.apply(
-                IoEvent::Scrape {
-                    url: stats_url(&s.name),
-                    at,
-                    result: Ok(scrape(window)),
-                },
+            IoEvent::Scrape {
+                url: stats_url(&s.name),
                 at,
-            );
-        }
+                result: Ok(SidecarScrape {
+                    clusters,
+                    uptime_secs: Some(100.0 + k as f64),
+                }),
+            }
+        });
+        m.apply_batch(events.collect::<Vec<_>>(), at);
     }
     m
+}
+
+/// Number of versions per described service.
+fn version_counts(services: &[ServiceSpec]) -> BTreeMap<&str, usize> {
+    services
+        .iter()
+        .map(|s| {
+            let mut v: Vec<&String> = s.instances.iter().map(|(v, _)| v).collect();
+            v.sort();
+            v.dedup();
+            (s.name.as_str(), v.len())
+        })
+        .collect()
+}
+
+/// The subset label a caller's sidecar gives a lane: the version, or none for a service
+/// with a single version (its lane is still that version's, GUIDE.md).
+fn subset_of<'a>(lane: &'a LaneSpec, versions: &BTreeMap<&str, usize>) -> &'a str {
+    if versions.get(lane.service.as_str()).copied().unwrap_or(1) > 1 {
+        lane.version.as_str()
+    } else {
+        ""
+    }
+}
+
+fn lanes_by_caller(lanes: &[LaneSpec]) -> BTreeMap<&str, Vec<&LaneSpec>> {
+    let mut by_caller: BTreeMap<&str, Vec<&LaneSpec>> = BTreeMap::new();
+    for l in lanes {
+        by_caller.entry(l.caller.as_str()).or_default().push(l);
+    }
+    by_caller
 }
 
 /// The demo spine's topology, all healthy, identity at 80/20: the base of the snapshots.
@@ -327,21 +352,31 @@ pub fn demo_lanes() -> Vec<LaneSpec> {
 }
 
 /// A synthetic mesh of `n` services in layers of about √n, each calling up to three
-/// services of the next layer; every tenth service has two versions.
+/// services of the next layer; every tenth service has two versions. Two instances each.
 #[must_use]
 pub fn mesh(n: usize) -> (Vec<ServiceSpec>, Vec<LaneSpec>) {
+    mesh_with(n, 2)
+}
+
+/// [`mesh`] with `instances` instances per service (at least one; a service with two
+/// versions alternates v1, v2).
+#[must_use]
+pub fn mesh_with(n: usize, instances: usize) -> (Vec<ServiceSpec>, Vec<LaneSpec>) {
     let width = (n as f64).sqrt().ceil().max(1.0) as usize;
     let name = |i: usize| format!("svc-{i:04}");
+    let instances = instances.max(1);
     let services: Vec<ServiceSpec> = (0..n)
         .map(|i| ServiceSpec {
             name: name(i),
             instances: if i.is_multiple_of(10) {
-                vec![
-                    ("v1".into(), Health::Passing),
-                    ("v2".into(), Health::Passing),
-                ]
+                (0..instances.max(2))
+                    .map(|k| {
+                        let v = if k % 2 == 0 { "v1" } else { "v2" };
+                        (v.into(), Health::Passing)
+                    })
+                    .collect()
             } else {
-                vec![("v1".into(), Health::Passing); 2]
+                vec![("v1".into(), Health::Passing); instances]
             },
             split: i
                 .is_multiple_of(10)
@@ -377,6 +412,436 @@ pub fn mesh(n: usize) -> (Vec<ServiceSpec>, Vec<LaneSpec>) {
         (&a.caller, &a.service, &a.version) == (&b.caller, &b.service, &b.version)
     });
     (services, lanes)
+}
+
+/// Envoy's trust domain in the rendered labels (as in the fixture).
+const TRUST_DOMAIN: &str = "c3f1b6a2-8d4e-4f7a-9b2c-1e5d7a9f3b64";
+
+/// Renders a sidecar scrape as Envoy's `/stats/prometheus` text with Consul Connect's
+/// labels, as a real sidecar prints it: one `# TYPE` line per family, families grouped,
+/// every label of the fixture (`tests/fixtures/envoy/stats_prometheus.txt`), the
+/// `external_` duplicates and a few families the dashboard does not read, default latency
+/// buckets. `parse_envoy_stats` of the text gives `scrape` back (tested).
+#[must_use]
+pub fn envoy_text(scrape: &SidecarScrape) -> String {
+    type Pick = fn(&ClusterCounters) -> Option<u64>;
+    let mut out = String::with_capacity(scrape.clusters.len() * 40_000 + 512);
+    let labels: Vec<String> = scrape
+        .clusters
+        .iter()
+        .map(|c| cluster_labels(&c.id))
+        .collect();
+    let counters: [(&str, Pick); 12] = [
+        ("envoy_cluster_external_upstream_rq_completed", |c| {
+            Some(c.rq_completed)
+        }),
+        ("envoy_cluster_upstream_cx_overflow", |c| {
+            Some(c.cx_overflow)
+        }),
+        ("envoy_cluster_upstream_cx_rx_bytes_total", |c| {
+            Some(c.rq_total * 1_024)
+        }),
+        ("envoy_cluster_upstream_cx_total", |c| Some(c.rq_total / 50)),
+        ("envoy_cluster_upstream_rq", |c| Some(c.rq_xx[1])),
+        ("envoy_cluster_upstream_rq_completed", |c| {
+            Some(c.rq_completed)
+        }),
+        ("envoy_cluster_upstream_rq_pending_overflow", |c| {
+            Some(c.rq_pending_overflow)
+        }),
+        ("envoy_cluster_upstream_rq_pending_total", |c| {
+            Some(c.rq_total / 20)
+        }),
+        ("envoy_cluster_upstream_rq_retry", |c| Some(c.rq_xx[4] / 3)),
+        ("envoy_cluster_upstream_rq_timeout", |_| Some(0)),
+        ("envoy_cluster_upstream_rq_total", |c| Some(c.rq_total)),
+        ("envoy_cluster_upstream_rq_xx", |_| None), // classes, below
+    ];
+    for (family, pick) in counters {
+        let _ = writeln!(out, "# TYPE {family} counter");
+        for (c, l) in scrape.clusters.iter().zip(&labels) {
+            if family.ends_with("_rq_xx") {
+                for (class, n) in c.rq_xx.iter().enumerate() {
+                    if *n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "{family}{{{l},envoy_response_code_class=\"{}\",{}}} {n}",
+                            class + 1,
+                            cluster_name_label(&c.id)
+                        );
+                    }
+                }
+            } else if family.ends_with("upstream_rq") {
+                let _ = writeln!(
+                    out,
+                    "{family}{{{l},envoy_response_code=\"200\",{}}} {}",
+                    cluster_name_label(&c.id),
+                    c.rq_xx[1]
+                );
+            } else if let Some(n) = pick(c) {
+                let _ = writeln!(out, "{family}{{{l},{}}} {n}", cluster_name_label(&c.id));
+            }
+        }
+    }
+    let gauges: [(&str, Pick); 9] = [
+        ("envoy_cluster_circuit_breakers_default_cx_open", |c| {
+            Some(c.cb_cx_open)
+        }),
+        ("envoy_cluster_circuit_breakers_default_rq_open", |c| {
+            Some(c.cb_rq_open)
+        }),
+        (
+            "envoy_cluster_circuit_breakers_default_rq_pending_open",
+            |c| Some(c.cb_rq_pending_open),
+        ),
+        ("envoy_cluster_membership_degraded", |_| Some(0)),
+        ("envoy_cluster_membership_healthy", |c| c.membership_healthy),
+        ("envoy_cluster_membership_total", |c| c.membership_total),
+        ("envoy_cluster_outlier_detection_ejections_active", |c| {
+            c.ejections_active
+        }),
+        ("envoy_cluster_upstream_cx_active", |c| c.membership_total),
+        ("envoy_cluster_upstream_rq_active", |_| Some(1)),
+    ];
+    for (family, pick) in gauges {
+        let _ = writeln!(out, "# TYPE {family} gauge");
+        for (c, l) in scrape.clusters.iter().zip(&labels) {
+            if let Some(n) = pick(c) {
+                let _ = writeln!(out, "{family}{{{l},{}}} {n}", cluster_name_label(&c.id));
+            }
+        }
+    }
+    if let Some(uptime) = scrape.uptime_secs {
+        let _ = writeln!(
+            out,
+            "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime{{}} {uptime}"
+        );
+    }
+    for family in [
+        "envoy_cluster_external_upstream_rq_time",
+        "envoy_cluster_upstream_rq_time",
+    ] {
+        let _ = writeln!(out, "# TYPE {family} histogram");
+        for (c, l) in scrape.clusters.iter().zip(&labels) {
+            let name = cluster_name_label(&c.id);
+            for (le, n) in &c.rq_time.buckets {
+                let le = if le.is_infinite() {
+                    "+Inf".to_owned()
+                } else {
+                    le.to_string()
+                };
+                let _ = writeln!(out, "{family}_bucket{{{l},{name},le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(out, "{family}_sum{{{l},{name}}} {}", c.rq_time.sum);
+            let _ = writeln!(out, "{family}_count{{{l},{name}}} {}", c.rq_time.count);
+        }
+    }
+    out
+}
+
+/// The Consul Connect labels of one upstream cluster, as the fixture has them (without the
+/// trailing `envoy_cluster_name`).
+fn cluster_labels(id: &ClusterId) -> String {
+    let target = if id.subset.is_empty() {
+        format!("{}.default.dc1", id.service)
+    } else {
+        format!("{}.{}.default.dc1", id.subset, id.service)
+    };
+    format!(
+        "local_cluster=\"{src}\",consul_source_service=\"{src}\",consul_source_namespace=\"default\",\
+         consul_source_partition=\"default\",consul_source_datacenter=\"dc1\",\
+         consul_destination_custom_hash=\"\",consul_destination_service_subset=\"{subset}\",\
+         consul_destination_service=\"{svc}\",consul_destination_namespace=\"default\",\
+         consul_destination_partition=\"default\",consul_destination_datacenter=\"dc1\",\
+         consul_destination_routing_type=\"internal\",consul_destination_trust_domain=\"{TRUST_DOMAIN}\",\
+         consul_destination_target=\"{target}\",consul_destination_full_target=\"{target}.internal.{TRUST_DOMAIN}\"",
+        src = id.source,
+        subset = id.subset,
+        svc = id.service,
+    )
+}
+
+/// `envoy_cluster_name`: the first dot-token of the cluster name (`API_BRIEF.md`).
+fn cluster_name_label(id: &ClusterId) -> String {
+    let first = if id.subset.is_empty() {
+        &id.service
+    } else {
+        &id.subset
+    };
+    format!("envoy_cluster_name=\"{first}\"")
+}
+
+/// A described spine at scale, for benchmarks: every instance of every service has its own
+/// sidecar (stats URL), and a caller's requests on each lane are spread over its
+/// instances' sidecars (each carries 1/n of them, rounded up).
+#[derive(Debug, Clone)]
+pub struct LargeSpine {
+    /// The services.
+    pub services: Vec<ServiceSpec>,
+    /// The lanes.
+    pub lanes: Vec<LaneSpec>,
+    /// Per service (same order as `services`): the indices of the lanes it calls.
+    calls: Vec<Vec<usize>>,
+    /// Per lane: the counters of one second on one caller sidecar.
+    per_second: Vec<ClusterCounters>,
+}
+
+impl LargeSpine {
+    /// [`mesh_with`]`(services, instances)` with one sidecar per instance.
+    #[must_use]
+    pub fn mesh(services: usize, instances: usize) -> Self {
+        let (services, lanes) = mesh_with(services, instances);
+        Self::new(services, lanes)
+    }
+
+    /// The described spine with one sidecar per instance.
+    #[must_use]
+    pub fn new(services: Vec<ServiceSpec>, lanes: Vec<LaneSpec>) -> Self {
+        let versions = version_counts(&services);
+        let index: BTreeMap<&str, usize> = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let mut calls = vec![Vec::new(); services.len()];
+        let per_second = lanes
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let callers = index.get(l.caller.as_str()).copied();
+                if let Some(c) = callers {
+                    calls[c].push(i);
+                }
+                let n = callers.map_or(1, |c| services[c].instances.len().max(1)) as u64;
+                let share = LaneSpec {
+                    rps: l.rps.div_ceil(n),
+                    errors: l.errors.div_ceil(n),
+                    ..l.clone()
+                };
+                counters(&share, subset_of(l, &versions), 1, 1)
+            })
+            .collect();
+        Self {
+            services,
+            lanes,
+            calls,
+            per_second,
+        }
+    }
+
+    /// Number of instances (= sidecars).
+    #[must_use]
+    pub fn instances(&self) -> usize {
+        self.services.iter().map(|s| s.instances.len()).sum()
+    }
+
+    /// The stats URL of instance `instance` of service number `service`.
+    #[must_use]
+    pub fn stats_url(&self, service: usize, instance: usize) -> String {
+        let name = self.services.get(service).map_or("", |s| s.name.as_str());
+        format!("http://{name}-{instance}.sidecar:19000/stats/prometheus")
+    }
+
+    /// The registry's view: every instance with its sidecar's stats URL.
+    #[must_use]
+    pub fn snapshot(&self) -> RegistrySnapshot {
+        let services = self
+            .services
+            .iter()
+            .enumerate()
+            .map(|(si, s)| {
+                let instances = s
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (version, health))| Instance {
+                        id: format!("{}-{}", s.name, i + 1),
+                        service: s.name.clone(),
+                        version: version.clone(),
+                        address: format!("10.{}.{}.{}", si / 250, si % 250, i),
+                        port: 8080,
+                        health: *health,
+                        check_output: String::new(),
+                        metrics_url: Some(self.stats_url(si, i)),
+                    })
+                    .collect();
+                let mut subsets: Vec<String> = s.instances.iter().map(|(v, _)| v.clone()).collect();
+                subsets.sort();
+                subsets.dedup();
+                ServiceEntry {
+                    protocol: None,
+                    name: s.name.clone(),
+                    instances,
+                    subsets: if subsets.len() > 1 {
+                        subsets
+                    } else {
+                        Vec::new()
+                    },
+                    split: s.split.as_ref().map(|pairs| SplitConfig {
+                        split: Split::from_pairs(pairs.iter().map(|(v, w)| (v.clone(), *w))),
+                        modify_index: 42,
+                    }),
+                }
+            })
+            .collect();
+        RegistrySnapshot {
+            drivers: Vec::new(),
+            services,
+        }
+    }
+
+    /// What one sidecar of service number `service` reports after `secs` seconds of
+    /// steady traffic (cumulative counters; the uptime is `secs`).
+    #[must_use]
+    pub fn scrape(&self, service: usize, secs: u64) -> SidecarScrape {
+        let mut clusters: Vec<ClusterCounters> = self
+            .calls
+            .get(service)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(|&l| self.per_second.get(l))
+            .map(|one| {
+                let mut c = one.clone();
+                let scale = |v: &mut u64| *v = v.saturating_mul(secs);
+                scale(&mut c.rq_total);
+                scale(&mut c.rq_completed);
+                c.rq_xx.iter_mut().for_each(scale);
+                scale(&mut c.rq_pending_overflow);
+                scale(&mut c.cx_overflow);
+                scale(&mut c.rq_time.count);
+                c.rq_time.buckets.iter_mut().for_each(|(_, n)| scale(n));
+                c.rq_time.sum *= secs as f64;
+                c
+            })
+            .collect();
+        clusters.sort_by(|a, b| a.id.cmp(&b.id));
+        SidecarScrape {
+            clusters,
+            uptime_secs: Some(secs as f64),
+        }
+    }
+
+    /// A model of this spine at `now`: the registry snapshot, `history_secs` of history
+    /// written straight into the rings (lanes and versions, see [`LargeSpine::history`]),
+    /// then two scrapes of every sidecar (`now − 1 s`, `now`) through
+    /// `Model::apply_deferred` and one refresh: the current window is derived by the model.
+    #[must_use]
+    pub fn model(&self, now: Instant, history_secs: u64) -> Model {
+        let info = RegistryInfo {
+            kind: RegistryKind::Demo,
+            address: "http://127.0.0.1:8500".into(),
+            datacenter: Some("dc1".into()),
+            writable: true,
+        };
+        let mut m = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
+        m.set_clock_anchor(now, std::time::UNIX_EPOCH + Duration::from_hours(498_828));
+        let t0 = now
+            .checked_sub(Duration::from_secs(history_secs.max(1)))
+            .unwrap_or(now);
+        m.apply(
+            IoEvent::Registry {
+                at: t0,
+                result: Ok(Some(self.snapshot())),
+                next_within: Duration::from_hours(1),
+            },
+            t0,
+        );
+        self.history(&mut m, now, history_secs);
+        let start = history_secs.max(2);
+        let before = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        for (at, secs) in [(before, start - 1), (now, start)] {
+            for (si, s) in self.services.iter().enumerate() {
+                let scrape = self.scrape(si, secs);
+                for i in 0..s.instances.len() {
+                    m.apply_deferred(
+                        IoEvent::Scrape {
+                            url: self.stats_url(si, i),
+                            at,
+                            result: Ok(scrape.clone()),
+                        },
+                        at,
+                    );
+                }
+            }
+        }
+        m.apply_deferred(
+            IoEvent::Registry {
+                at: now,
+                result: Ok(None),
+                next_within: Duration::from_secs(1),
+            },
+            now,
+        );
+        m.finish_batch(now);
+        m
+    }
+
+    /// Writes `history_secs − 1` seconds of history ending one second before `now` into
+    /// every lane's and version's rings: each lane's steady stats with the rate wobbling by
+    /// ±10 %, versions summing their lanes' rates; callers whose name ends in `7` have a
+    /// two-minute gap (a sidecar outage) in the middle, kept as a gap, not zeros.
+    pub fn history(&self, m: &mut Model, now: Instant, history_secs: u64) {
+        let secs = history_secs.saturating_sub(1);
+        if secs == 0 {
+            return;
+        }
+        let start = now
+            .checked_sub(Duration::from_secs(history_secs))
+            .unwrap_or(now);
+        let gap = (secs / 2)..(secs / 2 + 120);
+        // version → (lanes' specs and stats)
+        let mut by_version: BTreeMap<(&str, &str), Vec<(&LaneSpec, LaneWindow)>> = BTreeMap::new();
+        for (l, one) in self.lanes.iter().zip(&self.per_second) {
+            let Some(w) = crate::metrics::window(&ClusterCounters::default(), one, 1.0) else {
+                continue;
+            };
+            let stats = w.stats();
+            let outage = l.caller.ends_with('7');
+            let key = LaneKey {
+                caller: l.caller.clone(),
+                service: l.service.clone(),
+                version: l.version.clone(),
+            };
+            m.backfill_lane_history(
+                &key,
+                (0..secs).map(|k| {
+                    let at = start + Duration::from_secs(k);
+                    if outage && gap.contains(&k) {
+                        HistoryPoint::gap(at)
+                    } else {
+                        HistoryPoint {
+                            rps: Some(stats.rps * wobble(k)),
+                            ..HistoryPoint::from_stats(at, &stats)
+                        }
+                    }
+                }),
+            );
+            by_version
+                .entry((l.service.as_str(), l.version.as_str()))
+                .or_default()
+                .push((l, w));
+        }
+        for ((service, version), lanes) in by_version {
+            let mut merged = lanes[0].1.clone();
+            for (_, w) in &lanes[1..] {
+                merged.merge(w);
+            }
+            let stats = merged.stats();
+            m.backfill_version_history(
+                service,
+                version,
+                (0..secs).map(|k| HistoryPoint {
+                    rps: Some(stats.rps * wobble(k)),
+                    ..HistoryPoint::from_stats(start + Duration::from_secs(k), &stats)
+                }),
+            );
+        }
+    }
+}
+
+/// A deterministic ±10 % rate wobble for second `k`.
+fn wobble(k: u64) -> f64 {
+    1.0 + 0.1 * (k as f64 * 0.7).sin()
 }
 
 #[cfg(test)]
@@ -429,5 +894,75 @@ mod tests {
         let m = model(&s, &l, Instant::now());
         assert_eq!(m.services.len(), 500);
         assert!(m.lanes.len() > 1000);
+    }
+
+    #[test]
+    fn envoy_text_parses_back_to_the_scrape() {
+        let spine = LargeSpine::mesh(30, 2);
+        // svc-0000 calls three services, one of them with two versions.
+        let scrape = spine.scrape(0, 1_234);
+        assert!(scrape.clusters.len() >= 3, "{scrape:?}");
+        let text = envoy_text(&scrape);
+        assert!(
+            text.contains("consul_destination_trust_domain"),
+            "fixture labels"
+        );
+        assert_eq!(crate::metrics::parse_envoy_stats(&text), Ok(scrape));
+    }
+
+    #[test]
+    fn large_spine_model_has_a_sidecar_per_instance_and_backfilled_history() {
+        let spine = LargeSpine::mesh(30, 3);
+        assert_eq!(spine.instances(), 90);
+        let now = Instant::now();
+        let m = spine.model(now, 400);
+        assert_eq!(m.sidecars.len(), 90);
+        assert_eq!(m.sidecars_with_window(), 90);
+        assert_eq!(m.lanes.len(), spine.lanes.len());
+        assert!(
+            m.lanes.values().all(|l| l.stats.is_some()),
+            "every lane has a window"
+        );
+        // A lane of svc-0007: three sidecars with 1/3 of its requests each (rounded up).
+        let spec = spine
+            .lanes
+            .iter()
+            .find(|l| l.caller == "svc-0007")
+            .expect("svc-0007 calls");
+        let key = LaneKey {
+            caller: spec.caller.clone(),
+            service: spec.service.clone(),
+            version: spec.version.clone(),
+        };
+        let lane = m.lanes[&key].stats.clone().expect("data");
+        assert!((lane.rps - (spec.rps.div_ceil(3) * 3) as f64).abs() < 1e-9);
+        let history: Vec<HistoryPoint> = m.lane_history(&key).expect("history").points().collect();
+        assert_eq!(
+            history.last().map(|p| p.at),
+            Some(now),
+            "the derived window comes last"
+        );
+        // 400 s: coarse points before the last 5 min, then one point per second.
+        assert!(
+            history.len() > 300 && history.len() < 320,
+            "{}",
+            history.len()
+        );
+        assert!(
+            history.iter().any(HistoryPoint::is_gap),
+            "the outage is a gap"
+        );
+        assert!(history.iter().all(|p| p.rps != Some(0.0)), "never zeros");
+        let version = m
+            .version_history(&spec.service, &spec.version)
+            .expect("version history");
+        assert!(version.len() > 300);
+        let (series, bytes) = m.history_footprint();
+        assert!(series > spine.lanes.len(), "lanes and versions: {series}");
+        assert_eq!(
+            bytes % series,
+            0,
+            "every series preallocates the same rings"
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! - A trip is a transition from `closed` to anything worse; [`Model::last_trip`] says
 //!   when the last one happened (the map flashes once).
 //! - The tape is bounded ([`TAPE_CAPACITY`], oldest dropped). A lane's last known state
-//!   and last trip are forgotten together with its history (15 min without data).
+//!   and last trip are forgotten together with its history (1 h without data).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -109,16 +109,21 @@ impl Model {
     /// Appends the transitions this update shows (see module docs). Runs after
     /// `record_history`; when that forgot lanes, their last states and trips go too.
     pub(super) fn record_tape(&mut self, now: Instant, wall: SystemTime, forgot_lanes: bool) {
+        // Lanes and their last known states side by side (both sorted by key).
+        let mut entries: Vec<TapeEntry> = Vec::new();
+        let mut first_seen: Vec<(LaneKey, BreakerState)> = Vec::new();
+        let mut known_iter = self.tape.last_state.iter_mut().peekable();
         for (key, lane) in &self.lanes {
             let Some(stats) = &lane.stats else {
                 continue; // no data: not a state
             };
             let to = stats.breaker;
-            let from = match self.tape.last_state.get_mut(key) {
-                Some(known) if *known == to => continue,
-                Some(known) => Some(std::mem::replace(known, to)),
+            while known_iter.next_if(|(k, _)| *k < key).is_some() {}
+            let from = match known_iter.next_if(|(k, _)| *k == key) {
+                Some((_, known)) if *known == to => continue,
+                Some((_, known)) => Some(std::mem::replace(known, to)),
                 None => {
-                    self.tape.last_state.insert(key.clone(), to);
+                    first_seen.push((key.clone(), to));
                     if to == BreakerState::Closed {
                         continue; // first seen closed: nothing to tell
                     }
@@ -127,7 +132,7 @@ impl Model {
             };
             let at = lane.updated_at.unwrap_or(now).min(now);
             let entry_wall = wall.checked_sub(now.duration_since(at)).unwrap_or(wall);
-            self.tape.push(TapeEntry {
+            entries.push(TapeEntry {
                 at,
                 wall: entry_wall,
                 lane: key.clone(),
@@ -135,6 +140,10 @@ impl Model {
                 to,
                 detail: breaker_detail(stats, lane.window.as_ref()),
             });
+        }
+        self.tape.last_state.extend(first_seen);
+        for entry in entries {
+            self.tape.push(entry);
         }
         if forgot_lanes {
             let history = &self.history;

@@ -97,7 +97,7 @@ pub(crate) fn stats_window(rps: f64, err_rps: f64, le_ms: f64) -> LaneWindow {
 fn measure_large_mesh() {
     use super::LaneState;
     use super::filter::Filter;
-    use super::history::POINT_BYTES;
+    use super::history::Series;
     use std::time::Instant;
 
     let mut m = test_model();
@@ -192,7 +192,7 @@ fn measure_large_mesh() {
     let hits = m.services.keys().filter(|s| m.matches(s, &f, now)).count();
     let matching = started.elapsed();
     let series = m.lanes.len() + 2 * n;
-    let ring_bytes = 901 * POINT_BYTES;
+    let ring_bytes = Series::new(Duration::from_secs(1), Instant::now()).bytes();
     println!(
         "lanes {} | lanes_updated with new data: {:?} per call | unchanged: {idle:?} | \
          matches over {} services: {matching:?} ({hits} hits) | {series} series × {} B = {} MB",

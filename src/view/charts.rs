@@ -1,5 +1,5 @@
 //! The inspector's charts: per version of the selected service, p50/p95/p99, requests per
-//! second and 5xx %, on one linked time axis ("seconds ago"), over 1, 5 or 15 minutes.
+//! second and 5xx %, on one linked time axis ("seconds ago"), over 1, 5, 15 or 60 minutes.
 //! A window without data is a gap in the line, never a zero.
 
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use crate::model::Model;
 use crate::model::history::HistoryPoint;
 
 /// Chart windows the operator can pick, seconds.
-pub const WINDOWS_SECS: [u64; 3] = [60, 300, 900];
+pub const WINDOWS_SECS: [u64; 4] = [60, 300, 900, 3600];
 
 /// Splits a series into runs without gaps: a gap point, or two points further apart than
 /// `max_step`, ends a run.
@@ -150,7 +150,7 @@ pub fn version_charts_ui(
         );
         return;
     }
-    let max_step = model.scrape_interval * 3;
+    let max_step = crate::model::history::max_step(model.scrape_interval, window);
     let w = window.as_secs_f64();
     ui.horizontal_wrapped(|ui| {
         ui.colored_label(
