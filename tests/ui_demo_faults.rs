@@ -81,7 +81,7 @@ fn demo_app() -> (SpineApp, mpsc::Receiver<Command>) {
             error: None,
         })
         .unwrap();
-    app.drain_events();
+    while app.drain_events() {}
     app.view_mut().selected = Some("photo".into());
     (app, cmd_rx)
 }

@@ -87,7 +87,7 @@ fn app_with_identity() -> (SpineApp, mpsc::Sender<IoEvent>, mpsc::Receiver<Comma
             next_within: Duration::from_secs(1),
         })
         .unwrap();
-    app.drain_events();
+    while app.drain_events() {}
     (app, event_tx, cmd_rx)
 }
 
@@ -245,7 +245,7 @@ fn the_confirm_step_refuses_what_the_guard_rails_refuse() {
             next_within: Duration::from_secs(1),
         })
         .unwrap();
-    app.drain_events();
+    while app.drain_events() {}
     app.view_mut().selected = Some("identity".into());
     let mut h = harness(app);
     h.run();
@@ -305,7 +305,7 @@ fn registry_down_at_start_is_said_then_the_map_fills_in() {
             next_within: Duration::from_secs(1),
         })
         .unwrap();
-    h.state_mut().drain_events();
+    while h.state_mut().drain_events() {}
     h.run();
     assert!(
         h.query_by_label_contains("registry: no answer yet")
@@ -325,7 +325,7 @@ fn registry_down_at_start_is_said_then_the_map_fills_in() {
             next_within: Duration::from_secs(1),
         })
         .unwrap();
-    h.state_mut().drain_events();
+    while h.state_mut().drain_events() {}
     h.run();
     assert!(h.query_by_label_contains("registry: ok").is_some());
     h.get_by_role_and_label(Role::Button, "station identity");
@@ -373,7 +373,7 @@ fn a_cas_conflict_shows_theirs_and_mine_and_reapplying_uses_their_index() {
             next_within: Duration::from_secs(1),
         })
         .unwrap();
-    app.drain_events();
+    while app.drain_events() {}
     let mut h = harness(app);
     h.run();
     assert!(
@@ -422,7 +422,7 @@ fn the_datacenter_picker_emits_set_datacenter() {
             error: None,
         })
         .unwrap();
-    app.drain_events();
+    while app.drain_events() {}
     let mut h = harness(app);
     h.run();
     // The combo box is labelled "dc" and shows the current datacenter.
@@ -558,7 +558,7 @@ fn undo_writes_the_split_before_the_last_change_through_the_confirm_step() {
             next_within: Duration::from_secs(1),
         })
         .unwrap();
-    app.drain_events();
+    while app.drain_events() {}
     app.view_mut().selected = Some("identity".into());
     let mut h = harness(app);
     h.run();
@@ -607,7 +607,7 @@ fn the_audit_panel_lists_attempts_newest_first_and_selects_their_service() {
             }))
             .unwrap();
     }
-    app.drain_events();
+    while app.drain_events() {}
     let mut h = harness(app);
     h.run();
     assert!(h.query_by_label_contains("Audit log").is_none());
@@ -647,7 +647,7 @@ fn three_versions_show_the_remainder_and_normalise_fills_100() {
             next_within: Duration::from_secs(1),
         })
         .unwrap();
-    app.drain_events();
+    while app.drain_events() {}
     app.view_mut().selected = Some("identity".into());
     let mut h = harness(app);
     h.run();
