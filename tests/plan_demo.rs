@@ -114,7 +114,14 @@ async fn a_5xx_burst_in_v2_reverts_the_plan_and_pauses_it() {
     ];
     let start = PlanControl::Start {
         steps,
-        limits: GuardLimits::default(),
+        // Only a real fault trips these: on a loaded 2-core machine the demo's request
+        // limits can refuse a few percent and p99 can jump, which the default guards
+        // (5 %, 3 × p99) would rightly call a breach.
+        limits: GuardLimits {
+            max_5xx_pct: Some(50.0),
+            max_p99_factor: None,
+            ..GuardLimits::default()
+        },
     };
     for command in model.plan_control("identity", &start, Instant::now()) {
         io.commands.send(command).await.unwrap();
@@ -166,7 +173,8 @@ async fn a_5xx_burst_in_v2_reverts_the_plan_and_pauses_it() {
             model.shifting.plans["identity"].phase,
             Phase::Holding { .. }
         ),
-        "{calm:?}"
+        "{calm:?}: {:?}",
+        model.shifting.plans["identity"].phase
     );
 
     // The breach: every identity v2 instance answers 500.
