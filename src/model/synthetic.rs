@@ -169,6 +169,28 @@ pub fn model(services: &[ServiceSpec], lanes: &[LaneSpec], now: Instant) -> Mode
     model_over(services, lanes, now, 1)
 }
 
+/// The registry entry of `spec` with `instances`: resolver subsets when it has two or more
+/// versions, its split at index 42.
+fn service_entry(spec: &ServiceSpec, instances: Vec<Instance>) -> ServiceEntry {
+    let mut subsets: Vec<String> = spec.instances.iter().map(|(v, _)| v.clone()).collect();
+    subsets.sort();
+    subsets.dedup();
+    ServiceEntry {
+        protocol: None,
+        name: spec.name.clone(),
+        instances,
+        subsets: if subsets.len() > 1 {
+            subsets
+        } else {
+            Vec::new()
+        },
+        split: spec.split.as_ref().map(|pairs| SplitConfig {
+            split: Split::from_pairs(pairs.iter().map(|(v, w)| (v.clone(), *w))),
+            modify_index: 42,
+        }),
+    }
+}
+
 /// A model of the described spine at `now` after `history_secs` one-second windows (the
 /// charts have that much history).
 #[must_use]
@@ -210,23 +232,7 @@ pub fn model_over(
                     metrics_url: (i == 0).then(|| stats_url(&s.name)),
                 })
                 .collect();
-            let mut subsets: Vec<String> = s.instances.iter().map(|(v, _)| v.clone()).collect();
-            subsets.sort();
-            subsets.dedup();
-            ServiceEntry {
-                protocol: None,
-                name: s.name.clone(),
-                instances,
-                subsets: if subsets.len() > 1 {
-                    subsets
-                } else {
-                    Vec::new()
-                },
-                split: s.split.as_ref().map(|pairs| SplitConfig {
-                    split: Split::from_pairs(pairs.iter().map(|(v, w)| (v.clone(), *w))),
-                    modify_index: 42,
-                }),
-            }
+            service_entry(s, instances)
         })
         .collect();
     let history_secs = history_secs.max(1);
@@ -665,23 +671,7 @@ impl LargeSpine {
                         metrics_url: Some(self.stats_url(si, i)),
                     })
                     .collect();
-                let mut subsets: Vec<String> = s.instances.iter().map(|(v, _)| v.clone()).collect();
-                subsets.sort();
-                subsets.dedup();
-                ServiceEntry {
-                    protocol: None,
-                    name: s.name.clone(),
-                    instances,
-                    subsets: if subsets.len() > 1 {
-                        subsets
-                    } else {
-                        Vec::new()
-                    },
-                    split: s.split.as_ref().map(|pairs| SplitConfig {
-                        split: Split::from_pairs(pairs.iter().map(|(v, w)| (v.clone(), *w))),
-                        modify_index: 42,
-                    }),
-                }
+                service_entry(s, instances)
             })
             .collect();
         RegistrySnapshot {
