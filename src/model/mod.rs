@@ -91,6 +91,8 @@ pub struct SidecarState {
     pub service: String,
     /// Freshness and last error.
     pub status: SourceStatus,
+    /// Its scrape interval when the last answer came (see [`Model::sidecar_stale`]).
+    pub interval_at_scrape: Option<Duration>,
     prev: Option<(Instant, SidecarScrape)>,
     last: Option<(Instant, SidecarScrape)>,
 }
@@ -172,6 +174,8 @@ pub struct Model {
     pub registry_interval: Duration,
     /// Sidecar scrape interval (for freshness).
     pub scrape_interval: Duration,
+    /// The io layer's scrape tiers, once it reported them ([`IoEvent::ScrapePlan`]).
+    pub scrape_plan: Option<crate::io::ScrapePlan>,
     /// `Instant` ↔ wall clock pair, to show when things happened (see [`Model::wall_at`]).
     clock_anchor: (Instant, SystemTime),
     /// Per-lane and per-version history rings (`history.rs`).
@@ -214,6 +218,7 @@ impl Model {
             notices: VecDeque::new(),
             registry_interval,
             scrape_interval,
+            scrape_plan: None,
             // The model's only clock reading: an anchor for wall-clock display.
             clock_anchor: (Instant::now(), SystemTime::now()),
             history: history::History::default(),
@@ -296,9 +301,14 @@ impl Model {
                 }
             },
             IoEvent::Scrape { url, at, result } => {
+                let interval = self
+                    .sidecars
+                    .get(&url)
+                    .map(|s| self.sidecar_interval(&s.service));
                 let Some(sidecar) = self.sidecars.get_mut(&url) else {
                     return; // a scrape for a sidecar the registry no longer lists
                 };
+                sidecar.interval_at_scrape = interval;
                 match result {
                     Ok(scrape) => {
                         sidecar.status.record_ok(at);
@@ -326,6 +336,7 @@ impl Model {
                 }
             }
             IoEvent::Clusters { url, at, result } => self.apply_clusters(url, at, result),
+            IoEvent::ScrapePlan(plan) => self.scrape_plan = Some(plan),
             IoEvent::WriteFinished {
                 service,
                 split,
@@ -445,7 +456,7 @@ impl Model {
                     .filter(|c| !c.id.is_local())
                     .map(|c| key_of(&c.id)),
             );
-            let fresh = !sidecar.status.is_stale(now, self.scrape_interval);
+            let fresh = !self.sidecar_stale(sidecar, now);
             let (true, Some((t_prev, prev))) = (fresh, &sidecar.prev) else {
                 continue;
             };
@@ -581,7 +592,29 @@ impl Model {
             .sidecars
             .values()
             .filter(|s| s.service == caller)
-            .any(|s| !s.status.is_stale(now, self.scrape_interval))
+            .any(|s| !self.sidecar_stale(s, now))
+    }
+
+    /// The interval `service`'s sidecars are scraped at now (the io layer's plan; the base
+    /// interval before it reported one).
+    #[must_use]
+    pub fn sidecar_interval(&self, service: &str) -> Duration {
+        self.scrape_plan
+            .as_ref()
+            .map_or(self.scrape_interval, |p| p.interval_for(service))
+    }
+
+    /// A sidecar is stale after a failed scrape, or when no answer came within two of its
+    /// intervals: the longer of the one in effect at its last answer and the current one
+    /// (a sidecar that just moved to a shorter interval is not stale before it could be
+    /// scraped again).
+    #[must_use]
+    pub fn sidecar_stale(&self, sidecar: &SidecarState, now: Instant) -> bool {
+        let current = self.sidecar_interval(&sidecar.service);
+        let interval = sidecar
+            .interval_at_scrape
+            .map_or(current, |at| at.max(current));
+        sidecar.status.is_stale(now, interval)
     }
 
     /// Number of sidecars that have at least two scrapes (a full window).
