@@ -82,6 +82,16 @@ impl ClusterStats {
         }
     }
 
+    /// Sets the request-time histogram at once: `count` requests taking `sum_ms` in all,
+    /// `cdf(bound)` of them at most `bound` ms (the synthetic spine's traffic model).
+    pub(crate) fn set_time_histogram(&mut self, count: u64, sum_ms: f64, cdf: impl Fn(f64) -> f64) {
+        self.time_count = count;
+        self.time_sum_ms = sum_ms;
+        for (slot, (bound, _)) in self.time_buckets.iter_mut().zip(BUCKETS) {
+            *slot = ((count as f64) * cdf(bound).clamp(0.0, 1.0)).floor() as u64;
+        }
+    }
+
     fn by_class(&self) -> BTreeMap<u16, u64> {
         let mut out = BTreeMap::new();
         for (code, n) in &self.rq_by_code {
