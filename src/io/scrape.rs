@@ -23,6 +23,9 @@
 //!   membership / ejection gauges of that scrape differ from those at the last fetch, the
 //!   last fetch failed, or it is older than [`CLUSTERS_REFRESH`]; a 404 pauses it for
 //!   [`CLUSTERS_404_PAUSE`].
+//! - **Paced wakes.** Scrape results wake the UI at most every [`SCRAPE_WAKE_PERIOD`]
+//!   (the last result of a burst still wakes it, at the end of the period): hundreds of
+//!   scrapes a second make a few frames, not one each.
 
 use std::cmp::Reverse;
 use std::fmt::Write as _;
@@ -78,6 +81,8 @@ const FOCUS_DEBOUNCE: Duration = Duration::from_millis(200);
 const INTERVAL_STEP_MS: u64 = 100;
 /// Longest interval either tier gets.
 const MAX_INTERVAL: Duration = Duration::from_hours(1);
+/// Scrape results wake the UI at most this often.
+pub const SCRAPE_WAKE_PERIOD: Duration = Duration::from_millis(100);
 /// Largest sidecar stats (and clusters) body read.
 const MAX_STATS_BYTES: usize = 32 * 1024 * 1024;
 
@@ -484,6 +489,71 @@ impl Scheduler {
     }
 }
 
+/// What a paced wake does with one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Wake the UI now.
+    Now,
+    /// Wake it at this time (the end of the period).
+    At(Instant),
+    /// A wake is already scheduled.
+    Nothing,
+}
+
+/// The state of a paced wake: when it last woke the UI, and whether one is scheduled.
+#[derive(Debug, Default)]
+struct PaceState {
+    last: Option<Instant>,
+    scheduled: bool,
+}
+
+impl PaceState {
+    fn call(&mut self, now: Instant, period: Duration) -> Pace {
+        if self.scheduled {
+            return Pace::Nothing;
+        }
+        match self.last {
+            Some(last) if now < last + period => {
+                self.scheduled = true;
+                Pace::At(last + period)
+            }
+            _ => {
+                self.last = Some(now);
+                Pace::Now
+            }
+        }
+    }
+
+    fn fired(&mut self, now: Instant) {
+        self.scheduled = false;
+        self.last = Some(now);
+    }
+}
+
+/// `wake`, called at most once per `period`: a call within the period after the last wake
+/// schedules one wake at its end (further calls until then add nothing).
+fn paced(wake: Wake, period: Duration) -> Wake {
+    fn lock(s: &std::sync::Mutex<PaceState>) -> std::sync::MutexGuard<'_, PaceState> {
+        s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    let state = Arc::new(std::sync::Mutex::new(PaceState::default()));
+    Arc::new(move || {
+        let pace = lock(&state).call(Instant::now(), period);
+        match pace {
+            Pace::Now => wake(),
+            Pace::At(at) => {
+                let (state, wake) = (Arc::clone(&state), Arc::clone(&wake));
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    lock(&state).fired(Instant::now());
+                    wake();
+                });
+            }
+            Pace::Nothing => {}
+        }
+    })
+}
+
 fn burst(config: &IoConfig) -> f64 {
     (config.max_scrapes_per_sec * BURST_SECS).max(1.0)
 }
@@ -498,6 +568,7 @@ pub(super) async fn run(
     tx: mpsc::Sender<IoEvent>,
     wake: Wake,
 ) {
+    let wake = paced(wake, SCRAPE_WAKE_PERIOD);
     let slots = Slots::new(config.max_concurrent_scrapes);
     let mut sched = Scheduler::new(config);
     let mut running: JoinSet<Done> = JoinSet::new();
@@ -892,6 +963,23 @@ mod tests {
         assert_eq!(plan.interval_for("b"), Duration::from_secs(4));
         let all = ScrapePlan { focus: None, ..plan };
         assert_eq!(all.interval_for("b"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn wakes_are_paced_and_the_last_one_still_comes() {
+        let period = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut st = PaceState::default();
+        assert_eq!(st.call(t0, period), Pace::Now, "the first at once");
+        assert_eq!(st.call(ms(10), period), Pace::At(ms(100)), "then at the period's end");
+        for n in 11..99 {
+            assert_eq!(st.call(ms(n), period), Pace::Nothing);
+        }
+        st.fired(ms(100));
+        assert_eq!(st.call(ms(150), period), Pace::At(ms(200)));
+        st.fired(ms(200));
+        assert_eq!(st.call(ms(900), period), Pace::Now, "after a quiet period: at once");
     }
 
     #[test]
