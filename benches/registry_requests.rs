@@ -3,6 +3,8 @@
 //! while the dashboard's Consul adapter follows it. Prints one row per size; `cargo bench
 //! --bench registry_requests`. Under `cargo test` (no `--bench` argument) it runs 10 only.
 
+// Test support shared with `tests/registry_requests.rs`: a failed setup fails the run.
+#[allow(clippy::expect_used)]
 #[path = "../tests/support/registry_counts.rs"]
 mod registry_counts;
 
@@ -25,7 +27,13 @@ fn main() {
     );
     println!(
         "{:>9} {:>9} {:>9} {:>14} {:>13} {:>13} {:>15}",
-        "services", "poll", "start", "health change", "split change", "new instance", "idle per wait"
+        "services",
+        "poll",
+        "start",
+        "health change",
+        "split change",
+        "new instance",
+        "idle per wait"
     );
     for &n in sizes {
         let c = rt.block_on(registry_counts::measure(n, idle));

@@ -49,7 +49,7 @@ fn start(args: &[&str]) -> (Server, String) {
         let _ = tx.send(line);
     });
     let line = rx
-        .recv_timeout(Duration::from_secs(120))
+        .recv_timeout(Duration::from_mins(2))
         .expect("the URL line within 120 s");
     (server, line.trim().to_owned())
 }
@@ -184,7 +184,14 @@ async fn the_six_service_demo_serves_too() {
     let names: Vec<&str> = snapshot.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["gateway", "identity", "notification", "payment", "photo", "portal"]
+        [
+            "gateway",
+            "identity",
+            "notification",
+            "payment",
+            "photo",
+            "portal"
+        ]
     );
     stop(server);
 }

@@ -92,7 +92,8 @@ async fn trickling_sidecar() -> String {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10000\r\n\r\n";
+                let head =
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10000\r\n\r\n";
                 if socket.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }

@@ -149,10 +149,14 @@ fn filtered(body: &str, re: &Regex) -> String {
         .filter_map(|l| l.strip_suffix(" histogram"))
         .map(str::to_owned)
         .collect();
-    body.lines()
-        .filter(|l| l.starts_with('#') || l.is_empty() || re.is_match(&internal_name(l, &histograms)))
-        .map(|l| format!("{l}\n"))
-        .collect()
+    let mut out = String::new();
+    for line in body.lines().filter(|l| {
+        l.starts_with('#') || l.is_empty() || re.is_match(&internal_name(l, &histograms))
+    }) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[test]

@@ -69,7 +69,6 @@ impl RequestCounter {
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     }
-
 }
 
 /// Counts each answer once it is sent (a blocking query counts when it answers).

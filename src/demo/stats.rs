@@ -409,7 +409,11 @@ pub(crate) fn render(
             "membership_healthy",
             m.healthy,
         );
-        gauge("envoy_cluster_membership_total", "membership_total", m.total);
+        gauge(
+            "envoy_cluster_membership_total",
+            "membership_total",
+            m.total,
+        );
         if c.outlier_detection {
             gauge(
                 "envoy_cluster_outlier_detection_ejections_active",

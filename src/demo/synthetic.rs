@@ -85,6 +85,11 @@ enum LaneMood {
     Open,
 }
 
+/// A host of a cluster: instance id, app port, healthy.
+type Host = (String, u16, bool);
+/// A version's weight in hundredths, per version.
+type SplitWeights = Vec<(String, u32)>;
+
 /// One upstream cluster of a caller's sidecars.
 #[derive(Debug)]
 struct Lane {
@@ -96,8 +101,8 @@ struct Lane {
     err_ratio: f64,
     latency_ms: f64,
     mood: LaneMood,
-    /// Callee hosts: (instance id, app port, healthy).
-    hosts: Vec<(String, u16, bool)>,
+    /// Callee hosts.
+    hosts: Vec<Host>,
 }
 
 /// One service: its sidecars' fixed labels and upstream clusters.
@@ -159,7 +164,11 @@ impl Mesh {
             Some(l) => (
                 l.err_ratio,
                 l.latency_ms,
-                if l.mood == LaneMood::Saturated { 0.08 } else { 0.0 },
+                if l.mood == LaneMood::Saturated {
+                    0.08
+                } else {
+                    0.0
+                },
             ),
             None => (0.0, 2.0, 0.0),
         };
@@ -317,7 +326,7 @@ struct Built {
     specs: Vec<InstanceSpec>,
     healths: Vec<Health>,
     /// Service names (sorted) with their split, if any (hundredths per version).
-    names: Vec<(String, Option<Vec<(String, u32)>>)>,
+    names: Vec<(String, Option<SplitWeights>)>,
 }
 
 /// Builds the mesh and the registry's instance list.
@@ -333,7 +342,7 @@ fn build(cfg: &SyntheticConfig, sidecar_port: u16) -> Built {
     let mut healths = Vec::new();
     let mut sidecars = HashMap::new();
     // (service, version) → hosts.
-    let mut hosts: HashMap<(usize, &str), Vec<(String, u16, bool)>> = HashMap::new();
+    let mut hosts: HashMap<(usize, &str), Vec<Host>> = HashMap::new();
     for (si, s) in services.iter().enumerate() {
         for (j, (version, health)) in s.instances.iter().enumerate() {
             let id = format!("{}-{version}-{}", s.name, j + 1);
@@ -504,7 +513,12 @@ fn split_entries(name: &str, weights: &[(String, u32)]) -> [String; 2] {
         .collect();
     let splits: Vec<String> = weights
         .iter()
-        .map(|(v, w)| format!(r#"{{"Weight":{},"ServiceSubset":"{v}"}}"#, f64::from(*w) / 100.0))
+        .map(|(v, w)| {
+            format!(
+                r#"{{"Weight":{},"ServiceSubset":"{v}"}}"#,
+                f64::from(*w) / 100.0
+            )
+        })
         .collect();
     let default = weights.first().map_or("", |(v, _)| v.as_str());
     [
@@ -622,6 +636,7 @@ impl SyntheticSpine {
 
     /// Sets an instance's health check (one registry change, as a real check flip);
     /// `false` for an unknown id or no change.
+    #[must_use = "false: unknown instance or no change"]
     pub fn set_health(&self, instance_id: &str, health: Health) -> bool {
         let output = format!("synthetic: set to {}", health.as_str());
         lock(&self.inner.registry).set_check(instance_id, health, output)
@@ -778,7 +793,11 @@ mod tests {
             .flat_map(|s| s.lanes.iter().map(|l| l.mood))
             .collect();
         let count = |m: LaneMood| moods.iter().filter(|x| **x == m).count();
-        assert!(count(LaneMood::Saturated) > 20, "{}", count(LaneMood::Saturated));
+        assert!(
+            count(LaneMood::Saturated) > 20,
+            "{}",
+            count(LaneMood::Saturated)
+        );
         assert!(count(LaneMood::Ejecting) > 20);
         assert!(count(LaneMood::Open) > 3);
         let slow = mesh.sidecars.values().filter(|s| s.slow).count();

@@ -131,6 +131,4 @@ mod tasks;
 
 pub use http::{FetchError, fetch_text};
 pub use scrape::ScrapePlan;
-pub use tasks::{
-    DEFAULT_SCRAPES_PER_SEC, IoConfig, IoHandle, IoTasks, Wake, clusters_url, spawn,
-};
+pub use tasks::{DEFAULT_SCRAPES_PER_SEC, IoConfig, IoHandle, IoTasks, Wake, clusters_url, spawn};

@@ -28,9 +28,9 @@
 //!   scrapes a second make a few frames, not one each.
 
 use std::cmp::Reverse;
-use std::fmt::Write as _;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +39,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::tasks::{IoConfig, Wake, clusters_url, emit};
 use super::http::fetch_text_as;
+use super::tasks::{IoConfig, Wake, clusters_url, emit};
 use super::{FetchError, IoEvent, fetch_text};
 use crate::metrics::{SidecarScrape, parse_clusters_json, parse_envoy_stats};
 
@@ -211,7 +211,9 @@ fn interval_of(rate_per_sec: f64) -> Duration {
     if !(rate_per_sec.is_finite() && rate_per_sec > 0.0) {
         return MAX_INTERVAL;
     }
-    let ms = (1000.0 / rate_per_sec).ceil().min(MAX_INTERVAL.as_millis() as f64) as u64;
+    let ms = (1000.0 / rate_per_sec)
+        .ceil()
+        .min(MAX_INTERVAL.as_millis() as f64) as u64;
     let stepped = ms.div_ceil(INTERVAL_STEP_MS) * INTERVAL_STEP_MS;
     Duration::from_millis(stepped.max(1)).min(MAX_INTERVAL)
 }
@@ -449,9 +451,12 @@ impl Scheduler {
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled_at).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
         self.refilled_at = now;
-        self.tokens = (self.tokens + elapsed * self.config.max_scrapes_per_sec).min(burst(&self.config));
+        self.tokens =
+            (self.tokens + elapsed * self.config.max_scrapes_per_sec).min(burst(&self.config));
     }
 
     /// The next URL to scrape now, focused first; `Err(when)`: nothing before `when`
@@ -672,7 +677,13 @@ fn start_scrape(
         clusters: t.clusters.clone(),
         timeout: sched.config.scrape_timeout,
     };
-    let handle = running.spawn(scrape_once(job, slot, http.clone(), tx.clone(), Arc::clone(wake)));
+    let handle = running.spawn(scrape_once(
+        job,
+        slot,
+        http.clone(),
+        tx.clone(),
+        Arc::clone(wake),
+    ));
     t.in_flight = Some(handle);
 }
 
@@ -844,7 +855,9 @@ mod tests {
     fn stats_urls_get_usedonly_and_the_filter() {
         let url = stats_request_url("http://127.0.0.1:19000/stats/prometheus");
         assert!(
-            url.starts_with("http://127.0.0.1:19000/stats/prometheus?usedonly&filter=%5Ecluster%5C.")
+            url.starts_with(
+                "http://127.0.0.1:19000/stats/prometheus?usedonly&filter=%5Ecluster%5C."
+            )
         );
         assert!(!url.contains('+') && !url.contains('|') && !url.contains('\\'));
         // Consul's envoy_prometheus_bind_addr listener.
@@ -882,7 +895,12 @@ mod tests {
             "circuit_breakers.default.rq_pending_open",
             "circuit_breakers.default.cx_open",
         ] {
-            for cluster in [consul, "cluster.backend", "cluster.local_app", "cluster.a.b"] {
+            for cluster in [
+                consul,
+                "cluster.backend",
+                "cluster.local_app",
+                "cluster.a.b",
+            ] {
                 let name = format!("{cluster}.{stat}");
                 assert!(re.is_match(&name), "{name} must be kept");
             }
@@ -906,7 +924,14 @@ mod tests {
             assert!(!re.is_match(&dropped), "{dropped} must be dropped");
         }
         // Segments that only look like the twins are kept.
-        for seg in ["externa", "externals", "exteRnal", "intern4l", "xnternal", "enternal"] {
+        for seg in [
+            "externa",
+            "externals",
+            "exteRnal",
+            "intern4l",
+            "xnternal",
+            "enternal",
+        ] {
             let name = format!("cluster.a.{seg}.upstream_rq_total");
             assert!(re.is_match(&name), "{name}");
         }
@@ -961,7 +986,10 @@ mod tests {
         };
         assert_eq!(plan.interval_for("a"), Duration::from_secs(1));
         assert_eq!(plan.interval_for("b"), Duration::from_secs(4));
-        let all = ScrapePlan { focus: None, ..plan };
+        let all = ScrapePlan {
+            focus: None,
+            ..plan
+        };
         assert_eq!(all.interval_for("b"), Duration::from_secs(1));
     }
 
@@ -972,14 +1000,22 @@ mod tests {
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut st = PaceState::default();
         assert_eq!(st.call(t0, period), Pace::Now, "the first at once");
-        assert_eq!(st.call(ms(10), period), Pace::At(ms(100)), "then at the period's end");
+        assert_eq!(
+            st.call(ms(10), period),
+            Pace::At(ms(100)),
+            "then at the period's end"
+        );
         for n in 11..99 {
             assert_eq!(st.call(ms(n), period), Pace::Nothing);
         }
         st.fired(ms(100));
         assert_eq!(st.call(ms(150), period), Pace::At(ms(200)));
         st.fired(ms(200));
-        assert_eq!(st.call(ms(900), period), Pace::Now, "after a quiet period: at once");
+        assert_eq!(
+            st.call(ms(900), period),
+            Pace::Now,
+            "after a quiet period: at once"
+        );
     }
 
     #[test]

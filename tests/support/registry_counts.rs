@@ -44,7 +44,7 @@ fn answered(spine: &SyntheticSpine) -> u64 {
 }
 
 async fn next_snapshot(rx: &mut mpsc::Receiver<FeedUpdate>) -> RegistrySnapshot {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(2);
     loop {
         let update = tokio::time::timeout_at(deadline, rx.recv())
             .await
@@ -70,10 +70,7 @@ const SETTLE: Duration = Duration::from_millis(400);
 
 /// Follows `spine` with blocking queries of `wait`; returns the snapshot channel and the
 /// follow task.
-fn follow(
-    url: &str,
-    wait: Duration,
-) -> (mpsc::Receiver<FeedUpdate>, tokio::task::JoinHandle<()>) {
+fn follow(url: &str, wait: Duration) -> (mpsc::Receiver<FeedUpdate>, tokio::task::JoinHandle<()>) {
     let client = ConsulClient::new(url)
         .expect("registry URL")
         .with_blocking_wait(wait);
