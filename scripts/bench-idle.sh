@@ -6,6 +6,9 @@
 # 10 instances each), starts `spine-dash demo --serve [--size N]`, runs the dashboard in a
 # real window under Xvfb against it (../shared/tools/idle-cpu.sh), and prints the CPU share
 # (of one core) and RSS of both processes over the same measuring window.
+# Each size is measured twice: with the default view (moving particles on: under Xvfb the
+# window counts as focused, so they animate) and with particles off (as when the window is
+# not focused). The dashboard starts from a fresh view state (its own XDG data/config dirs).
 # Defaults: 20 s warm-up, 30 s measured, sizes 6 and 2000. Builds the release binary first.
 # Stops only what it started, by PID.
 set -euo pipefail
@@ -37,8 +40,15 @@ ticks() {  # utime+stime of one process (all its threads), in clock ticks
 rss_mib() { awk '/VmRSS/{printf "%.0f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hz=$(getconf CLK_TCK)
 
-printf '%-28s %-44s %s\n' "spine" "dashboard (window, Xvfb)" "demo --serve"
+printf '%-28s %-14s %-40s %s\n' "spine" "particles" "dashboard (window, Xvfb)" "demo --serve"
 for size in "${sizes[@]}"; do
+ for particles in on off; do
+  # A fresh view state; "off" starts with particles off (persisted view, serde defaults).
+  rm -rf "$tmp/xdg"; mkdir -p "$tmp/xdg/data/spine-dash" "$tmp/xdg/config"
+  if [ "$particles" = off ]; then
+    printf '{\n    "spine-dash.view": "(particles:false)",\n}\n' >"$tmp/xdg/data/spine-dash/app.ron"
+  fi
+  export XDG_DATA_HOME="$tmp/xdg/data" XDG_CONFIG_HOME="$tmp/xdg/config"
   if [ "$size" = 6 ]; then args=(); label="demo, 6 services (traffic)"; else
     args=(--size "$size"); label="synthetic, $size services"; fi
   "$bin" demo --serve "${args[@]}" >"$tmp/url" 2>"$tmp/demo.log" &
@@ -55,9 +65,12 @@ for size in "${sizes[@]}"; do
   wait "$tool_pid" || true
   demo_cpu=$(python3 -c "print(f'{100*($t1-$t0)/$hz/($s1-$s0):.1f}')")
   app=$(tail -n1 "$tmp/app.txt")
-  printf '%-28s %-44s %s\n' "$label" "$(echo "$app" | sed -E 's/ over .*\), rss/, rss/')" \
-    "cpu $demo_cpu% of one core, rss $rss MiB"
+  printf '%-28s %-14s %-40s %s\n' "$label" "$particles" \
+    "$(echo "$app" | sed -E 's/ of one core over .*\), rss/, rss/')" \
+    "cpu $demo_cpu%, rss $rss MiB"
   kill -TERM "$demo_pid" 2>/dev/null || true
   wait "$demo_pid" 2>/dev/null || true
   demo_pid=""
+ done
 done
+echo "(cpu: % of one core over the measured window; rss: resident memory at its end)"

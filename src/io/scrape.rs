@@ -23,9 +23,11 @@
 //!   membership / ejection gauges of that scrape differ from those at the last fetch, the
 //!   last fetch failed, or it is older than [`CLUSTERS_REFRESH`]; a 404 pauses it for
 //!   [`CLUSTERS_404_PAUSE`].
-//! - **Paced wakes.** Scrape results wake the UI at most every [`SCRAPE_WAKE_PERIOD`]
-//!   (the last result of a burst still wakes it, at the end of the period): hundreds of
-//!   scrapes a second make a few frames, not one each.
+//! - **Paced wakes.** Scrape results wake the UI at most once per half focused interval,
+//!   between [`MIN_WAKE_PERIOD`] and [`MAX_WAKE_PERIOD`] (the last result of a burst still
+//!   wakes it, at the end of the period): hundreds of scrapes a second make one or two
+//!   frames, not one each — a frame costs far more than a scrape, the more so under
+//!   software rendering.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
@@ -33,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -81,8 +84,16 @@ const FOCUS_DEBOUNCE: Duration = Duration::from_millis(200);
 const INTERVAL_STEP_MS: u64 = 100;
 /// Longest interval either tier gets.
 const MAX_INTERVAL: Duration = Duration::from_hours(1);
-/// Scrape results wake the UI at most this often.
-pub const SCRAPE_WAKE_PERIOD: Duration = Duration::from_millis(100);
+/// Scrape results wake the UI at most every half focused interval, but at least this
+/// often…
+pub const MIN_WAKE_PERIOD: Duration = Duration::from_millis(100);
+/// …and at most this seldom.
+pub const MAX_WAKE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The wake period for a focused interval (see [`MIN_WAKE_PERIOD`]).
+fn wake_period(focused_interval: Duration) -> Duration {
+    (focused_interval / 2).clamp(MIN_WAKE_PERIOD, MAX_WAKE_PERIOD)
+}
 /// Largest sidecar stats (and clusters) body read.
 const MAX_STATS_BYTES: usize = 32 * 1024 * 1024;
 
@@ -535,14 +546,16 @@ impl PaceState {
     }
 }
 
-/// `wake`, called at most once per `period`: a call within the period after the last wake
-/// schedules one wake at its end (further calls until then add nothing).
-fn paced(wake: Wake, period: Duration) -> Wake {
+/// `wake`, called at most once per `period` (milliseconds, may change): a call within the
+/// period after the last wake schedules one wake at its end (further calls until then add
+/// nothing).
+fn paced(wake: Wake, period_ms: Arc<AtomicU64>) -> Wake {
     fn lock(s: &std::sync::Mutex<PaceState>) -> std::sync::MutexGuard<'_, PaceState> {
         s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
     let state = Arc::new(std::sync::Mutex::new(PaceState::default()));
     Arc::new(move || {
+        let period = Duration::from_millis(period_ms.load(Ordering::Relaxed));
         let pace = lock(&state).call(Instant::now(), period);
         match pace {
             Pace::Now => wake(),
@@ -573,7 +586,10 @@ pub(super) async fn run(
     tx: mpsc::Sender<IoEvent>,
     wake: Wake,
 ) {
-    let wake = paced(wake, SCRAPE_WAKE_PERIOD);
+    let wake_period_ms = Arc::new(AtomicU64::new(
+        wake_period(config.scrape_interval).as_millis() as u64,
+    ));
+    let wake = paced(wake, Arc::clone(&wake_period_ms));
     let slots = Slots::new(config.max_concurrent_scrapes);
     let mut sched = Scheduler::new(config);
     let mut running: JoinSet<Done> = JoinSet::new();
@@ -588,10 +604,21 @@ pub(super) async fn run(
         if retier_due.is_some_and(|t| t <= now) {
             retier_due = None;
             last_retier = Some(now);
-            if let Some(plan) = sched.retier(now)
-                && !emit(&tx, &wake, IoEvent::ScrapePlan(plan)).await
-            {
-                return;
+            if let Some(plan) = sched.retier(now) {
+                let focused = sched.targets.values().filter(|t| t.focused).count();
+                tracing::info!(
+                    "scrape plan: {} sidecars, {focused} focused every {:?}, the others every {:?}",
+                    sched.targets.len(),
+                    plan.focused_interval,
+                    plan.other_interval
+                );
+                wake_period_ms.store(
+                    wake_period(plan.focused_interval).as_millis() as u64,
+                    Ordering::Relaxed,
+                );
+                if !emit(&tx, &wake, IoEvent::ScrapePlan(plan)).await {
+                    return;
+                }
             }
         }
         // Start every scrape that is due (and allowed by the budget).
@@ -1016,6 +1043,9 @@ mod tests {
             Pace::Now,
             "after a quiet period: at once"
         );
+        assert_eq!(wake_period(Duration::from_secs(1)), Duration::from_millis(500));
+        assert_eq!(wake_period(Duration::from_millis(100)), MIN_WAKE_PERIOD);
+        assert_eq!(wake_period(Duration::from_secs(50)), MAX_WAKE_PERIOD);
     }
 
     #[test]
