@@ -77,6 +77,7 @@ impl Launch {
         let config = IoConfig {
             read_only,
             prometheus: resolved.metrics.value.prometheus().cloned(),
+            max_scrapes_per_sec: scrape_budget(std::env::var(SCRAPE_BUDGET_VAR).ok().as_deref())?,
             ..IoConfig::default()
         };
         let (client, demo, info) = match &resolved.registry.value {
@@ -165,8 +166,39 @@ impl Launch {
     }
 }
 
+/// Environment variable with the sidecar scrape budget (scrapes per second, over all
+/// sidecars; see the README's "Scraping many sidecars").
+pub const SCRAPE_BUDGET_VAR: &str = "SPINE_DASH_SCRAPES_PER_SEC";
+
+/// The scrape budget from [`SCRAPE_BUDGET_VAR`]'s value (absent or empty: the default).
+pub fn scrape_budget(value: Option<&str>) -> Result<f64, String> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(io::DEFAULT_SCRAPES_PER_SEC),
+        Some(v) => match v.parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= 1.0 => Ok(n),
+            _ => Err(format!(
+                "{SCRAPE_BUDGET_VAR}: scrapes per second must be a number of at least 1, not {v:?}"
+            )),
+        },
+    }
+}
+
 /// A wake callback that does nothing (headless use).
 #[must_use]
 pub fn no_wake() -> Wake {
     Arc::new(|| {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scrape_budget_comes_from_its_variable() {
+        assert_eq!(scrape_budget(None), Ok(io::DEFAULT_SCRAPES_PER_SEC));
+        assert_eq!(scrape_budget(Some(" ")), Ok(io::DEFAULT_SCRAPES_PER_SEC));
+        assert_eq!(scrape_budget(Some("2000")), Ok(2000.0));
+        assert!(scrape_budget(Some("0")).is_err());
+        assert!(scrape_budget(Some("lots")).unwrap_err().contains(SCRAPE_BUDGET_VAR));
+    }
 }

@@ -23,11 +23,10 @@
 //!   membership / ejection gauges of that scrape differ from those at the last fetch, the
 //!   last fetch failed, or it is older than [`CLUSTERS_REFRESH`]; a 404 pauses it for
 //!   [`CLUSTERS_404_PAUSE`].
-//! - **Paced wakes.** Scrape results wake the UI at most once per half focused interval,
+//! - **Paced wakes.** Scrape results wake the UI at most once per focused interval, kept
 //!   between [`MIN_WAKE_PERIOD`] and [`MAX_WAKE_PERIOD`] (the last result of a burst still
-//!   wakes it, at the end of the period): hundreds of scrapes a second make one or two
-//!   frames, not one each — a frame costs far more than a scrape, the more so under
-//!   software rendering.
+//!   wakes it, at the end of the period): hundreds of scrapes a second make one frame, not
+//!   one each — a frame costs far more than a scrape, the more so under software rendering.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
@@ -84,7 +83,7 @@ const FOCUS_DEBOUNCE: Duration = Duration::from_millis(200);
 const INTERVAL_STEP_MS: u64 = 100;
 /// Longest interval either tier gets.
 const MAX_INTERVAL: Duration = Duration::from_hours(1);
-/// Scrape results wake the UI at most every half focused interval, but at least this
+/// Scrape results wake the UI at most once per focused interval, but at least this
 /// often…
 pub const MIN_WAKE_PERIOD: Duration = Duration::from_millis(100);
 /// …and at most this seldom.
@@ -92,7 +91,7 @@ pub const MAX_WAKE_PERIOD: Duration = Duration::from_secs(1);
 
 /// The wake period for a focused interval (see [`MIN_WAKE_PERIOD`]).
 fn wake_period(focused_interval: Duration) -> Duration {
-    (focused_interval / 2).clamp(MIN_WAKE_PERIOD, MAX_WAKE_PERIOD)
+    focused_interval.clamp(MIN_WAKE_PERIOD, MAX_WAKE_PERIOD)
 }
 /// Largest sidecar stats (and clusters) body read.
 const MAX_STATS_BYTES: usize = 32 * 1024 * 1024;
@@ -1043,7 +1042,7 @@ mod tests {
             Pace::Now,
             "after a quiet period: at once"
         );
-        assert_eq!(wake_period(Duration::from_secs(1)), Duration::from_millis(500));
+        assert_eq!(wake_period(Duration::from_millis(500)), Duration::from_millis(500));
         assert_eq!(wake_period(Duration::from_millis(100)), MIN_WAKE_PERIOD);
         assert_eq!(wake_period(Duration::from_secs(50)), MAX_WAKE_PERIOD);
     }
