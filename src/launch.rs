@@ -199,6 +199,10 @@ mod tests {
         assert_eq!(scrape_budget(Some(" ")), Ok(io::DEFAULT_SCRAPES_PER_SEC));
         assert_eq!(scrape_budget(Some("2000")), Ok(2000.0));
         assert!(scrape_budget(Some("0")).is_err());
-        assert!(scrape_budget(Some("lots")).unwrap_err().contains(SCRAPE_BUDGET_VAR));
+        assert!(
+            scrape_budget(Some("lots"))
+                .unwrap_err()
+                .contains(SCRAPE_BUDGET_VAR)
+        );
     }
 }

@@ -3,10 +3,12 @@
 //! - **Independent scrapes.** Each scrape is its own task with its own deadline
 //!   (`scrape_timeout`, body included); there is no round and no barrier, so a slow or hung
 //!   sidecar delays only itself.
-//! - **Bounded concurrency.** At most `max_concurrent_scrapes` scrapes are in flight. A
-//!   sidecar whose last scrape failed (timeout, refused, bad body) is *suspect* and waits
-//!   for one of a small separate share of those slots (an eighth), so sidecars that hang
-//!   until the deadline cannot take the slots of the answering ones.
+//! - **Bounded concurrency.** At most `max_concurrent_scrapes` scrapes are in flight; a
+//!   scrape starts only when a slot is free (no queue builds up behind the slots). A
+//!   sidecar whose last scrape failed (timeout, refused, bad body) is *suspect* and needs
+//!   one of a small separate share of those slots (an eighth; without a free one it waits
+//!   a base interval), so sidecars that hang until the deadline cannot take the slots of
+//!   the answering ones.
 //! - **Filtered scrapes.** The request adds Envoy's `usedonly` and a `filter` regex
 //!   ([`ENVOY_STATS_FILTER`]) that keeps exactly the stats the parser folds, and drops the
 //!   `external.` / `internal.` twins (on Envoy's fixture: 111 KB instead of 305 KB).
@@ -248,14 +250,18 @@ struct Target {
     due: Instant,
     /// Generation of its queue entry: older entries of this URL are skipped.
     seq: u64,
-    /// The scrape in flight, if any.
-    in_flight: Option<AbortHandle>,
+    /// A scrape is in flight.
+    in_flight: bool,
+    /// Its task (aborted when the registry drops the sidecar).
+    task: Option<AbortHandle>,
     /// Scrapes started so far.
     started: u64,
     last_start: Option<Instant>,
     /// The last scrape failed: the next one waits for a suspect slot.
     suspect: bool,
     clusters: ClustersMemo,
+    /// Its place in the interval, in `[0, 1)` (spreads the scrapes evenly).
+    phase: f64,
 }
 
 /// What a finished scrape reports back to the scheduler.
@@ -349,15 +355,21 @@ impl Scheduler {
         }
     }
 
-    /// When `t`'s next scrape is due after one that started at `started`: the first two
-    /// scrapes one base interval apart (the first window), then its tier's interval.
+    /// The time from `t`'s last scrape start to its next: the first two scrapes one base
+    /// interval apart (the first window), then its tier's interval — the first of those
+    /// cut to the sidecar's phase of it, so that after the warm-up burst the scrapes are
+    /// spread over the whole interval at once.
     fn gap_after(&self, t: &Target, plan: &ScrapePlan) -> Duration {
-        if t.started < 2 {
-            self.config.scrape_interval
-        } else if t.focused {
+        let base = self.config.scrape_interval;
+        let interval = if t.focused {
             plan.focused_interval
         } else {
             plan.other_interval
+        };
+        match t.started {
+            0 | 1 => base,
+            2 => interval.mul_f64(t.phase).max(base),
+            _ => interval,
         }
     }
 
@@ -366,7 +378,7 @@ impl Scheduler {
     fn sync_urls(&mut self, urls: &BTreeMap<String, String>, now: Instant) {
         self.targets.retain(|url, t| {
             let keep = urls.contains_key(url);
-            if !keep && let Some(task) = &t.in_flight {
+            if !keep && let Some(task) = &t.task {
                 task.abort();
             }
             keep
@@ -383,8 +395,10 @@ impl Scheduler {
                     service: service.clone(),
                     focused: true,
                     due: now + spread.mul_f64(phase_of(url)),
+                    phase: phase_of(url),
                     seq: 0,
-                    in_flight: None,
+                    in_flight: false,
+                    task: None,
                     started: 0,
                     last_start: None,
                     suspect: false,
@@ -424,7 +438,7 @@ impl Scheduler {
         let urls: Vec<String> = self
             .targets
             .iter()
-            .filter(|(_, t)| t.in_flight.is_none())
+            .filter(|(_, t)| !t.in_flight)
             .map(|(u, _)| u.clone())
             .collect();
         for url in urls {
@@ -445,12 +459,12 @@ impl Scheduler {
     fn head(
         queue: &mut BinaryHeap<Reverse<(Instant, u64, String)>>,
         targets: &HashMap<String, Target>,
-    ) -> Option<(Instant, bool)> {
+    ) -> Option<(Instant, bool, String)> {
         while let Some(Reverse((due, seq, url))) = queue.peek() {
             match targets.get(url) {
-                Some(t) if t.seq == *seq && t.in_flight.is_none() => {
+                Some(t) if t.seq == *seq && !t.in_flight => {
                     // Warm-up scrapes (the first two) are not held back by the budget.
-                    return Some((*due, t.started < 2));
+                    return Some((*due, t.started < 2, url.clone()));
                 }
                 _ => {
                     queue.pop();
@@ -458,6 +472,39 @@ impl Scheduler {
             }
         }
         None
+    }
+
+    /// Books the start of a scrape of `url` at `now`.
+    fn begin(&mut self, url: &str, now: Instant) -> Option<&mut Target> {
+        let t = self.targets.get_mut(url)?;
+        t.started += 1;
+        t.last_start = Some(now);
+        t.in_flight = true;
+        Some(t)
+    }
+
+    /// Books the end of a scrape of `url` at `now` and queues its next one.
+    fn finish(&mut self, url: &str, ok: bool, clusters: ClustersMemo, now: Instant) {
+        let plan = self.plan();
+        let Some(gap) = self.targets.get(url).map(|t| self.gap_after(t, &plan)) else {
+            return;
+        };
+        let Some(t) = self.targets.get_mut(url) else {
+            return;
+        };
+        t.in_flight = false;
+        t.task = None;
+        t.suspect = !ok;
+        t.clusters = clusters;
+        let start = t.last_start.unwrap_or(now);
+        // A good scrape keeps its rhythm; a failed one (perhaps after the whole deadline)
+        // waits a full interval from now, so a hung sidecar is not asked back to back.
+        t.due = if ok {
+            (start + gap).max(now)
+        } else {
+            now + gap
+        };
+        self.enqueue(url);
     }
 
     fn refill(&mut self, now: Instant) {
@@ -469,31 +516,48 @@ impl Scheduler {
             (self.tokens + elapsed * self.config.max_scrapes_per_sec).min(burst(&self.config));
     }
 
-    /// The next URL to scrape now, focused first; `Err(when)`: nothing before `when`
-    /// (`None`: nothing queued).
-    fn next_due(&mut self, now: Instant) -> Result<String, Option<Instant>> {
+    /// The next URL to scrape now, focused first, if a slot of its kind is free (`free`:
+    /// healthy and suspect slots); `Err(when)`: nothing before `when` (`None`: nothing
+    /// queued, or every healthy slot taken — a finished scrape wakes the scheduler). A
+    /// suspect sidecar without a free suspect slot waits a base interval; budget tokens are
+    /// taken only for a scrape that starts, so a backlog never queues up behind the slots.
+    fn next_due(&mut self, now: Instant, free: Free) -> Result<String, Option<Instant>> {
         self.refill(now);
         let mut wake: Option<Instant> = None;
         for focused in [true, false] {
-            let queue = if focused {
-                &mut self.focused_queue
-            } else {
-                &mut self.other_queue
-            };
-            let Some((due, warm_up)) = Self::head(queue, &self.targets) else {
-                continue;
-            };
-            if due > now {
-                wake = Some(wake.map_or(due, |w| w.min(due)));
-                continue;
-            }
-            if !warm_up && self.tokens < 1.0 {
-                let rate = self.config.max_scrapes_per_sec.max(1e-3);
-                let when = now + Duration::from_secs_f64((1.0 - self.tokens) / rate);
-                wake = Some(wake.map_or(when, |w| w.min(when)));
-                continue;
-            }
-            if let Some(Reverse((_, _, url))) = queue.pop() {
+            loop {
+                let queue = if focused {
+                    &mut self.focused_queue
+                } else {
+                    &mut self.other_queue
+                };
+                let Some((due, warm_up, url)) = Self::head(queue, &self.targets) else {
+                    break;
+                };
+                if due > now {
+                    wake = Some(wake.map_or(due, |w| w.min(due)));
+                    break;
+                }
+                let suspect = self.targets.get(&url).is_some_and(|t| t.suspect);
+                if suspect && free.suspect == 0 {
+                    queue.pop();
+                    let later = now + self.config.scrape_interval;
+                    if let Some(t) = self.targets.get_mut(&url) {
+                        t.due = later;
+                    }
+                    self.enqueue(&url);
+                    continue;
+                }
+                if !suspect && free.healthy == 0 {
+                    break;
+                }
+                if !warm_up && self.tokens < 1.0 {
+                    let rate = self.config.max_scrapes_per_sec.max(1e-3);
+                    let when = now + Duration::from_secs_f64((1.0 - self.tokens) / rate);
+                    wake = Some(wake.map_or(when, |w| w.min(when)));
+                    break;
+                }
+                queue.pop();
                 if !warm_up {
                     self.tokens -= 1.0;
                 }
@@ -502,6 +566,13 @@ impl Scheduler {
         }
         Err(wake)
     }
+}
+
+/// Free scrape slots, by kind.
+#[derive(Debug, Clone, Copy)]
+struct Free {
+    healthy: usize,
+    suspect: usize,
 }
 
 /// What a paced wake does with one call.
@@ -620,9 +691,13 @@ pub(super) async fn run(
                 }
             }
         }
-        // Start every scrape that is due (and allowed by the budget).
+        // Start every scrape that is due (and allowed by the budget and the slots).
         let wake_at = loop {
-            match sched.next_due(Instant::now()) {
+            let free = Free {
+                healthy: slots.healthy.available_permits(),
+                suspect: slots.suspect.available_permits(),
+            };
+            match sched.next_due(Instant::now(), free) {
                 Ok(url) => start_scrape(&mut sched, &slots, &mut running, &url, &http, &tx, &wake),
                 Err(when) => break when,
             }
@@ -681,64 +756,48 @@ fn start_scrape(
     tx: &mpsc::Sender<IoEvent>,
     wake: &Wake,
 ) {
-    let Some(t) = sched.targets.get_mut(url) else {
+    let filter = sched.config.filter_stats;
+    let timeout = sched.config.scrape_timeout;
+    let Some(t) = sched.begin(url, Instant::now()) else {
         return;
     };
-    let now = Instant::now();
-    t.started += 1;
-    t.last_start = Some(now);
-    let slot = if t.suspect {
-        Arc::clone(&slots.suspect)
+    let pool = if t.suspect {
+        &slots.suspect
     } else {
-        Arc::clone(&slots.healthy)
+        &slots.healthy
+    };
+    // `next_due` saw a free slot, and only this task takes them.
+    let Ok(permit) = Arc::clone(pool).try_acquire_owned() else {
+        t.in_flight = false;
+        t.started -= 1;
+        let url = url.to_owned();
+        sched.enqueue(&url);
+        return;
     };
     let job = Job {
         url: url.to_owned(),
-        request_url: if sched.config.filter_stats {
+        request_url: if filter {
             stats_request_url(url)
         } else {
             url.to_owned()
         },
         clusters_url: clusters_url(url),
         clusters: t.clusters.clone(),
-        timeout: sched.config.scrape_timeout,
+        timeout,
     };
     let handle = running.spawn(scrape_once(
         job,
-        slot,
+        permit,
         http.clone(),
         tx.clone(),
         Arc::clone(wake),
     ));
-    t.in_flight = Some(handle);
+    t.task = Some(handle);
 }
 
 /// Books a finished scrape and queues the sidecar's next one.
 fn finish_scrape(sched: &mut Scheduler, done: Done) {
-    let plan = sched.plan();
-    let now = Instant::now();
-    let Some(gap) = sched
-        .targets
-        .get(&done.url)
-        .map(|t| sched.gap_after(t, &plan))
-    else {
-        return;
-    };
-    let Some(t) = sched.targets.get_mut(&done.url) else {
-        return;
-    };
-    t.in_flight = None;
-    t.suspect = !done.ok;
-    t.clusters = done.clusters;
-    let start = t.last_start.unwrap_or(now);
-    // A good scrape keeps its rhythm; a failed one (perhaps after the whole deadline)
-    // waits a full interval from now, so a hung sidecar is not asked back to back.
-    t.due = if done.ok {
-        (start + gap).max(now)
-    } else {
-        now + gap
-    };
-    sched.enqueue(&done.url);
+    sched.finish(&done.url, done.ok, done.clusters, Instant::now());
 }
 
 /// One scrape to make.
@@ -766,7 +825,7 @@ fn membership_signature(scrape: &SidecarScrape) -> u64 {
 /// events.
 async fn scrape_once(
     job: Job,
-    slot: Arc<Semaphore>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
     http: reqwest::Client,
     tx: mpsc::Sender<IoEvent>,
     wake: Wake,
@@ -778,15 +837,6 @@ async fn scrape_once(
         mut clusters,
         timeout,
     } = job;
-    // The semaphore is never closed; without a slot the scrape just does not happen.
-    let Ok(_permit) = slot.acquire_owned().await else {
-        return Done {
-            url,
-            ok: false,
-            clusters,
-            alive: true,
-        };
-    };
     // Errors name the registered URL, not the long filtered one.
     let body = fetch_text_as(&http, &request_url, &url, timeout, MAX_STATS_BYTES).await;
     let at = std::time::Instant::now();
@@ -1042,9 +1092,76 @@ mod tests {
             Pace::Now,
             "after a quiet period: at once"
         );
-        assert_eq!(wake_period(Duration::from_millis(500)), Duration::from_millis(500));
+        assert_eq!(
+            wake_period(Duration::from_millis(500)),
+            Duration::from_millis(500)
+        );
         assert_eq!(wake_period(Duration::from_millis(100)), MIN_WAKE_PERIOD);
         assert_eq!(wake_period(Duration::from_secs(50)), MAX_WAKE_PERIOD);
+    }
+
+    /// Drives the scheduler through virtual time (scrapes finish at once): how many scrapes
+    /// start in each second, for `sidecars` sidecars.
+    fn simulate(sidecars: usize, budget: f64, secs: u64) -> Vec<usize> {
+        let config = IoConfig {
+            max_scrapes_per_sec: budget,
+            ..IoConfig::default()
+        };
+        let mut sched = Scheduler::new(config);
+        let t0 = Instant::now();
+        sched.refilled_at = t0;
+        let urls: BTreeMap<String, String> = (0..sidecars)
+            .map(|i| {
+                (
+                    format!("http://s{i}/stats/prometheus"),
+                    format!("svc-{}", i / 10),
+                )
+            })
+            .collect();
+        sched.sync_urls(&urls, t0);
+        sched.retier(t0);
+        let mut per_sec = vec![0usize; secs as usize];
+        let step = Duration::from_millis(10);
+        let mut now = t0;
+        // Scrapes take 50 ms; at most 32 in flight is not modelled (no slots here).
+        let mut in_flight: Vec<(Instant, String)> = Vec::new();
+        while now < t0 + Duration::from_secs(secs) {
+            in_flight.retain(|(end, url)| {
+                let done = *end <= now;
+                if done {
+                    sched.finish(url, true, ClustersMemo::default(), now);
+                }
+                !done
+            });
+            let free = Free {
+                healthy: usize::MAX,
+                suspect: usize::MAX,
+            };
+            while let Ok(url) = sched.next_due(now, free) {
+                sched.begin(&url, now);
+                in_flight.push((now + Duration::from_millis(50), url));
+                per_sec[(now - t0).as_secs() as usize] += 1;
+            }
+            now += step;
+        }
+        per_sec
+    }
+
+    #[test]
+    fn after_the_warm_up_the_budget_holds_and_scrapes_are_spread() {
+        // 2,000 sidecars at 100 scrapes/s: every 20 s each.
+        let per_sec = simulate(2000, 100.0, 60);
+        // Two scrapes each at once (the budget adds its own on top).
+        let warm_up: usize = per_sec[..3].iter().sum();
+        assert!((4000..=4000 + 300).contains(&warm_up), "{per_sec:?}");
+        for (s, n) in per_sec.iter().enumerate().skip(3) {
+            assert!(*n <= 100 + 5, "second {s}: {n} scrapes ({per_sec:?})");
+        }
+        // Spread: every second after the warm-up has work, none is idle.
+        assert!(per_sec[3..].iter().all(|n| *n >= 60), "{per_sec:?}");
+        // Small meshes: nominal intervals, the budget is not in the way.
+        let small = simulate(9, 400.0, 10);
+        assert!(small[3..].iter().all(|n| *n == 9), "{small:?}");
     }
 
     #[test]
