@@ -22,8 +22,9 @@
 //!   and spreads the scrapes evenly over the interval (focused ones first); a sidecar's
 //!   first two scrapes (its first window) are not held back by it.
 //! - **Hosts.** `/clusters?format=json` is fetched after a good scrape only when the
-//!   membership / ejection gauges of that scrape differ from those at the last fetch, the
-//!   last fetch failed, or it is older than [`CLUSTERS_REFRESH`]; a 404 pauses it for
+//!   membership / ejection gauges of that scrape differ from those at the last fetch, or
+//!   the last fetch failed; for a focused sidecar also when the last fetch is older than
+//!   [`CLUSTERS_REFRESH`] (or ten of its intervals, if longer). A 404 pauses it for
 //!   [`CLUSTERS_404_PAUSE`].
 //! - **Paced wakes.** Scrape results wake the UI at most once per focused interval, kept
 //!   between [`MIN_WAKE_PERIOD`] and [`MAX_WAKE_PERIOD`] (the last result of a burst still
@@ -72,8 +73,8 @@ pub const ENVOY_STATS_FILTER: &str = concat!(
 
 /// How long a sidecar whose `/clusters` answered 404 is not asked again.
 pub const CLUSTERS_404_PAUSE: Duration = Duration::from_mins(5);
-/// Longest time a sidecar's host list is not fetched again while its membership and
-/// ejection gauges stay the same.
+/// Longest time a focused sidecar's host list is not fetched again while its membership
+/// and ejection gauges stay the same (ten scrape intervals when that is longer).
 pub const CLUSTERS_REFRESH: Duration = Duration::from_secs(30);
 /// Share of the scrape budget focused sidecars may take when others need the rest.
 const FOCUS_SHARE: f64 = 0.75;
@@ -758,6 +759,7 @@ fn start_scrape(
 ) {
     let filter = sched.config.filter_stats;
     let timeout = sched.config.scrape_timeout;
+    let interval = sched.plan().focused_interval;
     let Some(t) = sched.begin(url, Instant::now()) else {
         return;
     };
@@ -784,6 +786,7 @@ fn start_scrape(
         clusters_url: clusters_url(url),
         clusters: t.clusters.clone(),
         timeout,
+        hosts_refresh: t.focused.then(|| CLUSTERS_REFRESH.max(interval * 10)),
     };
     let handle = running.spawn(scrape_once(
         job,
@@ -809,6 +812,9 @@ struct Job {
     clusters_url: Option<String>,
     clusters: ClustersMemo,
     timeout: Duration,
+    /// Fetch the host list again when the last one is this old (`None`: only when the
+    /// gauges move).
+    hosts_refresh: Option<Duration>,
 }
 
 /// Membership and ejection gauges of a scrape: when they move, the host list may have.
@@ -836,6 +842,7 @@ async fn scrape_once(
         clusters_url,
         mut clusters,
         timeout,
+        hosts_refresh,
     } = job;
     // Errors name the registered URL, not the long filtered one.
     let body = fetch_text_as(&http, &request_url, &url, timeout, MAX_STATS_BYTES).await;
@@ -868,9 +875,9 @@ async fn scrape_once(
         (Some(_), Some(sig)) => {
             clusters.paused_until.is_none_or(|t| now >= t)
                 && (clusters.signature != Some(sig)
-                    || clusters
-                        .fetched_at
-                        .is_none_or(|t| now.saturating_duration_since(t) >= CLUSTERS_REFRESH))
+                    || clusters.fetched_at.is_none_or(|t| {
+                        hosts_refresh.is_some_and(|age| now.saturating_duration_since(t) >= age)
+                    }))
         }
         _ => false,
     };
