@@ -78,6 +78,7 @@ impl Launch {
             read_only,
             prometheus: resolved.metrics.value.prometheus().cloned(),
             audit_log: audit_log_path(),
+            max_scrapes_per_sec: scrape_budget(std::env::var(SCRAPE_BUDGET_VAR).ok().as_deref())?,
             ..IoConfig::default()
         };
         let (client, demo, info) = match &resolved.registry.value {
@@ -180,8 +181,43 @@ fn audit_log_path() -> Option<std::path::PathBuf> {
     }
 }
 
+/// Environment variable with the sidecar scrape budget (scrapes per second, over all
+/// sidecars; see the README's "Scraping many sidecars").
+pub const SCRAPE_BUDGET_VAR: &str = "SPINE_DASH_SCRAPES_PER_SEC";
+
+/// The scrape budget from [`SCRAPE_BUDGET_VAR`]'s value (absent or empty: the default).
+pub fn scrape_budget(value: Option<&str>) -> Result<f64, String> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(io::DEFAULT_SCRAPES_PER_SEC),
+        Some(v) => match v.parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= 1.0 => Ok(n),
+            _ => Err(format!(
+                "{SCRAPE_BUDGET_VAR}: scrapes per second must be a number of at least 1, not {v:?}"
+            )),
+        },
+    }
+}
+
 /// A wake callback that does nothing (headless use).
 #[must_use]
 pub fn no_wake() -> Wake {
     Arc::new(|| {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scrape_budget_comes_from_its_variable() {
+        assert_eq!(scrape_budget(None), Ok(io::DEFAULT_SCRAPES_PER_SEC));
+        assert_eq!(scrape_budget(Some(" ")), Ok(io::DEFAULT_SCRAPES_PER_SEC));
+        assert_eq!(scrape_budget(Some("2000")), Ok(2000.0));
+        assert!(scrape_budget(Some("0")).is_err());
+        assert!(
+            scrape_budget(Some("lots"))
+                .unwrap_err()
+                .contains(SCRAPE_BUDGET_VAR)
+        );
+    }
 }

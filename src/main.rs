@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use spine_dash::app::SpineApp;
 use spine_dash::config::file::{ConfigFile, default_config_path, known_list};
 use spine_dash::config::resolve::{Flags, resolve};
+use spine_dash::demo::synthetic::{SyntheticConfig, SyntheticSpine};
+use spine_dash::demo::{DemoConfig, DemoSpine};
 use spine_dash::io::Wake;
 use spine_dash::launch::{Launch, PromptFn, RegistryClient, Switcher, no_wake};
 use spine_dash::model::snapshot::SnapshotDoc;
@@ -93,6 +95,20 @@ enum Cmd {
         /// Service name.
         name: String,
     },
+    /// Run the demo spine headless in this process (`--serve`): prints the registry URL
+    /// (one line, for `--registry`) and serves until killed (SIGTERM, Ctrl-C).
+    Demo {
+        /// Serve the spine (required: the window runs its own demo spine by default).
+        #[arg(long)]
+        serve: bool,
+        /// A synthetic mesh of this many services (10 instances each, ~3 upstreams per
+        /// service, versions v1/v2 on every tenth) instead of the 6-service demo.
+        #[arg(long, value_name = "N")]
+        size: Option<usize>,
+        /// Registry port on 127.0.0.1 (default: any free port).
+        #[arg(long, value_name = "P")]
+        port: Option<u16>,
+    },
 }
 
 /// etcd connection settings, named as etcdctl names them (each flag beats its `ETCDCTL_*`
@@ -166,6 +182,9 @@ fn run() -> Result<()> {
         Some(p) => ConfigFile::load(p, required)?,
         None => None,
     };
+    if let Some(Cmd::Demo { serve, size, port }) = cli.command {
+        return serve_demo(serve, size, port.unwrap_or(0));
+    }
     let flags = cli.flags();
     if matches!(cli.command, Some(Cmd::Contexts)) {
         return print_contexts(&flags, file.as_ref(), config_path.as_deref());
@@ -341,7 +360,88 @@ async fn run_sdk<S: ServiceSdk>(sdk: &S, cmd: Cmd) -> Result<()> {
             eprintln!("deregistered {n} registration(s) of {name}");
             Ok(())
         }
-        Cmd::Snapshot { .. } | Cmd::Contexts => bail!("not an SDK call"),
+        Cmd::Snapshot { .. } | Cmd::Contexts | Cmd::Demo { .. } => bail!("not an SDK call"),
+    }
+}
+
+/// `spine-dash demo --serve [--size N] [--port P]`: the demo spine (or a synthetic mesh of
+/// N services) in this process, headless, until SIGTERM or Ctrl-C.
+fn serve_demo(serve: bool, size: Option<usize>, port: u16) -> Result<()> {
+    if !serve {
+        bail!(
+            "demo: add --serve to run the demo spine headless (the window runs its own demo spine by default)"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("spine-demo")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let (url, stop): (String, Box<dyn FnOnce()>) = match size {
+            None => {
+                let demo = DemoSpine::start(DemoConfig {
+                    registry_port: port,
+                    ..DemoConfig::default()
+                })
+                .await
+                .context("starting the demo spine")?;
+                tracing::info!("demo spine: 6 services, traffic and health checks running");
+                (demo.registry_url(), Box::new(move || demo.shutdown()))
+            }
+            Some(services) => {
+                let spine = SyntheticSpine::start(SyntheticConfig {
+                    services,
+                    registry_port: port,
+                    ..SyntheticConfig::default()
+                })
+                .await
+                .context("starting the synthetic spine")?;
+                tracing::info!(
+                    "synthetic spine: {} services, {} instances, sidecars at {}/s/<instance-id>/stats/prometheus",
+                    spine.services(),
+                    spine.instances(),
+                    spine.sidecar_base()
+                );
+                (spine.registry_url(), Box::new(move || spine.shutdown()))
+            }
+        };
+        {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{url}").context("writing the registry URL")?;
+            out.flush().context("writing the registry URL")?;
+        }
+        tracing::info!("serving; connect with: spine-dash --registry {url}");
+        wait_for_stop().await;
+        tracing::info!("stopping the demo spine");
+        stop();
+        Ok(())
+    })
+}
+
+/// Returns on Ctrl-C (SIGINT) or SIGTERM.
+async fn wait_for_stop() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 

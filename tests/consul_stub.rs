@@ -1031,10 +1031,7 @@ impl SynthStub {
             .route("/v1/config/service-resolver", get(synth_resolvers))
             .route("/v1/config/service-splitter", get(synth_splitters))
             .route("/v1/config/service-defaults", get(synth_defaults))
-            .route(
-                "/v1/config/proxy-defaults/global",
-                get(synth_proxy_defaults),
-            )
+            .route("/v1/config/proxy-defaults", get(synth_proxy_defaults))
             .route("/v1/kv/spine-dash/drivers/", get(synth_drivers))
             .route("/v1/health/service/{name}", get(synth_health))
             .route("/v1/config/{kind}/{name}", get(synth_config_entry))
@@ -1159,7 +1156,7 @@ async fn synth_defaults(State(stub): State<SynthStub>, axum::extract::Query(q): 
     .await
 }
 
-/// The mesh's default is grpc.
+/// The mesh's default is grpc (the list the follower blocks on).
 async fn synth_proxy_defaults(
     State(stub): State<SynthStub>,
     axum::extract::Query(q): Q,
@@ -1169,7 +1166,7 @@ async fn synth_proxy_defaults(
         &q,
         "proxy-defaults",
         |_| 10,
-        |_| serde_json::json!({"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "grpc"}, "ModifyIndex": 10}),
+        |_| serde_json::json!([{"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "grpc"}, "ModifyIndex": 10}]),
     )
     .await
 }

@@ -1,7 +1,8 @@
 //! io against stub sidecars serving Envoy's `/clusters?format=json` beside their stats: a
 //! sidecar with the endpoint feeds which host is ejected into the model; one without it
 //! (404) is asked once, then left alone, and no error is shown for it; a broken body is an
-//! error of that source only.
+//! error of that source only (and asked again after each scrape); a host list whose
+//! sidecar's membership and ejection gauges do not move is not fetched again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -149,7 +150,14 @@ async fn hosts_come_from_clusters_json_and_a_404_is_left_alone() {
         model.sidecars[&without].status.last_error, None,
         "no error shown"
     );
-    assert!(clusters_events[&with] >= 4, "{clusters_events:?}");
+    assert_eq!(
+        clusters_events[&with], 1,
+        "same gauges, same hosts: asked once ({clusters_events:?})"
+    );
+    assert!(
+        clusters_events[&broken] >= 4,
+        "a failed fetch is retried after each good scrape ({clusters_events:?})"
+    );
     let broken_error = model.hosts.by_sidecar[&broken]
         .status
         .last_error

@@ -7,6 +7,9 @@
 //! `N` or `wait` (default 5 m, at most 10 m, plus up to `wait/16` of jitter) runs out;
 //! `index=0` or no index answers at once. `?dc=` other than the demo's datacenter is
 //! `500 No path to datacenter`, as a Consul agent without that datacenter answers.
+//!
+//! Every answer is counted per path ([`RequestCounter`]): benchmarks and tests read how
+//! many requests a dashboard sends (`DemoSpine::registry_requests`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,12 +40,54 @@ pub(crate) struct ApiState {
     pub registry: Arc<Mutex<RegistryState>>,
     /// What `/v1/status/leader` answers (`127.0.0.1:PORT`).
     pub leader: String,
+    /// Answers sent, per path.
+    pub requests: Arc<RequestCounter>,
+}
+
+/// Answers the registry sent, per request path (without the query).
+#[derive(Debug, Default)]
+pub(crate) struct RequestCounter {
+    by_path: Mutex<HashMap<String, u64>>,
+}
+
+impl RequestCounter {
+    fn count(&self, path: &str) {
+        let mut map = lock(&self.by_path);
+        if let Some(n) = map.get_mut(path) {
+            *n += 1;
+        } else {
+            map.insert(path.to_owned(), 1);
+        }
+    }
+
+    /// Answers so far, per path (e.g. `/v1/health/state/any`,
+    /// `/v1/health/service/identity`).
+    #[must_use]
+    pub(crate) fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        lock(&self.by_path)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}
+
+/// Counts each answer once it is sent (a blocking query counts when it answers).
+async fn count_answers(
+    State(counter): State<Arc<RequestCounter>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    counter.count(&path);
+    response
 }
 
 type Params = Query<HashMap<String, String>>;
 
 /// The registry's routes.
 pub(crate) fn router(state: Arc<ApiState>) -> Router {
+    let counter = Arc::clone(&state.requests);
     Router::new()
         .route("/v1/catalog/services", get(catalog_services))
         .route("/v1/catalog/datacenters", get(catalog_datacenters))
@@ -71,6 +116,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
             })
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(counter, count_answers))
 }
 
 const ACL_POLICY: HeaderName = HeaderName::from_static("x-consul-default-acl-policy");

@@ -15,6 +15,7 @@ mod net;
 mod sidecar;
 mod state;
 mod stats;
+pub mod synthetic;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +45,8 @@ pub struct DemoConfig {
     pub consecutive_failures: u32,
     /// Datacenter name reported by the registry and in sidecar labels.
     pub datacenter: String,
+    /// Port of the registry (Consul HTTP API) on 127.0.0.1; 0 = any free port.
+    pub registry_port: u16,
     /// Circuit-breaker thresholds of every upstream cluster of the sidecars behind the
     /// entry service (gateway → identity / photo / payment, payment → notification).
     pub limits: RequestLimits,
@@ -61,6 +64,7 @@ impl Default for DemoConfig {
             ejection_base: Duration::from_secs(5),
             consecutive_failures: 3,
             datacenter: "dc1".into(),
+            registry_port: 0,
             limits: RequestLimits::default(),
             entry_limits: RequestLimits {
                 max_requests: sidecar::ENVOY_DEFAULT_MAX,
@@ -202,6 +206,7 @@ struct InstanceRuntime {
 
 struct Inner {
     registry_url: String,
+    requests: Arc<consul_api::RequestCounter>,
     instances: BTreeMap<String, InstanceRuntime>,
     servers: Mutex<Vec<ServerHandle>>,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -305,7 +310,7 @@ impl DemoSpine {
             .map_err(|e| DemoError::Client(e.to_string()))?;
 
         // Bind everything first: ports are part of the registrations.
-        let registry_listener = net::bind(0).await?;
+        let registry_listener = net::bind(cfg.registry_port).await?;
         let registry_port = net::port_of(&registry_listener);
         let mut planned = Vec::new();
         for svc in TOPOLOGY {
@@ -319,6 +324,7 @@ impl DemoSpine {
                         version: version.to_owned(),
                         port: net::port_of(&app_listener),
                         sidecar_port: net::port_of(&sidecar_listener),
+                        sidecar_path: String::new(),
                     };
                     planned.push((svc, spec, latency_ms, app_listener, sidecar_listener));
                 }
@@ -346,9 +352,11 @@ impl DemoSpine {
             ejection_base: cfg.ejection_base,
         };
         let mut servers = Vec::new();
+        let requests = Arc::new(consul_api::RequestCounter::default());
         let api = Arc::new(consul_api::ApiState {
             registry: Arc::clone(&registry),
             leader: format!("{LOOPBACK}:{registry_port}"),
+            requests: Arc::clone(&requests),
         });
         servers.push(net::spawn_server(
             registry_listener,
@@ -442,6 +450,7 @@ impl DemoSpine {
 
         Ok(DemoSpine {
             inner: Arc::new(Inner {
+                requests,
                 registry_url: format!("http://{LOOPBACK}:{registry_port}"),
                 instances,
                 servers: Mutex::new(servers),
@@ -455,6 +464,12 @@ impl DemoSpine {
     #[must_use]
     pub fn registry_url(&self) -> String {
         self.inner.registry_url.clone()
+    }
+
+    /// Answers the registry sent so far, per path (what a dashboard costs it).
+    #[must_use]
+    pub fn registry_requests(&self) -> BTreeMap<String, u64> {
+        self.inner.requests.snapshot()
     }
 
     /// Every instance, whether its server runs and its injected faults, sorted by id.

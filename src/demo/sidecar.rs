@@ -625,7 +625,7 @@ impl Sidecar {
     }
 
     /// Renders `/stats/prometheus`.
-    pub(crate) fn render_stats(&self, used_only: bool) -> String {
+    pub(crate) fn render_stats(&self, query: &stats::StatsQuery) -> String {
         let (members, now, st) = self.prepare_render();
         let mut views: Vec<ClusterView<'_>> = st
             .clusters
@@ -633,6 +633,7 @@ impl Sidecar {
             .map(|(key, c)| ClusterView {
                 labels: &c.labels,
                 cluster_name: &c.envoy_name,
+                full_name: &c.full_name,
                 stats: &c.stats,
                 membership: members
                     .get(key)
@@ -645,6 +646,7 @@ impl Sidecar {
         views.push(ClusterView {
             labels: &self.fixed_labels,
             cluster_name: "local_app",
+            full_name: "local_app",
             stats: &st.local_app,
             membership: Membership {
                 healthy: 1,
@@ -658,7 +660,7 @@ impl Sidecar {
             &self.fixed_labels,
             &views,
             self.started.elapsed().as_secs(),
-            used_only,
+            query,
         )
     }
 
@@ -827,16 +829,16 @@ async fn proxy(State(sc): State<Arc<Sidecar>>, uri: Uri) -> Response {
 }
 
 async fn prometheus(State(sc): State<Arc<Sidecar>>, RawQuery(query): RawQuery) -> Response {
-    let used_only = query.as_deref().is_some_and(|q| {
-        q.split('&')
-            .any(|p| p == "usedonly" || p.starts_with("usedonly="))
-    });
+    let query = match stats::StatsQuery::parse(query.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return text(400, e),
+    };
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        sc.render_stats(used_only),
+        sc.render_stats(&query),
     )
         .into_response()
 }

@@ -100,12 +100,18 @@ pub(crate) struct InstanceSpec {
     pub port: u16,
     /// Port of its sidecar (Envoy admin / stats, outbound proxy).
     pub sidecar_port: u16,
+    /// Path prefix of its sidecar's admin endpoints on that port: empty for a sidecar of
+    /// its own, `/s/<id>` for the synthetic spine's shared listener.
+    pub sidecar_path: String,
 }
 
 impl InstanceSpec {
     /// The sidecar's stats URL (`Meta.metrics_url`).
     pub(crate) fn metrics_url(&self) -> String {
-        format!("http://{LOOPBACK}:{}/stats/prometheus", self.sidecar_port)
+        format!(
+            "http://{LOOPBACK}:{}{}/stats/prometheus",
+            self.sidecar_port, self.sidecar_path
+        )
     }
 }
 
@@ -1610,6 +1616,7 @@ mod tests {
             version: version.into(),
             port,
             sidecar_port: port + 1000,
+            sidecar_path: String::new(),
         }
     }
 

@@ -2,6 +2,9 @@
 //! `/stats/prometheus` (text format 0.0.4) with Consul Connect's labels: one `# TYPE` line
 //! per family, counters then gauges then histograms, each group sorted by name, integer
 //! counters and gauges, `upstream_rq_time` with Envoy's default buckets in milliseconds.
+//! `?usedonly` and `?filter=<regex>` work as Envoy's ([`StatsQuery`]): the regex is matched
+//! (partially, as Envoy's) against each stat's internal dotted name, e.g.
+//! `cluster.v1.identity.default.dc1.internal.<td>.consul.upstream_rq_2xx` or `server.uptime`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -79,6 +82,16 @@ impl ClusterStats {
         }
     }
 
+    /// Sets the request-time histogram at once: `count` requests taking `sum_ms` in all,
+    /// `cdf(bound)` of them at most `bound` ms (the synthetic spine's traffic model).
+    pub(crate) fn set_time_histogram(&mut self, count: u64, sum_ms: f64, cdf: impl Fn(f64) -> f64) {
+        self.time_count = count;
+        self.time_sum_ms = sum_ms;
+        for (slot, (bound, _)) in self.time_buckets.iter_mut().zip(BUCKETS) {
+            *slot = ((count as f64) * cdf(bound).clamp(0.0, 1.0)).floor() as u64;
+        }
+    }
+
     fn by_class(&self) -> BTreeMap<u16, u64> {
         let mut out = BTreeMap::new();
         for (code, n) in &self.rq_by_code {
@@ -123,12 +136,72 @@ pub(crate) struct Remaining {
     pub rq: u64,
 }
 
+/// The query of a `/stats/prometheus` request: Envoy's `usedonly` and `filter`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StatsQuery {
+    /// `usedonly`: leave out counters that are 0 and histograms without samples.
+    pub used_only: bool,
+    /// `filter=<regex>`: keep only stats whose internal name matches (partial match).
+    pub filter: Option<regex::Regex>,
+}
+
+impl StatsQuery {
+    /// Parses a raw query string (`usedonly&filter=…`, percent-encoded; `+` stays `+`, as
+    /// Envoy reads it). An invalid regex is an error text for a 400 answer, as Envoy's.
+    pub(crate) fn parse(query: Option<&str>) -> Result<Self, String> {
+        let mut out = Self::default();
+        for pair in query.unwrap_or_default().split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "usedonly" => out.used_only = true,
+                "filter" => {
+                    let text = percent_decode(value)
+                        .ok_or_else(|| format!("Invalid filter encoding: {value}"))?;
+                    let re = regex::Regex::new(&text)
+                        .map_err(|e| format!("Invalid re2 regex: {text}: {e}"))?;
+                    out.filter = Some(re);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the stat with this internal name is kept by `filter`.
+    pub(crate) fn keeps(&self, internal_name: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|re| re.is_match(internal_name))
+    }
+}
+
+/// `%XX` decoding of a query value; `None` for a bad escape or non-UTF-8 result.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// One cluster to render.
 pub(crate) struct ClusterView<'a> {
     /// Labels before `envoy_response_code` (fixed + `consul_destination_*`), no braces.
     pub labels: &'a str,
     /// `envoy_cluster_name`: first dot-token of the cluster name.
     pub cluster_name: &'a str,
+    /// The whole cluster name (`v1.identity.default.dc1.internal.<td>.consul`, `local_app`):
+    /// internal stat names are `cluster.<full_name>.<stat>`.
+    pub full_name: &'a str,
     /// Counters.
     pub stats: &'a ClusterStats,
     /// Membership gauges.
@@ -232,17 +305,19 @@ impl Families {
     }
 }
 
-/// Renders a whole `/stats/prometheus` page. With `used_only`, counters that are 0 and
-/// histograms without samples are left out (Envoy's `?usedonly`).
+/// Renders a whole `/stats/prometheus` page. With `query.used_only`, counters that are 0
+/// and histograms without samples are left out (Envoy's `?usedonly`); with
+/// `query.filter`, only stats whose internal name matches.
 pub(crate) fn render(
     fixed: &str,
     clusters: &[ClusterView<'_>],
     uptime_secs: u64,
-    used_only: bool,
+    query: &StatsQuery,
 ) -> String {
     let mut f = Families {
         map: BTreeMap::new(),
     };
+    let used_only = query.used_only;
     for c in clusters {
         let base = format!(
             "{},envoy_cluster_name=\"{}\"",
@@ -250,32 +325,62 @@ pub(crate) fn render(
             escape_label(c.cluster_name)
         );
         let cn = escape_label(c.cluster_name);
+        // The internal name of one of this cluster's stats is kept by the filter.
+        let keep = |stat: &str| {
+            query.filter.is_none() || query.keeps(&format!("cluster.{}.{stat}", c.full_name))
+        };
         let s = c.stats;
-        let mut counter = |name: &'static str, v: u64| {
-            if v > 0 || !used_only {
+        let mut counter = |name: &'static str, stat: &str, v: u64| {
+            if (v > 0 || !used_only) && keep(stat) {
                 f.line(Type::Counter, name, &base, v);
             }
         };
-        counter("envoy_cluster_upstream_rq_total", s.rq_total);
-        counter("envoy_cluster_upstream_rq_completed", s.rq_completed);
+        counter(
+            "envoy_cluster_upstream_rq_total",
+            "upstream_rq_total",
+            s.rq_total,
+        );
+        counter(
+            "envoy_cluster_upstream_rq_completed",
+            "upstream_rq_completed",
+            s.rq_completed,
+        );
         counter(
             "envoy_cluster_upstream_rq_pending_overflow",
+            "upstream_rq_pending_overflow",
             s.rq_pending_overflow,
         );
         counter(
             "envoy_cluster_upstream_rq_pending_total",
+            "upstream_rq_pending_total",
             s.rq_pending_total,
         );
-        counter("envoy_cluster_upstream_cx_connect_fail", s.cx_connect_fail);
-        counter("envoy_cluster_upstream_cx_none_healthy", s.cx_none_healthy);
-        counter("envoy_cluster_upstream_rq_timeout", s.rq_timeout);
+        counter(
+            "envoy_cluster_upstream_cx_connect_fail",
+            "upstream_cx_connect_fail",
+            s.cx_connect_fail,
+        );
+        counter(
+            "envoy_cluster_upstream_cx_none_healthy",
+            "upstream_cx_none_healthy",
+            s.cx_none_healthy,
+        );
+        counter(
+            "envoy_cluster_upstream_rq_timeout",
+            "upstream_rq_timeout",
+            s.rq_timeout,
+        );
         if c.outlier_detection {
             counter(
                 "envoy_cluster_outlier_detection_ejections_enforced_total",
+                "outlier_detection.ejections_enforced_total",
                 s.ejections_enforced_total,
             );
         }
         for (class, n) in s.by_class() {
+            if !keep(&format!("upstream_rq_{class}xx")) {
+                continue;
+            }
             let labels = format!(
                 "{},envoy_response_code_class=\"{class}\",envoy_cluster_name=\"{cn}\"",
                 c.labels
@@ -283,6 +388,9 @@ pub(crate) fn render(
             f.line(Type::Counter, "envoy_cluster_upstream_rq_xx", &labels, n);
         }
         for (code, n) in &s.rq_by_code {
+            if !keep(&format!("upstream_rq_{code}")) {
+                continue;
+            }
             let labels = format!(
                 "{},envoy_response_code=\"{code}\",envoy_cluster_name=\"{cn}\"",
                 c.labels
@@ -291,72 +399,96 @@ pub(crate) fn render(
         }
 
         let m = c.membership;
-        f.line(
-            Type::Gauge,
+        let mut gauge = |name: &'static str, stat: &str, v: u64| {
+            if keep(stat) {
+                f.line(Type::Gauge, name, &base, v);
+            }
+        };
+        gauge(
             "envoy_cluster_membership_healthy",
-            &base,
+            "membership_healthy",
             m.healthy,
         );
-        f.line(
-            Type::Gauge,
+        gauge(
             "envoy_cluster_membership_total",
-            &base,
+            "membership_total",
             m.total,
         );
         if c.outlier_detection {
-            f.line(
-                Type::Gauge,
+            gauge(
                 "envoy_cluster_outlier_detection_ejections_active",
-                &base,
+                "outlier_detection.ejections_active",
                 m.ejections_active,
             );
         }
         let b = c.breakers;
-        for (name, open) in [
-            ("envoy_cluster_circuit_breakers_default_cx_open", false),
-            ("envoy_cluster_circuit_breakers_default_cx_pool_open", false),
-            ("envoy_cluster_circuit_breakers_default_rq_open", b.rq_open),
+        for (name, stat, open) in [
+            (
+                "envoy_cluster_circuit_breakers_default_cx_open",
+                "circuit_breakers.default.cx_open",
+                false,
+            ),
+            (
+                "envoy_cluster_circuit_breakers_default_cx_pool_open",
+                "circuit_breakers.default.cx_pool_open",
+                false,
+            ),
+            (
+                "envoy_cluster_circuit_breakers_default_rq_open",
+                "circuit_breakers.default.rq_open",
+                b.rq_open,
+            ),
             (
                 "envoy_cluster_circuit_breakers_default_rq_pending_open",
+                "circuit_breakers.default.rq_pending_open",
                 b.rq_pending_open,
             ),
             (
                 "envoy_cluster_circuit_breakers_default_rq_retry_open",
+                "circuit_breakers.default.rq_retry_open",
                 false,
             ),
         ] {
-            f.line(Type::Gauge, name, &base, u8::from(open));
+            gauge(name, stat, u64::from(open));
         }
         if let Some(r) = b.remaining {
-            for (name, v) in [
-                ("envoy_cluster_circuit_breakers_default_remaining_cx", r.cx),
+            for (name, stat, v) in [
+                (
+                    "envoy_cluster_circuit_breakers_default_remaining_cx",
+                    "circuit_breakers.default.remaining_cx",
+                    r.cx,
+                ),
                 (
                     "envoy_cluster_circuit_breakers_default_remaining_pending",
+                    "circuit_breakers.default.remaining_pending",
                     r.pending,
                 ),
                 (
                     "envoy_cluster_circuit_breakers_default_remaining_retries",
+                    "circuit_breakers.default.remaining_retries",
                     r.retries,
                 ),
-                ("envoy_cluster_circuit_breakers_default_remaining_rq", r.rq),
+                (
+                    "envoy_cluster_circuit_breakers_default_remaining_rq",
+                    "circuit_breakers.default.remaining_rq",
+                    r.rq,
+                ),
             ] {
-                f.line(Type::Gauge, name, &base, v);
+                gauge(name, stat, v);
             }
         }
-        f.line(
-            Type::Gauge,
+        gauge(
             "envoy_cluster_upstream_rq_active",
-            &base,
+            "upstream_rq_active",
             s.rq_active,
         );
-        f.line(
-            Type::Gauge,
+        gauge(
             "envoy_cluster_upstream_rq_pending_active",
-            &base,
+            "upstream_rq_pending_active",
             s.rq_pending_active,
         );
 
-        if s.time_count > 0 || !used_only {
+        if (s.time_count > 0 || !used_only) && keep("upstream_rq_time") {
             let name = "envoy_cluster_upstream_rq_time";
             let body = f.map.entry((Type::Histogram, name)).or_default();
             for (count, (_, le)) in s.time_buckets.iter().zip(BUCKETS) {
@@ -367,8 +499,12 @@ pub(crate) fn render(
             let _ = writeln!(body, "{name}_count{{{base}}} {}", s.time_count);
         }
     }
-    f.line(Type::Gauge, "envoy_server_uptime", fixed, uptime_secs);
-    f.line(Type::Gauge, "envoy_server_live", fixed, 1);
+    if query.keeps("server.uptime") {
+        f.line(Type::Gauge, "envoy_server_uptime", fixed, uptime_secs);
+    }
+    if query.keeps("server.live") {
+        f.line(Type::Gauge, "envoy_server_live", fixed, 1);
+    }
 
     let mut out = String::new();
     for ((ty, name), body) in &f.map {
@@ -381,6 +517,13 @@ pub(crate) fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn used_only() -> StatsQuery {
+        StatsQuery {
+            used_only: true,
+            filter: None,
+        }
+    }
 
     fn sample() -> String {
         let fixed = fixed_labels("gateway", "dc1");
@@ -399,6 +542,7 @@ mod tests {
             ClusterView {
                 labels: &labels,
                 cluster_name: &name,
+                full_name: "v2.identity.default.dc1.internal.td.consul",
                 stats: &stats,
                 membership: Membership {
                     healthy: 1,
@@ -411,13 +555,14 @@ mod tests {
             ClusterView {
                 labels: &photo_labels,
                 cluster_name: &photo_name,
+                full_name: "photo.default.dc1.internal.td.consul",
                 stats: &idle,
                 membership: Membership::default(),
                 outlier_detection: true,
                 breakers: BreakerGauges::default(),
             },
         ];
-        render(&fixed, &views, 12, false)
+        render(&fixed, &views, 12, &StatsQuery::default())
     }
 
     #[test]
@@ -501,6 +646,7 @@ mod tests {
         let views = [ClusterView {
             labels: &labels,
             cluster_name: &name,
+            full_name: "payment.default.dc1.internal.td.consul",
             stats: &stats,
             membership: Membership::default(),
             outlier_detection: true,
@@ -515,7 +661,7 @@ mod tests {
                 }),
             },
         }];
-        let text = render(&fixed, &views, 1, true);
+        let text = render(&fixed, &views, 1, &used_only());
         let value = |family: &str| -> Option<&str> {
             text.lines()
                 .find(|l| l.starts_with(&format!("{family}{{")))
@@ -574,14 +720,76 @@ mod tests {
         let views = [ClusterView {
             labels: &labels,
             cluster_name: &name,
+            full_name: "gateway.default.dc1.internal.td.consul",
             stats: &stats,
             membership: Membership::default(),
             outlier_detection: true,
             breakers: BreakerGauges::default(),
         }];
-        let text = render(&fixed, &views, 1, true);
+        let text = render(&fixed, &views, 1, &used_only());
         assert!(!text.contains("envoy_cluster_upstream_rq_total"));
         assert!(!text.contains("upstream_rq_time"));
         assert!(text.contains("envoy_cluster_membership_total"));
+    }
+
+    #[test]
+    fn filter_matches_internal_names_like_envoy() {
+        let q = StatsQuery::parse(Some(
+            "usedonly&filter=%5Ecluster%5C..%2B%5C.(upstream_rq_2xx%7Cmembership_total)%24%7Cserver.uptime",
+        ))
+        .unwrap();
+        assert!(q.used_only);
+        let text = sample_with(&q);
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                "envoy_cluster_upstream_rq_xx counter",
+                "envoy_cluster_membership_total gauge",
+                "envoy_server_uptime gauge",
+            ]
+        );
+        // Only the 2xx class: `upstream_rq_5xx` is another internal name.
+        assert!(text.contains("envoy_response_code_class=\"2\""));
+        assert!(!text.contains("envoy_response_code_class=\"5\""));
+        // Partial match, as Envoy's: `membership` keeps every membership stat.
+        let q = StatsQuery::parse(Some("filter=membership")).unwrap();
+        let text = sample_with(&q);
+        assert!(text.contains("envoy_cluster_membership_healthy{"));
+        assert!(!text.contains("envoy_server_uptime"));
+        assert!(StatsQuery::parse(Some("filter=(")).is_err());
+        assert!(StatsQuery::parse(Some("filter=%zz")).is_err());
+        // `+` is a regex `+`, not a space.
+        let q = StatsQuery::parse(Some("filter=^server.up+time$")).unwrap();
+        assert!(q.keeps("server.uptime"));
+    }
+
+    fn sample_with(q: &StatsQuery) -> String {
+        let fixed = fixed_labels("gateway", "dc1");
+        let (labels, name) = upstream_labels(&fixed, "identity", "v2", "dc1", "td");
+        let mut stats = ClusterStats {
+            rq_total: 3,
+            ..ClusterStats::default()
+        };
+        stats.count_response(200);
+        stats.count_response(503);
+        stats.record_time(Duration::from_millis(7));
+        let views = [ClusterView {
+            labels: &labels,
+            cluster_name: &name,
+            full_name: "v2.identity.default.dc1.internal.td.consul",
+            stats: &stats,
+            membership: Membership {
+                healthy: 1,
+                total: 1,
+                ejections_active: 0,
+            },
+            outlier_detection: true,
+            breakers: BreakerGauges::default(),
+        }];
+        render(&fixed, &views, 12, q)
     }
 }

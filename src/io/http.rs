@@ -60,7 +60,19 @@ pub async fn fetch_text(
     timeout: Duration,
     limit: usize,
 ) -> Result<String, FetchError> {
-    match tokio::time::timeout(timeout, fetch_inner(client, url, limit)).await {
+    fetch_text_as(client, url, url, timeout, limit).await
+}
+
+/// [`fetch_text`] of `request_url`, with errors naming `url` (the address the operator
+/// knows, e.g. the registered stats URL without the query the scraper adds).
+pub(crate) async fn fetch_text_as(
+    client: &reqwest::Client,
+    request_url: &str,
+    url: &str,
+    timeout: Duration,
+    limit: usize,
+) -> Result<String, FetchError> {
+    match tokio::time::timeout(timeout, fetch_inner(client, request_url, url, limit)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout {
             secs: timeout.as_secs_f64(),
@@ -71,6 +83,7 @@ pub async fn fetch_text(
 
 async fn fetch_inner(
     client: &reqwest::Client,
+    request_url: &str,
     url: &str,
     limit: usize,
 ) -> Result<String, FetchError> {
@@ -78,7 +91,11 @@ async fn fetch_inner(
         message: describe_transport(e),
         url: url.to_owned(),
     };
-    let mut resp = client.get(url).send().await.map_err(|e| transport(&e))?;
+    let mut resp = client
+        .get(request_url)
+        .send()
+        .await
+        .map_err(|e| transport(&e))?;
     let status = resp.status();
     let body = match read_body(&mut resp, limit, !status.is_success()).await {
         Ok(body) => body,

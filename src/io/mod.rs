@@ -136,6 +136,9 @@ pub enum IoEvent {
         /// Why the list or the switch failed, if it did.
         error: Option<String>,
     },
+    /// The sidecar scrape intervals changed (at start, and when the view's focus or the
+    /// number of sidecars moves them): the model's freshness rules follow them.
+    ScrapePlan(ScrapePlan),
     /// A demo-spine control finished (demo mode only).
     DemoChanged {
         /// Instances of the demo spine and whether each is running.
@@ -195,14 +198,23 @@ pub enum Command {
     /// Use another context of the config file: the app (not the io layer) tears down the
     /// io tasks and starts new ones with a fresh model.
     SwitchContext(String),
+    /// The services the operator can see or has pinned (send it when that set changes):
+    /// their sidecars are scraped at the normal interval, the others less often (see
+    /// `io::scrape`). Until the first one, every service counts as focused.
+    Focus {
+        /// Service names.
+        services: Vec<String>,
+    },
 }
 
 pub mod audit;
 mod driver;
 mod http;
 pub mod prometheus;
+pub mod scrape;
 mod tasks;
 mod writer;
 
 pub use http::{FetchError, fetch_text};
-pub use tasks::{IoConfig, IoHandle, IoTasks, Wake, clusters_url, spawn};
+pub use scrape::ScrapePlan;
+pub use tasks::{DEFAULT_SCRAPES_PER_SEC, IoConfig, IoHandle, IoTasks, Wake, clusters_url, spawn};

@@ -1,5 +1,5 @@
-//! The io tasks: registry poller, sidecar scrapers (one per stats URL) or the Prometheus
-//! poller, command handler.
+//! The io tasks: registry poller, sidecar scrape scheduler (`scrape.rs`) or the Prometheus
+//! poller, command handler (with [`Command::Focus`] routed to the scheduler first).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Command, DemoFault, DemoInstanceState, FetchError, IoEvent, fetch_text};
+use super::{Command, DemoFault, DemoInstanceState, IoEvent};
 use crate::demo::DemoSpine;
 use crate::metrics::prometheus::PrometheusSource;
-use crate::metrics::{parse_clusters_json, parse_envoy_stats};
 use crate::registry::{FeedUpdate, FollowContext, Registry};
 
 /// Wakes the UI after events were sent (`ctx.request_repaint_after(~10 ms)` in the app).
@@ -21,10 +20,6 @@ pub type Wake = Arc<dyn Fn() + Send + Sync>;
 const EVENT_CAPACITY: usize = 1024;
 /// Capacity of the command channel.
 const COMMAND_CAPACITY: usize = 64;
-/// Largest sidecar stats (and clusters) body read.
-const MAX_STATS_BYTES: usize = 32 * 1024 * 1024;
-/// How long a sidecar whose `/clusters` answered 404 is not asked again.
-const CLUSTERS_404_PAUSE: Duration = Duration::from_mins(5);
 
 /// The sidecar's Envoy `/clusters?format=json` URL, on the same base as its stats URL
 /// (`…/stats/prometheus[?…]` → `…/clusters?format=json`); `None` when the stats URL is not
@@ -41,7 +36,8 @@ pub fn clusters_url(stats_url: &str) -> Option<String> {
 pub struct IoConfig {
     /// Registry poll interval.
     pub registry_interval: Duration,
-    /// Sidecar scrape interval.
+    /// Scrape interval of the sidecars of focused services (visible or pinned; every
+    /// service until the view says otherwise), when the budget allows it.
     pub scrape_interval: Duration,
     /// Deadline of one scrape, body included.
     pub scrape_timeout: Duration,
@@ -53,6 +49,16 @@ pub struct IoConfig {
     pub audit_log: Option<std::path::PathBuf>,
     /// Registry kind and address, as the audit lines name it.
     pub registry_label: String,
+    /// Scrapes in flight at most (an eighth of them kept for sidecars that failed last).
+    pub max_concurrent_scrapes: usize,
+    /// Scrape budget: scrapes started per second at most, over all sidecars (intervals
+    /// stretch to fit, see `scrape::tier_intervals`). A sidecar's first two scrapes are
+    /// not counted.
+    pub max_scrapes_per_sec: f64,
+    /// Sidecars of services that are not focused are scraped this many times less often.
+    pub unfocused_factor: u32,
+    /// Ask Envoy for the stats the dashboard uses only (`?usedonly&filter=…`).
+    pub filter_stats: bool,
 }
 
 impl Default for IoConfig {
@@ -65,9 +71,16 @@ impl Default for IoConfig {
             prometheus: None,
             audit_log: None,
             registry_label: String::new(),
+            max_concurrent_scrapes: 32,
+            max_scrapes_per_sec: DEFAULT_SCRAPES_PER_SEC,
+            unfocused_factor: 4,
+            filter_stats: true,
         }
     }
 }
+
+/// Default scrape budget (scrapes per second); see the README's performance section.
+pub const DEFAULT_SCRAPES_PER_SEC: f64 = 400.0;
 
 /// The UI's ends of the channels. Dropping it stops the io tasks.
 pub struct IoHandle {
@@ -108,10 +121,17 @@ pub fn spawn<R: Registry + 'static>(
     let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
     let registry = Arc::new(registry);
     let refresh = Arc::new(Notify::new());
-    let (urls_tx, urls_rx) = watch::channel(BTreeSet::<String>::new());
+    let (urls_tx, urls_rx) = watch::channel(BTreeMap::<String, String>::new());
+    let (focus_tx, focus_rx) = watch::channel(None::<BTreeSet<String>>);
+    let (inner_commands, inner_rx) = mpsc::channel(COMMAND_CAPACITY);
+    // Keep-alive only for sidecars scraped often: with thousands of sidecars on as many
+    // hosts, idle connections would otherwise pile up (one per sidecar).
+    let idle = (config.scrape_interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
     let http = reqwest::Client::builder()
         .connect_timeout(config.scrape_timeout)
         .timeout(config.scrape_timeout)
+        .pool_idle_timeout(idle)
+        .pool_max_idle_per_host(config.max_concurrent_scrapes.max(1))
         .no_proxy()
         .build()
         .unwrap_or_default();
@@ -126,8 +146,9 @@ pub fn spawn<R: Registry + 'static>(
             Arc::clone(wake),
         )),
         match &config.prometheus {
-            None => tokio::spawn(supervise_scrapers(
+            None => tokio::spawn(super::scrape::run(
                 urls_rx,
+                focus_rx,
                 http,
                 config.clone(),
                 event_tx.clone(),
@@ -140,6 +161,7 @@ pub fn spawn<R: Registry + 'static>(
                 Arc::clone(wake),
             )),
         },
+        tokio::spawn(route_commands(command_rx, focus_tx, inner_commands)),
     ];
     // The split writer and the driver markers, each behind its own channel.
     let operator = super::audit::Operator::current();
@@ -176,7 +198,7 @@ pub fn spawn<R: Registry + 'static>(
             writes: write_tx,
             drivers: driver_tx,
         },
-        command_rx,
+        inner_rx,
         event_tx.clone(),
         Arc::clone(wake),
     )));
@@ -221,11 +243,40 @@ pub fn spawn<R: Registry + 'static>(
     }
 }
 
+/// Hands [`Command::Focus`] to the scrape scheduler (latest wins) and every other command
+/// to [`handle_commands`].
+async fn route_commands(
+    mut rx: mpsc::Receiver<Command>,
+    focus: watch::Sender<Option<BTreeSet<String>>>,
+    out: mpsc::Sender<Command>,
+) {
+    while let Some(command) = rx.recv().await {
+        match command {
+            Command::Focus { services } => {
+                focus.send_if_modified(|cur| {
+                    let new = Some(services.into_iter().collect::<BTreeSet<String>>());
+                    if *cur == new {
+                        false
+                    } else {
+                        *cur = new;
+                        true
+                    }
+                });
+            }
+            other => {
+                if out.send(other).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn poll_registry<R: Registry>(
     registry: Arc<R>,
     interval: Duration,
     refresh: Arc<Notify>,
-    urls_tx: watch::Sender<BTreeSet<String>>,
+    urls_tx: watch::Sender<BTreeMap<String, String>>,
     tx: mpsc::Sender<IoEvent>,
     wake: Wake,
 ) {
@@ -246,12 +297,13 @@ async fn poll_registry<R: Registry>(
                         tracing::info!("registry answers again");
                     }
                     if let Some(snapshot) = &snapshot {
-                        let urls: BTreeSet<String> = snapshot
-                            .services
-                            .iter()
-                            .flat_map(|s| s.instances.iter())
-                            .filter_map(|i| i.metrics_url.clone())
-                            .collect();
+                        // Stats URL → service (the first service listing it).
+                        let mut urls: BTreeMap<String, String> = BTreeMap::new();
+                        for s in &snapshot.services {
+                            for url in s.instances.iter().filter_map(|i| i.metrics_url.as_ref()) {
+                                urls.entry(url.clone()).or_insert_with(|| s.name.clone());
+                            }
+                        }
                         urls_tx.send_if_modified(|cur| {
                             if *cur == urls {
                                 false
@@ -289,123 +341,11 @@ async fn poll_registry<R: Registry>(
     }
 }
 
-/// Keeps one scraper task per stats URL the registry lists.
-async fn supervise_scrapers(
-    mut urls_rx: watch::Receiver<BTreeSet<String>>,
-    http: reqwest::Client,
-    config: IoConfig,
-    tx: mpsc::Sender<IoEvent>,
-    wake: Wake,
-) {
-    let mut running: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
-    loop {
-        let urls = urls_rx.borrow_and_update().clone();
-        running.retain(|url, task| {
-            let keep = urls.contains(url);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        for url in urls {
-            if let std::collections::btree_map::Entry::Vacant(slot) = running.entry(url) {
-                let task = tokio::spawn(scrape_loop(
-                    slot.key().clone(),
-                    http.clone(),
-                    config.clone(),
-                    tx.clone(),
-                    Arc::clone(&wake),
-                ));
-                slot.insert(task);
-            }
-        }
-        if urls_rx.changed().await.is_err() {
-            break;
-        }
-    }
-    for task in running.values() {
-        task.abort();
-    }
-}
-
-/// Scrapes one sidecar every interval; a slow sidecar delays only itself.
-async fn scrape_loop(
-    url: String,
-    http: reqwest::Client,
-    config: IoConfig,
-    tx: mpsc::Sender<IoEvent>,
-    wake: Wake,
-) {
-    let mut ticker = tokio::time::interval(config.scrape_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let clusters = clusters_url(&url);
-    // Until when a sidecar without `/clusters` (404) is left alone.
-    let mut clusters_paused_until: Option<tokio::time::Instant> = None;
-    loop {
-        ticker.tick().await;
-        let body = fetch_text(&http, &url, config.scrape_timeout, MAX_STATS_BYTES).await;
-        let at = Instant::now();
-        let stats_ok = body.is_ok();
-        let result = match body {
-            Ok(text) => {
-                parse_envoy_stats(&text).map_err(|e| format!("bad stats body: {e} ({url})"))
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = &result {
-            tracing::debug!("scrape failed: {e}");
-        }
-        if !emit(
-            &tx,
-            &wake,
-            IoEvent::Scrape {
-                url: url.clone(),
-                at,
-                result,
-            },
-        )
-        .await
-        {
-            return;
-        }
-        // Hosts: after a good scrape only (a dead sidecar is reported once, by its stats).
-        let Some(clusters) = clusters.as_deref() else {
-            continue;
-        };
-        if !stats_ok || clusters_paused_until.is_some_and(|t| tokio::time::Instant::now() < t) {
-            continue;
-        }
-        let body = fetch_text(&http, clusters, config.scrape_timeout, MAX_STATS_BYTES).await;
-        let at = Instant::now();
-        let result = match body {
-            Ok(text) => parse_clusters_json(text.as_bytes())
-                .map_err(|e| format!("bad clusters body: {e} ({clusters})")),
-            Err(FetchError::Status { status: 404, .. }) => {
-                tracing::debug!(
-                    "no /clusters on this sidecar, asking again in {CLUSTERS_404_PAUSE:?} ({clusters})"
-                );
-                clusters_paused_until = Some(tokio::time::Instant::now() + CLUSTERS_404_PAUSE);
-                continue;
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        clusters_paused_until = None;
-        let event = IoEvent::Clusters {
-            url: url.clone(),
-            at,
-            result,
-        };
-        if !emit(&tx, &wake, event).await {
-            return;
-        }
-    }
-}
-
 /// Queries Prometheus every interval (four queries, whatever the number of services).
 /// `_urls` keeps the registry's stats-URL channel open; the sidecars are not scraped.
 async fn poll_prometheus(
     source: PrometheusSource,
-    _urls: watch::Receiver<BTreeSet<String>>,
+    _urls: watch::Receiver<BTreeMap<String, String>>,
     tx: mpsc::Sender<IoEvent>,
     wake: Wake,
 ) {
@@ -497,8 +437,9 @@ async fn handle_commands<R: Registry>(
                 refresh.notify_one();
                 continue;
             }
-            // The app handles a context switch (new io tasks) and plan controls itself.
-            Command::SwitchContext(_) | Command::Plan { .. } => continue,
+            // The app handles a context switch (new io tasks) and plan controls itself; a
+            // focus goes to the scrape scheduler before this task (`route_commands`).
+            Command::SwitchContext(_) | Command::Plan { .. } | Command::Focus { .. } => continue,
             Command::SetDatacenter(dc) => {
                 let switched = registry.set_datacenter(&dc);
                 match &switched {

@@ -150,7 +150,7 @@ impl Model {
 
     /// Adds this update's requests per version (see module docs).
     pub(super) fn record_drift(&mut self, now: Instant) {
-        let interval = self.scrape_interval;
+        let interval = self.slowest_sidecar_interval();
         // Request rates per version into each service with a split, over the lanes with
         // data (any caller, in lane order; the lane index spares a scan of every lane).
         let all_rates: Vec<BTreeMap<String, f64>> = self

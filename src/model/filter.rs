@@ -282,7 +282,7 @@ impl Model {
         if filter.is_empty() {
             return true;
         }
-        let fresh_within = self.scrape_interval * 2;
+        let fresh_within = self.slowest_sidecar_interval() * 2;
         let fresh: Vec<&WindowStats> = self
             .lanes_into(service)
             .filter_map(|l| {

@@ -358,6 +358,8 @@ impl Model {
             return;
         }
         let interval = self.scrape_interval;
+        let plan = self.scrape_plan.as_ref();
+        let interval_of = |s: &super::SidecarState| super::freshness_interval(plan, interval, s);
         let services = &self.services;
         let sidecars = &mut self.sidecars;
         let book = &mut self.lane_book;
@@ -385,7 +387,7 @@ impl Model {
                 };
                 if sidecars
                     .get(&url)
-                    .is_some_and(|s| s.counted_fresh && s.status.is_stale(now, interval))
+                    .is_some_and(|s| s.counted_fresh && s.status.is_stale(now, interval_of(s)))
                 {
                     book.dirty_sidecars.insert(url);
                 }
@@ -399,7 +401,8 @@ impl Model {
             let Some(sidecar) = sidecars.get_mut(&url) else {
                 continue;
             };
-            let fresh = !sidecar.status.is_stale(now, interval);
+            let sidecar_interval = interval_of(sidecar);
+            let fresh = !sidecar.status.is_stale(now, sidecar_interval);
             let clusters = sidecar.last.iter().flat_map(|(_, scrape)| &scrape.clusters);
             // The usual scrape lists the same clusters, which key as before: only their
             // lanes are dirty, the sources stay.
@@ -419,7 +422,7 @@ impl Model {
                     && let Some(stale_at) = sidecar
                         .status
                         .last_ok
-                        .and_then(|ok| ok.checked_add(interval * 2))
+                        .and_then(|ok| ok.checked_add(sidecar_interval * 2))
                 {
                     book.expiries.push(Reverse((stale_at, url)));
                 }
@@ -468,7 +471,7 @@ impl Model {
                 && let Some(stale_at) = sidecar
                     .status
                     .last_ok
-                    .and_then(|ok| ok.checked_add(interval * 2))
+                    .and_then(|ok| ok.checked_add(sidecar_interval * 2))
             {
                 book.expiries.push(Reverse((stale_at, url)));
             }
@@ -778,7 +781,7 @@ mod tests {
                     .filter(|c| !c.id.is_local())
                     .map(|c| key_of(&c.id)),
             );
-            let fresh = !sidecar.status.is_stale(now, m.scrape_interval);
+            let fresh = !m.sidecar_stale(sidecar, now);
             let (true, Some((t_prev, prev))) = (fresh, &sidecar.prev) else {
                 continue;
             };

@@ -94,6 +94,8 @@ pub struct SidecarState {
     pub service: String,
     /// Freshness and last error.
     pub status: SourceStatus,
+    /// Its scrape interval when the last answer came (see [`Model::sidecar_stale`]).
+    pub interval_at_scrape: Option<Duration>,
     prev: Option<(Instant, SidecarScrape)>,
     last: Option<(Instant, SidecarScrape)>,
     /// The lane key of each cluster of `last`, in its order (`lanes.rs`).
@@ -183,6 +185,8 @@ pub struct Model {
     pub registry_interval: Duration,
     /// Sidecar scrape interval (for freshness).
     pub scrape_interval: Duration,
+    /// The io layer's scrape tiers, once it reported them ([`IoEvent::ScrapePlan`]).
+    pub scrape_plan: Option<crate::io::ScrapePlan>,
     /// `Instant` ↔ wall clock pair, to show when things happened (see [`Model::wall_at`]).
     clock_anchor: (Instant, SystemTime),
     /// Per-lane and per-version history rings (`history.rs`).
@@ -229,6 +233,7 @@ impl Model {
             notices: VecDeque::new(),
             registry_interval,
             scrape_interval,
+            scrape_plan: None,
             // The model's only clock reading: an anchor for wall-clock display.
             clock_anchor: (Instant::now(), SystemTime::now()),
             history: history::History::default(),
@@ -345,9 +350,14 @@ impl Model {
                 }
             },
             IoEvent::Scrape { url, at, result } => {
+                let interval = self
+                    .sidecars
+                    .get(&url)
+                    .map(|s| self.sidecar_interval(&s.service));
                 let Some(sidecar) = self.sidecars.get_mut(&url) else {
                     return; // a scrape for a sidecar the registry no longer lists
                 };
+                sidecar.interval_at_scrape = interval;
                 match result {
                     Ok(mut scrape) => {
                         // Envoy's own clusters (local_app, self_admin…) are never lanes:
@@ -393,6 +403,11 @@ impl Model {
                 }
             }
             IoEvent::Clusters { url, at, result } => self.apply_clusters(url, at, result),
+            IoEvent::ScrapePlan(plan) => {
+                // Intervals decide freshness: every sidecar is judged again.
+                self.scrape_plan = Some(plan);
+                self.mark_all_lanes();
+            }
             IoEvent::WriteFinished { write, result } => {
                 self.shift_write_finished(&write, &result, now);
                 let service = write.service.clone();
@@ -583,7 +598,35 @@ impl Model {
             .into_iter()
             .flatten()
             .filter_map(|url| self.sidecars.get(url))
-            .any(|s| !s.status.is_stale(now, self.scrape_interval))
+            .any(|s| !self.sidecar_stale(s, now))
+    }
+
+    /// The interval `service`'s sidecars are scraped at now (the io layer's plan; the base
+    /// interval before it reported one).
+    #[must_use]
+    pub fn sidecar_interval(&self, service: &str) -> Duration {
+        self.scrape_plan
+            .as_ref()
+            .map_or(self.scrape_interval, |p| p.interval_for(service))
+    }
+
+    /// The longest interval any sidecar is scraped at now: the step that history gaps,
+    /// drift samples and lane freshness allow for.
+    #[must_use]
+    pub fn slowest_sidecar_interval(&self) -> Duration {
+        self.scrape_plan.as_ref().map_or(self.scrape_interval, |p| {
+            p.focused_interval.max(p.other_interval).max(self.scrape_interval)
+        })
+    }
+
+    /// A sidecar is stale after a failed scrape, or when no answer came within two of its
+    /// intervals: the longer of the one in effect at its last answer and the current one
+    /// (a sidecar that just moved to a shorter interval is not stale before it could be
+    /// scraped again).
+    #[must_use]
+    pub fn sidecar_stale(&self, sidecar: &SidecarState, now: Instant) -> bool {
+        let interval = freshness_interval(self.scrape_plan.as_ref(), self.scrape_interval, sidecar);
+        sidecar.status.is_stale(now, interval)
     }
 
     /// Number of sidecars that have at least two scrapes (a full window).
@@ -594,6 +637,20 @@ impl Model {
             .filter(|s| s.prev.is_some() && s.last.is_some())
             .count()
     }
+}
+
+/// The interval a sidecar's freshness is judged by: the longer of the one in effect at its
+/// last answer and the one `plan` (or the base interval, before the io layer reported a
+/// plan) gives its service now.
+pub(crate) fn freshness_interval(
+    plan: Option<&crate::io::ScrapePlan>,
+    base: Duration,
+    sidecar: &SidecarState,
+) -> Duration {
+    let current = plan.map_or(base, |p| p.interval_for(&sidecar.service));
+    sidecar
+        .interval_at_scrape
+        .map_or(current, |at| at.max(current))
 }
 
 /// `v1 80 / v2 20`.

@@ -834,6 +834,55 @@ fn wobble(k: u64) -> f64 {
     1.0 + 0.1 * (k as f64 * 0.7).sin()
 }
 
+/// `services` (e.g. from [`mesh`]) with `per_service` instances each, for the served
+/// synthetic spine (`spine-dash demo --serve --size N`): a service with several versions
+/// keeps them all, its last version with a fifth of the instances (at least one), the
+/// first with the rest; about one instance in 250 is critical.
+#[must_use]
+pub fn with_instances(services: &[ServiceSpec], per_service: usize) -> Vec<ServiceSpec> {
+    let per_service = per_service.max(1);
+    services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut versions: Vec<String> = s.instances.iter().map(|(v, _)| v.clone()).collect();
+            versions.sort();
+            versions.dedup();
+            let last_share = if versions.len() > 1 {
+                (per_service / 5).max(1)
+            } else {
+                0
+            };
+            let instances = (0..per_service)
+                .map(|j| {
+                    let version = match versions.as_slice() {
+                        [] => "v1".to_owned(),
+                        [only] => only.clone(),
+                        [first, .., last] => {
+                            if j >= per_service - last_share {
+                                last.clone()
+                            } else {
+                                first.clone()
+                            }
+                        }
+                    };
+                    let health = if (i * per_service + j) % 250 == 17 {
+                        Health::Critical
+                    } else {
+                        Health::Passing
+                    };
+                    (version, health)
+                })
+                .collect();
+            ServiceSpec {
+                name: s.name.clone(),
+                instances,
+                split: s.split.clone(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -874,6 +923,27 @@ mod tests {
         assert_eq!(pay.breaker, BreakerState::Saturated);
         assert!(pay.p99_ms.unwrap() > 18.0);
         assert_eq!(m.configured_weight("identity", "v2"), Some(2000));
+    }
+
+    #[test]
+    fn instances_scale_and_keep_versions() {
+        let (s, _) = mesh(100);
+        let big = with_instances(&s, 10);
+        assert_eq!(big.len(), 100);
+        assert!(big.iter().all(|x| x.instances.len() == 10));
+        let two: Vec<&ServiceSpec> = big
+            .iter()
+            .filter(|x| x.instances.iter().any(|(v, _)| v == "v2"))
+            .collect();
+        assert_eq!(two.len(), 10);
+        let v2 = two[0].instances.iter().filter(|(v, _)| v == "v2").count();
+        assert_eq!(v2, 2);
+        let critical = big
+            .iter()
+            .flat_map(|x| &x.instances)
+            .filter(|(_, h)| *h == Health::Critical)
+            .count();
+        assert_eq!(critical, 4);
     }
 
     #[test]

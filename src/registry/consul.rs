@@ -1487,14 +1487,40 @@ struct ProxyDefaultsJson {
 /// when the entry sets none).
 pub fn parse_proxy_defaults_protocol(body: &[u8]) -> Result<Option<String>, RegistryError> {
     let entry: Option<ProxyDefaultsJson> = decode("proxy-defaults", body)?;
-    Ok(entry
-        .and_then(|e| e.config)
+    Ok(entry.and_then(protocol_of))
+}
+
+/// Parses `GET /v1/config/proxy-defaults` (every entry; only `global` exists in Consul):
+/// `global`'s `Config.protocol`, lowercased (`None` without that entry or protocol). The
+/// follower watches this list rather than `/proxy-defaults/global`: a missing entry's 404
+/// carries no `X-Consul-Index` (fixture `error_config_404_not_found.txt`), so it could not
+/// block, while the list answers `[]` with an index.
+pub fn parse_proxy_defaults_list(body: &[u8]) -> Result<Option<String>, RegistryError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Named {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(flatten)]
+        entry: ProxyDefaultsJson,
+    }
+    let list: Option<Vec<Named>> = decode("proxy-defaults list", body)?;
+    Ok(list
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.name.as_deref() == Some("global"))
+        .and_then(|e| protocol_of(e.entry)))
+}
+
+fn protocol_of(entry: ProxyDefaultsJson) -> Option<String> {
+    entry
+        .config
         .and_then(|c| {
             c.into_iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case("protocol"))
                 .and_then(|(_, v)| v.as_str().map(|p| p.trim().to_ascii_lowercase()))
         })
-        .filter(|p| !p.is_empty()))
+        .filter(|p| !p.is_empty())
 }
 
 /// The protocol Consul compiles `service`'s discovery chain with: its `service-defaults`
@@ -1737,6 +1763,16 @@ pub fn splitter_request_body(service: &str, split: &Split) -> Result<Vec<u8>, Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_defaults_list_gives_globals_protocol() {
+        let list = br#"[{"Kind":"proxy-defaults","Name":"global","Config":{"Protocol":" HTTP "},"ModifyIndex":7}]"#;
+        assert_eq!(parse_proxy_defaults_list(list).unwrap(), Some("http".into()));
+        assert_eq!(parse_proxy_defaults_list(b"[]").unwrap(), None);
+        let other = br#"[{"Kind":"proxy-defaults","Name":"other","Config":{"protocol":"http"}}]"#;
+        assert_eq!(parse_proxy_defaults_list(other).unwrap(), None);
+        assert!(parse_proxy_defaults_list(b"{not json").is_err());
+    }
 
     #[test]
     fn version_tags() {

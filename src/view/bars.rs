@@ -292,7 +292,7 @@ fn sidecars_status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
     let failing: Vec<_> = model
         .sidecars
         .iter()
-        .filter(|(_, s)| s.status.is_stale(now, model.scrape_interval))
+        .filter(|(_, s)| model.sidecar_stale(s, now))
         .collect();
     let color = if failing.is_empty() {
         theme.success

@@ -150,7 +150,7 @@ pub fn version_charts_ui(
         );
         return;
     }
-    let max_step = crate::model::history::max_step(model.scrape_interval, window);
+    let max_step = crate::model::history::max_step(model.slowest_sidecar_interval(), window);
     let w = window.as_secs_f64();
     ui.horizontal_wrapped(|ui| {
         ui.colored_label(

@@ -10,7 +10,7 @@
 //! | `/v1/config/service-resolver` | a resolver changes | subsets of every service |
 //! | `/v1/config/service-splitter` | a splitter changes | every split with its `ModifyIndex` |
 //! | `/v1/config/service-defaults` | a service-defaults entry changes | every service's `Protocol` (404: unknown) |
-//! | `/v1/config/proxy-defaults/global` | the global proxy-defaults change | the mesh's default protocol (404: none) |
+//! | `/v1/config/proxy-defaults` | the global proxy-defaults change | the mesh's default protocol (`[]`: none; the list, since a missing entry's 404 has no index) |
 //! | `/v1/kv/spine-dash/drivers/?recurse` | a driver marker comes or goes | the markers (404: none) |
 //!
 //! A health change, a split change, a resolver change, a protocol change or a marker
@@ -47,7 +47,7 @@ use super::kv::{KvPair, parse_kv_list};
 use super::{
     Answer, CheckRow, ConsulClient, MAX_CONCURRENT_REQUESTS, NodeInstance, Protocols, acquire,
     apply_metrics_fallback, blocking_deadline, drivers, error_from_response, health_from_checks,
-    parse_checks, parse_connect_metrics, parse_health_service_nodes, parse_proxy_defaults_protocol,
+    parse_checks, parse_connect_metrics, parse_health_service_nodes, parse_proxy_defaults_list,
     parse_resolver_list, parse_service_defaults_list, parse_splitter_list,
 };
 use crate::model::types::{
@@ -541,7 +541,8 @@ impl MeshView for CatalogView {
             spec(&["v1", "config", "service-splitter"], false),
             // 404 (an empty body here): an agent without config entries, protocols unknown.
             spec(&["v1", "config", "service-defaults"], true),
-            spec(&["v1", "config", "proxy-defaults", "global"], true),
+            // The list, not `/global`: a missing entry's 404 has no index to block on.
+            spec(&["v1", "config", "proxy-defaults"], true),
             drivers_watch(),
         ]
     }
@@ -575,7 +576,7 @@ impl MeshView for CatalogView {
                 self.protocols.global = if body.is_empty() {
                     None
                 } else {
-                    parse_proxy_defaults_protocol(body)?
+                    parse_proxy_defaults_list(body)?
                 };
             }
             DRIVERS => self.drivers = markers(&parse_kv_list(body)?),
