@@ -1,0 +1,658 @@
+//! Stations of the map: a service (name, instances per version, health ring), a collapsed
+//! group (a stack of cards: member count, summed inbound traffic, worst health and
+//! breaker), the outline an expanded group leaves in its slot, a dimmed far end of a
+//! filtered road, and the ghost of a vanished service. Shapes go into the map's station
+//! mesh; text is laid out only at a zoom where it can be read.
+
+use std::time::{Duration, Instant};
+
+use egui::{Align2, Color32, Pos2, Rect, Sense, Shape, Ui, pos2, vec2};
+
+use super::ViewState;
+use super::bars::fmt_age;
+use super::group::{self, Node};
+use super::map::{LABEL_MIN_SCALE, NAME_MIN_SCALE, Xform, fmt_rps, world_pins_mut};
+use super::paint::MeshPainter;
+use super::theme::Theme;
+use crate::model::types::{BreakerState, Health, HealthCounts};
+use crate::model::{LaneState, Model};
+
+/// A corner radius worth its vertices: square below 2.5 points, where nobody sees it.
+fn corner(radius: f32) -> f32 {
+    if radius < 2.5 { 0.0 } else { radius }
+}
+
+fn faded(c: Color32, stale: bool) -> Color32 {
+    if stale { c.gamma_multiply(0.35) } else { c }
+}
+
+/// What a zoom level can show.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lod {
+    /// Instances, versions, health ring, stale text.
+    pub detail: bool,
+    /// Station names.
+    pub names: bool,
+    /// Lane labels.
+    pub lane_labels: bool,
+}
+
+impl Lod {
+    /// The level of detail at `scale` (screen points per world unit).
+    pub fn at(scale: f32) -> Self {
+        Self {
+            detail: scale >= LABEL_MIN_SCALE,
+            names: scale >= NAME_MIN_SCALE,
+            lane_labels: scale >= LABEL_MIN_SCALE,
+        }
+    }
+}
+
+/// A group node's traffic: lanes into its members, from outside and inside it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct NodeStats {
+    /// Summed rps into the group from other nodes; `None` without data.
+    pub rps_in: Option<f64>,
+    /// 5xx per second over every lane into a member (inside lanes too).
+    pub err_rps: f64,
+    /// Requests per second of the lanes the 5xx ratio is over.
+    pub err_base_rps: f64,
+    /// Worst breaker of any lane into a member.
+    pub breaker: BreakerState,
+    /// Lanes into members whose breaker is not closed.
+    pub not_closed: usize,
+}
+
+impl NodeStats {
+    /// Counts one lane into a member (`internal`: from another member).
+    pub fn add_lane(&mut self, lane: &LaneState, internal: bool) {
+        let Some(s) = &lane.stats else { return };
+        if !internal {
+            *self.rps_in.get_or_insert(0.0) += s.rps;
+        }
+        if let Some(e) = s.err5xx_ratio {
+            self.err_rps += e * s.rps;
+            self.err_base_rps += s.rps;
+        }
+        self.breaker = self.breaker.worst(s.breaker);
+        if s.breaker != BreakerState::Closed {
+            self.not_closed += 1;
+        }
+    }
+}
+
+/// Everything a station needs from the frame.
+pub(super) struct NodeLook<'f> {
+    pub painter: &'f egui::Painter,
+    pub model: &'f Model,
+    pub theme: &'f Theme,
+    pub xf: Xform,
+    pub lod: Lod,
+    pub now: Instant,
+    /// The registry's data is stale: stations are hatched.
+    pub registry_stale: bool,
+    /// Stations are widgets (click, drag, hover, accessibility); else the map hit-tests.
+    pub widgets: bool,
+    pub mesh: &'f mut MeshPainter,
+    pub texts: &'f mut Vec<Shape>,
+}
+
+impl NodeLook<'_> {
+    fn text(&mut self, at: Pos2, align: Align2, text: String, size: f32, color: Color32) {
+        let galley = self.painter.layout_no_wrap(text, self.xf.font(size), color);
+        let r = align.anchor_size(at, galley.size());
+        self.texts.push(Shape::galley(r.min, galley, color));
+    }
+
+    /// Body and outline of a station; `outline` is the health colour (or the stroke).
+    fn body(&mut self, rect: Rect, outline: Color32, selected: bool, stale: bool) {
+        let zoom = self.xf.scale;
+        let radius = corner(8.0 * zoom);
+        self.mesh
+            .rect(rect, radius, faded(self.theme.node_fill, stale));
+        let w = if selected { 3.0_f32 } else { 2.0 }.min(rect.height() / 4.0);
+        self.mesh.rect_stroke(
+            rect.shrink(w / 2.0),
+            (radius - w / 2.0).max(0.0),
+            w,
+            faded(outline, stale),
+        );
+        if selected {
+            self.mesh.rect_stroke(
+                rect.expand(4.75),
+                10.0 * zoom + 0.75,
+                1.5,
+                self.theme.selection,
+            );
+        }
+    }
+
+    /// Diagonal hatching over `rect`: the mark of stale data, and a "last good" line.
+    fn stale_marks(&mut self, rect: Rect) {
+        let zoom = self.xf.scale;
+        hatch(
+            self.mesh,
+            rect,
+            10.0 * zoom,
+            self.theme.text_dim.gamma_multiply(0.35),
+        );
+        if self.lod.detail {
+            let since = fmt_age(self.model.registry_status.age(self.now));
+            self.text(
+                rect.center_bottom() + vec2(0.0, 4.0),
+                Align2::CENTER_TOP,
+                format!("stale · last good {since}"),
+                10.0,
+                self.theme.text_dim,
+            );
+        }
+    }
+}
+
+/// One service's station.
+pub(super) fn service_ui(
+    ui: &Ui,
+    look: &mut NodeLook,
+    view: &mut ViewState,
+    grouped: bool,
+    name: &str,
+    rect: Rect,
+) {
+    let Some(svc) = look.model.services.get(name) else {
+        return;
+    };
+    let (zoom, theme, stale) = (look.xf.scale, look.theme, look.registry_stale);
+    let mut counts = HealthCounts::default();
+    for inst in &svc.instances {
+        counts.add(inst.health);
+    }
+    let selected = view.selected.as_deref() == Some(name);
+    let ring = counts
+        .worst()
+        .map_or(theme.node_stroke, |h| theme.health_color(h));
+    look.body(rect, ring, selected, stale);
+    if look.lod.names {
+        look.text(
+            rect.left_top() + vec2(10.0, 8.0) * zoom,
+            Align2::LEFT_TOP,
+            name.to_owned(),
+            15.0,
+            faded(theme.text, stale),
+        );
+    }
+    if look.lod.detail {
+        instances(look, svc, rect, stale);
+        health_ring(
+            look.mesh,
+            rect.right_top() + vec2(-16.0, 16.0) * zoom,
+            9.0 * zoom,
+            &counts,
+            theme,
+        );
+    }
+    if stale {
+        look.stale_marks(rect);
+    }
+    let pinned = world_pins_mut(view, grouped).contains_key(name);
+    if pinned {
+        let at = rect.left_top() + vec2(2.0, 2.0) * zoom;
+        look.mesh.circle(at, 3.5 * zoom.max(0.5), theme.selection);
+    }
+    if !look.widgets {
+        return;
+    }
+    let resp = ui.interact(
+        rect,
+        ui.scope_id().with(("station", name)),
+        Sense::click_and_drag(),
+    );
+    resp.widget_info(|| {
+        egui::WidgetInfo::labeled(egui::Role::Button, true, format!("station {name}"))
+    });
+    if resp.clicked() {
+        view.select(Some(name.to_owned()));
+    }
+    if resp.dragged() {
+        // Drag = move and pin (world units).
+        let c = rect.center() + resp.drag_delta();
+        let world = (c - look.xf.offset) / look.xf.scale;
+        world_pins_mut(view, grouped).insert(name.to_owned(), [world.x, world.y]);
+    }
+    let group = group::prefix_of(name)
+        .map(group::group_key)
+        .filter(|k| grouped && view.groups.expanded.contains(k));
+    resp.context_menu(|ui| {
+        if ui
+            .add_enabled(pinned, egui::Button::new("Unpin (back to its slot)"))
+            .clicked()
+        {
+            world_pins_mut(view, grouped).remove(name);
+            ui.close();
+        }
+        if ui.button("Select").clicked() {
+            view.select(Some(name.to_owned()));
+            ui.close();
+        }
+        if let Some(key) = &group
+            && ui.button(format!("Collapse {key}")).clicked()
+        {
+            view.groups.toggle(key);
+            ui.close();
+        }
+    });
+    resp.on_hover_ui(|ui| {
+        ui.strong(name);
+        ui.label(format!(
+            "{} passing · {} warning · {} critical",
+            counts.passing, counts.warning, counts.critical
+        ));
+        for inst in svc.instances.iter().filter(|i| i.health != Health::Passing) {
+            ui.colored_label(
+                theme.health_color(inst.health),
+                format!(
+                    "{} {}: {}",
+                    inst.id,
+                    inst.health.as_str(),
+                    inst.check_output
+                ),
+            );
+        }
+    });
+}
+
+/// One dot per instance, grouped by version; a version with more instances than fit shows
+/// a dot of its worst health and the count.
+fn instances(
+    look: &mut NodeLook,
+    svc: &crate::model::types::ServiceEntry,
+    rect: Rect,
+    stale: bool,
+) {
+    let (zoom, theme) = (look.xf.scale, look.theme);
+    let mut x = rect.left() + 10.0 * zoom;
+    let y = rect.bottom() - 14.0 * zoom;
+    let versions = svc.versions();
+    let right = rect.right() - 6.0 * zoom;
+    for version in &versions {
+        let galley =
+            look.painter
+                .layout_no_wrap(version.clone(), look.xf.font(11.0), theme.text_dim);
+        let w = galley.size().x;
+        look.texts.push(Shape::galley(
+            pos2(x, y - galley.size().y / 2.0),
+            galley,
+            theme.text_dim,
+        ));
+        x += w + 4.0 * zoom;
+        let mut counts = HealthCounts::default();
+        for inst in svc.instances.iter().filter(|i| &i.version == version) {
+            counts.add(inst.health);
+        }
+        let n = counts.total() as usize;
+        let room = ((right - x) / (11.0 * zoom) / versions.len() as f32).floor() as usize;
+        if n <= room.max(1) {
+            for inst in svc.instances.iter().filter(|i| &i.version == version) {
+                look.mesh.circle(
+                    pos2(x + 4.0 * zoom, y),
+                    4.0 * zoom,
+                    faded(theme.health_color(inst.health), stale),
+                );
+                x += 11.0 * zoom;
+            }
+        } else if let Some(worst) = counts.worst() {
+            look.mesh.circle(
+                pos2(x + 4.0 * zoom, y),
+                4.0 * zoom,
+                faded(theme.health_color(worst), stale),
+            );
+            x += 11.0 * zoom;
+            let label = format!("×{n}");
+            let galley = look
+                .painter
+                .layout_no_wrap(label, look.xf.font(11.0), theme.text_dim);
+            let w = galley.size().x;
+            look.texts.push(Shape::galley(
+                pos2(x, y - galley.size().y / 2.0),
+                galley,
+                theme.text_dim,
+            ));
+            x += w;
+        }
+        x += 8.0 * zoom;
+    }
+}
+
+/// A collapsed group: a stack of cards with its name, member count, inbound traffic,
+/// worst health (ring and outline) and worst breaker.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn group_ui(
+    ui: &Ui,
+    look: &mut NodeLook,
+    view: &mut ViewState,
+    grouped: bool,
+    node: &Node,
+    stats: &NodeStats,
+    matching: Option<usize>,
+    rect: Rect,
+) {
+    let key = node.key.as_ref();
+    let (zoom, theme, stale) = (look.xf.scale, look.theme, look.registry_stale);
+    let mut counts = HealthCounts::default();
+    for m in &node.members {
+        if let Some(svc) = look.model.services.get(*m) {
+            for inst in &svc.instances {
+                counts.add(inst.health);
+            }
+        }
+    }
+    let selected = view.groups.selected.as_deref() == Some(key);
+    let ring = counts
+        .worst()
+        .map_or(theme.node_stroke, |h| theme.health_color(h));
+    // The cards behind: this node stands for several stations.
+    for k in [2.0_f32, 1.0] {
+        let behind = rect.translate(vec2(5.0, -5.0) * k * zoom);
+        let radius = corner(8.0 * zoom);
+        look.mesh.rect(
+            behind,
+            radius,
+            faded(theme.node_fill, stale).gamma_multiply(0.9),
+        );
+        look.mesh.rect_stroke(
+            behind.shrink(0.5),
+            radius,
+            1.0,
+            faded(theme.node_stroke, stale),
+        );
+    }
+    look.body(rect, ring, selected, stale);
+    let n = node.members.len();
+    if zoom >= NAME_MIN_SCALE / 2.0 {
+        look.text(
+            rect.left_top() + vec2(10.0, 8.0) * zoom,
+            Align2::LEFT_TOP,
+            key.to_owned(),
+            15.0,
+            faded(theme.text, stale),
+        );
+    }
+    if look.lod.names {
+        let line = match matching {
+            Some(m) => format!("{m} of {n} match"),
+            None => format!("{n} services · {} in", fmt_rps(stats.rps_in)),
+        };
+        look.text(
+            rect.left_top() + vec2(10.0, 28.0) * zoom,
+            Align2::LEFT_TOP,
+            line,
+            11.0,
+            theme.text_dim,
+        );
+        let err = (stats.err_base_rps > 0.0).then(|| stats.err_rps / stats.err_base_rps);
+        if let Some(e) = err.filter(|e| *e >= view.thresholds.degraded) {
+            look.text(
+                rect.left_top() + vec2(10.0, 42.0) * zoom,
+                Align2::LEFT_TOP,
+                format!("5xx {:.2} %", e * 100.0),
+                11.0,
+                theme.lane_color(Some(e), view.thresholds),
+            );
+        }
+    }
+    if look.lod.detail {
+        health_ring(
+            look.mesh,
+            rect.right_top() + vec2(-16.0, 16.0) * zoom,
+            9.0 * zoom,
+            &counts,
+            theme,
+        );
+    }
+    // The worst breaker inside, as a tag on top (its lanes are not drawn while collapsed).
+    if let Some(color) = theme.breaker_color(stats.breaker)
+        && look.lod.names
+    {
+        let tag = match stats.breaker {
+            BreakerState::Open => "OPEN",
+            BreakerState::Saturated => "SATURATED",
+            BreakerState::Ejecting { .. } => "EJECTING",
+            BreakerState::Closed => "",
+        };
+        let text = if stats.not_closed > 1 {
+            format!("{tag} ×{}", stats.not_closed)
+        } else {
+            tag.to_owned()
+        };
+        let galley = look.painter.layout_no_wrap(
+            text,
+            egui::FontId::monospace((10.0 * zoom).max(7.0)),
+            theme.map_bg,
+        );
+        let r = Align2::RIGHT_BOTTOM
+            .anchor_size(rect.right_top() + vec2(-4.0, -8.0) * zoom, galley.size())
+            .expand(2.0);
+        look.mesh.rect(r, 2.0, faded(color, stale));
+        look.texts
+            .push(Shape::galley(r.min + vec2(2.0, 2.0), galley, theme.map_bg));
+    }
+    if stale {
+        look.stale_marks(rect);
+    }
+    let pinned = world_pins_mut(view, grouped).contains_key(key);
+    if pinned {
+        let at = rect.left_top() + vec2(2.0, 2.0) * zoom;
+        look.mesh.circle(at, 3.5 * zoom.max(0.5), theme.selection);
+    }
+    if !look.widgets {
+        return;
+    }
+    let resp = ui.interact(
+        rect,
+        ui.scope_id().with(("station", key)),
+        Sense::click_and_drag(),
+    );
+    resp.widget_info(|| {
+        egui::WidgetInfo::labeled(egui::Role::Button, true, format!("group {key}"))
+    });
+    if resp.double_clicked() {
+        view.groups.toggle(key);
+    } else if resp.clicked() {
+        view.select_group(Some(key.to_owned()));
+    }
+    if resp.dragged() {
+        let c = rect.center() + resp.drag_delta();
+        let world = (c - look.xf.offset) / look.xf.scale;
+        world_pins_mut(view, grouped).insert(key.to_owned(), [world.x, world.y]);
+    }
+    resp.context_menu(|ui| {
+        if ui.button(format!("Expand {key} ({n} services)")).clicked() {
+            view.groups.toggle(key);
+            ui.close();
+        }
+        if ui
+            .add_enabled(pinned, egui::Button::new("Unpin (back to its slot)"))
+            .clicked()
+        {
+            world_pins_mut(view, grouped).remove(key);
+            ui.close();
+        }
+    });
+    resp.on_hover_ui(|ui| {
+        ui.strong(format!("{key} · {n} services"));
+        ui.label(format!(
+            "{} passing · {} warning · {} critical instances",
+            counts.passing, counts.warning, counts.critical
+        ));
+        ui.label(format!("{} in from other stations", fmt_rps(stats.rps_in)));
+        if stats.not_closed > 0 {
+            ui.label(format!(
+                "{} lanes inside with a breaker not closed (worst: {})",
+                stats.not_closed,
+                stats.breaker.label()
+            ));
+        }
+        ui.weak("double-click (or e) to expand");
+    });
+}
+
+/// The slot of an expanded group: a dashed outline with its name; double-click collapses.
+pub(super) fn placeholder_ui(
+    ui: &Ui,
+    look: &mut NodeLook,
+    view: &mut ViewState,
+    key: &str,
+    members: usize,
+    rect: Rect,
+) {
+    let (zoom, theme) = (look.xf.scale, look.theme);
+    let c = theme.text_dim.gamma_multiply(0.6);
+    dashed_rect(look.mesh, rect, c, zoom);
+    if look.lod.names {
+        look.text(
+            rect.left_top() + vec2(10.0, 8.0) * zoom,
+            Align2::LEFT_TOP,
+            key.to_owned(),
+            15.0,
+            c,
+        );
+        look.text(
+            rect.left_bottom() + vec2(10.0, -8.0) * zoom,
+            Align2::LEFT_BOTTOM,
+            format!("expanded · {members} services"),
+            11.0,
+            c,
+        );
+    }
+    if !look.widgets {
+        return;
+    }
+    let resp = ui.interact(rect, ui.scope_id().with(("expanded", key)), Sense::click());
+    resp.widget_info(|| {
+        egui::WidgetInfo::labeled(egui::Role::Button, true, format!("expanded group {key}"))
+    });
+    if resp.double_clicked() {
+        view.groups.toggle(key);
+    } else if resp.clicked() {
+        view.select_group(Some(key.to_owned()));
+    }
+    resp.context_menu(|ui| {
+        if ui.button(format!("Collapse {key}")).clicked() {
+            view.groups.toggle(key);
+            ui.close();
+        }
+    });
+    resp.on_hover_text("double-click (or e) to collapse");
+}
+
+/// The far end of a filtered road: dimmed, name only, not a widget.
+pub(super) fn context_ui(look: &mut NodeLook, node: &Node, rect: Rect) {
+    let theme = look.theme;
+    let zoom = look.xf.scale;
+    let radius = corner(8.0 * zoom);
+    look.mesh
+        .rect(rect, radius, theme.node_fill.gamma_multiply(0.4));
+    look.mesh.rect_stroke(
+        rect.shrink(0.5),
+        radius,
+        1.0,
+        theme.node_stroke.gamma_multiply(0.5),
+    );
+    if look.lod.names {
+        look.text(
+            rect.left_top() + vec2(10.0, 8.0) * zoom,
+            Align2::LEFT_TOP,
+            node.key.to_string(),
+            15.0,
+            theme.text_dim.gamma_multiply(0.7),
+        );
+    }
+}
+
+/// A service that vanished from the registry: a faded, dashed outline in its old slot.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn ghost(
+    painter: &egui::Painter,
+    mesh: &mut MeshPainter,
+    texts: &mut Vec<Shape>,
+    theme: &Theme,
+    xf: Xform,
+    name: &str,
+    rect: Rect,
+    gone_for: Duration,
+) {
+    let c = theme.text_dim.gamma_multiply(0.6);
+    dashed_rect(mesh, rect, c, xf.scale);
+    if xf.scale < NAME_MIN_SCALE {
+        return;
+    }
+    let mut text = |at: Pos2, align: Align2, t: String, size: f32| {
+        let galley = painter.layout_no_wrap(t, xf.font(size), c);
+        let r = align.anchor_size(at, galley.size());
+        texts.push(Shape::galley(r.min, galley, c));
+    };
+    text(
+        rect.left_top() + vec2(10.0, 8.0) * xf.scale,
+        Align2::LEFT_TOP,
+        name.to_owned(),
+        15.0,
+    );
+    text(
+        rect.left_bottom() + vec2(10.0, -8.0) * xf.scale,
+        Align2::LEFT_BOTTOM,
+        format!("gone {}", fmt_age(Some(gone_for))),
+        11.0,
+    );
+}
+
+fn dashed_rect(mesh: &mut MeshPainter, rect: Rect, color: Color32, zoom: f32) {
+    let corners = [
+        rect.left_top(),
+        rect.right_top(),
+        rect.right_bottom(),
+        rect.left_bottom(),
+        rect.left_top(),
+    ];
+    for w in corners.windows(2) {
+        mesh.dashed(w[0], w[1], 1.5, color, 6.0 * zoom, 4.0 * zoom);
+    }
+}
+
+/// Diagonal hatching over `rect` (45°, `spacing` apart), clipped to it.
+fn hatch(mesh: &mut MeshPainter, rect: Rect, spacing: f32, color: Color32) {
+    let spacing = spacing.max(4.0);
+    let h = rect.height();
+    let mut x = rect.left() - h;
+    while x < rect.right() {
+        // The line (x, bottom) → (x + h, top), cut to the rectangle's sides.
+        let t0 = ((rect.left() - x) / h).clamp(0.0, 1.0);
+        let t1 = ((rect.right() - x) / h).clamp(0.0, 1.0);
+        if t1 > t0 {
+            let at = |t: f32| pos2(x + t * h, rect.bottom() - t * h);
+            mesh.segment(at(t0), at(t1), 1.0, color);
+        }
+        x += spacing;
+    }
+}
+
+/// The health ring: arcs for passing / warning / critical instances, by count.
+fn health_ring(mesh: &mut MeshPainter, c: Pos2, r: f32, counts: &HealthCounts, theme: &Theme) {
+    let total = counts.total();
+    let width = (r * 0.45).max(2.0);
+    if total == 0 {
+        mesh.arc(c, r, 0.0, std::f32::consts::TAU, 2.0, theme.lane_no_data);
+        return;
+    }
+    let mut a0 = -std::f32::consts::FRAC_PI_2;
+    for (n, h) in [
+        (counts.critical, Health::Critical),
+        (counts.warning, Health::Warning),
+        (counts.passing, Health::Passing),
+    ] {
+        if n == 0 {
+            continue;
+        }
+        let span = std::f32::consts::TAU * n as f32 / total as f32;
+        mesh.arc(c, r, a0, span, width, theme.health_color(h));
+        a0 += span;
+    }
+}
