@@ -91,8 +91,8 @@ impl Placement {
     }
 
     /// As [`Placement::update`], but a new service for which `near` names a placed key
-    /// (an expanded group's members: the group) takes the free row of its layer nearest to
-    /// that key's row — above the column or below it — instead of the row below.
+    /// (an expanded group's members: the group) takes the free row above its column when
+    /// that key sits in the upper half of the map (row < 0), else the free row below.
     pub fn update_near<'n, S: AsRef<str> + Ord>(
         &mut self,
         services: &BTreeSet<S>,
@@ -177,12 +177,10 @@ impl Placement {
                     )
                 });
             let below = bottom.map_or(0, |b| b + 2);
+            // Near an anchor in the upper half of the map: above the column, so the members
+            // of one group stay on one side.
             let row2 = match (near(name).and_then(|k| self.slots.get(k)), top) {
-                (Some(anchor), Some(top))
-                    if (anchor.row2 - (top - 2)).abs() < (below - anchor.row2).abs() =>
-                {
-                    top - 2
-                }
+                (Some(anchor), Some(top)) if anchor.row2 < 0 => top - 2,
                 _ => below,
             };
             self.slots.insert(
@@ -327,6 +325,39 @@ mod tests {
         );
         // Nothing new: nothing changes.
         assert!(!p.update(&s, &r));
+    }
+
+    #[test]
+    fn members_of_an_upper_group_go_above_their_column_and_nobody_moves() {
+        let s = set(&["edge", "a-*", "b-*", "c"]);
+        let r = roads(&[("edge", "a-*"), ("edge", "b-*"), ("edge", "c")]);
+        let mut p = Placement::default();
+        p.update(&s, &r);
+        let before = p.clone();
+        assert!(p.slots["a-*"].row2 < 0, "{:?}", p.slots);
+        // a-* expands: its members join the map beside it.
+        let s2 = set(&["edge", "a-*", "a-1", "a-2", "b-*", "c"]);
+        let r2 = roads(&[
+            ("edge", "a-1"),
+            ("edge", "a-2"),
+            ("edge", "b-*"),
+            ("edge", "c"),
+        ]);
+        let near = |n: &str| n.starts_with("a-").then_some("a-*");
+        assert!(p.update_near(&s2, &r2, near));
+        for (name, slot) in &before.slots {
+            assert_eq!(p.slots[name], *slot, "{name} moved");
+        }
+        let top = before
+            .slots
+            .values()
+            .filter(|x| x.layer == 1)
+            .map(|x| x.row2)
+            .min()
+            .unwrap();
+        assert_eq!(p.slots["a-1"].row2, top - 2);
+        assert_eq!(p.slots["a-2"].row2, top - 4, "same side");
+        assert_eq!(p.slots["a-1"].layer, 1);
     }
 
     #[test]

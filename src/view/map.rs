@@ -795,7 +795,7 @@ pub fn groups_menu_ui(ui: &mut Ui, model: &Model, view: &mut ViewState) {
         "groups".to_owned()
     };
     ui.menu_button(label, |ui| {
-        ui.label("Group services by name prefix (payments-api, payments-ledger → payments-*)");
+        ui.label("Services sharing a name prefix (payments-api, payments-ledger) form a group (payments-*)");
         for mode in [Grouping::Auto, Grouping::Prefix, Grouping::Off] {
             if ui.radio(view.groups.mode == mode, mode.label()).clicked() {
                 view.groups.mode = mode;

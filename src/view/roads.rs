@@ -284,13 +284,13 @@ pub(super) fn aggregate_ui<'a>(cx: &mut RoadCtx<'_, 'a>, road: &RoadView<'_, 'a>
     if cx.label_lanes {
         let label = match sum.rps {
             Some(r) if !stale => format!(
-                "{} lanes · {} · worst p99 {}",
-                sum.lanes,
+                "{} · {} · worst p99 {}",
+                lanes_text(sum.lanes),
                 fmt_rps(Some(r)),
                 fmt_ms(sum.p99_max)
             ),
-            Some(_) => format!("{} lanes · stale", sum.lanes),
-            None => format!("{} lanes · no data", sum.lanes),
+            Some(_) => format!("{} · stale", lanes_text(sum.lanes)),
+            None => format!("{} · no data", lanes_text(sum.lanes)),
         };
         place_label(cx, p0, p1, [0.0, 1.0, -1.0], label, stale);
     }
@@ -323,6 +323,15 @@ fn place_label(cx: &mut RoadCtx, p0: Pos2, p1: Pos2, sides: [f32; 3], label: Str
         ));
         cx.labels
             .push(Shape::galley(r.min + vec2(2.0, 2.0), galley, cx.theme.text));
+    }
+}
+
+/// "1 lane", "12 lanes".
+fn lanes_text(n: usize) -> String {
+    if n == 1 {
+        "1 lane".to_owned()
+    } else {
+        format!("{n} lanes")
     }
 }
 
@@ -472,8 +481,8 @@ pub(super) fn road_tooltip_ui(ui: &mut Ui, from: &str, to: &str, lanes: &[&LaneS
             .strong(),
     );
     ui.label(format!(
-        "{} lanes · {} · 5xx {}",
-        sum.lanes,
+        "{} · {} · 5xx {}",
+        lanes_text(sum.lanes),
         fmt_rps(sum.rps),
         sum.err_ratio()
             .map_or("–".into(), |e| format!("{:.2} %", e * 100.0))

@@ -53,6 +53,8 @@ impl Lod {
 pub(super) struct NodeStats {
     /// Summed rps into the group from other nodes; `None` without data.
     pub rps_in: Option<f64>,
+    /// Lanes into the group from other nodes (with or without data).
+    pub lanes_in: usize,
     /// 5xx per second over every lane into a member (inside lanes too).
     pub err_rps: f64,
     /// Requests per second of the lanes the 5xx ratio is over.
@@ -66,6 +68,7 @@ pub(super) struct NodeStats {
 impl NodeStats {
     /// Counts one lane into a member (`internal`: from another member).
     pub fn add_lane(&mut self, lane: &LaneState, internal: bool) {
+        self.lanes_in += usize::from(!internal);
         let Some(s) = &lane.stats else { return };
         if !internal {
             *self.rps_in.get_or_insert(0.0) += s.rps;
@@ -98,6 +101,17 @@ pub(super) struct NodeLook<'f> {
 }
 
 impl NodeLook<'_> {
+    /// A station's name at its top left, cut with "…" where it would run into the ring.
+    fn name(&mut self, rect: Rect, text: String, color: Color32) {
+        let zoom = self.xf.scale;
+        let room = (rect.width() - (10.0 + 32.0) * zoom).max(10.0);
+        let mut job = egui::text::LayoutJob::simple_singleline(text, self.xf.font(15.0), color);
+        job.wrap = egui::text::TextWrapping::truncate_at_width(room);
+        let galley = self.painter.layout_job(job);
+        let at = rect.left_top() + vec2(10.0, 8.0) * zoom;
+        self.texts.push(Shape::galley(at, galley, color));
+    }
+
     fn text(&mut self, at: Pos2, align: Align2, text: String, size: f32, color: Color32) {
         let galley = self.painter.layout_no_wrap(text, self.xf.font(size), color);
         let r = align.anchor_size(at, galley.size());
@@ -172,13 +186,7 @@ pub(super) fn service_ui(
         .map_or(theme.node_stroke, |h| theme.health_color(h));
     look.body(rect, ring, selected, stale);
     if look.lod.names {
-        look.text(
-            rect.left_top() + vec2(10.0, 8.0) * zoom,
-            Align2::LEFT_TOP,
-            name.to_owned(),
-            15.0,
-            faded(theme.text, stale),
-        );
+        look.name(rect, name.to_owned(), faded(theme.text, stale));
     }
     if look.lod.detail {
         instances(look, svc, rect, stale);
@@ -368,17 +376,12 @@ pub(super) fn group_ui(
     look.body(rect, ring, selected, stale);
     let n = node.members.len();
     if zoom >= NAME_MIN_SCALE / 2.0 {
-        look.text(
-            rect.left_top() + vec2(10.0, 8.0) * zoom,
-            Align2::LEFT_TOP,
-            key.to_owned(),
-            15.0,
-            faded(theme.text, stale),
-        );
+        look.name(rect, key.to_owned(), faded(theme.text, stale));
     }
     if look.lod.names {
         let line = match matching {
             Some(m) => format!("{m} of {n} match"),
+            None if stats.lanes_in == 0 => format!("{n} services · no callers"),
             None => format!("{n} services · {} in", fmt_rps(stats.rps_in)),
         };
         look.text(
@@ -506,15 +509,11 @@ pub(super) fn placeholder_ui(
 ) {
     let (zoom, theme) = (look.xf.scale, look.theme);
     let c = theme.text_dim.gamma_multiply(0.6);
+    look.mesh
+        .rect(rect, corner(8.0 * zoom), theme.map_bg.gamma_multiply(0.85));
     dashed_rect(look.mesh, rect, c, zoom);
     if look.lod.names {
-        look.text(
-            rect.left_top() + vec2(10.0, 8.0) * zoom,
-            Align2::LEFT_TOP,
-            key.to_owned(),
-            15.0,
-            c,
-        );
+        look.name(rect, key.to_owned(), c);
         look.text(
             rect.left_bottom() + vec2(10.0, -8.0) * zoom,
             Align2::LEFT_BOTTOM,
@@ -642,17 +641,32 @@ fn health_ring(mesh: &mut MeshPainter, c: Pos2, r: f32, counts: &HealthCounts, t
         mesh.arc(c, r, 0.0, std::f32::consts::TAU, 2.0, theme.lane_no_data);
         return;
     }
-    let mut a0 = -std::f32::consts::FRAC_PI_2;
-    for (n, h) in [
-        (counts.critical, Health::Critical),
-        (counts.warning, Health::Warning),
-        (counts.passing, Health::Passing),
-    ] {
+    // One critical instance among 300 still shows: a share never drawn below MIN_SPAN.
+    const MIN_SPAN: f32 = 0.35;
+    let tau = std::f32::consts::TAU;
+    let share = |n: u32| {
         if n == 0 {
-            continue;
+            0.0
+        } else {
+            (tau * n as f32 / total as f32).max(MIN_SPAN)
         }
-        let span = std::f32::consts::TAU * n as f32 / total as f32;
-        mesh.arc(c, r, a0, span, width, theme.health_color(h));
-        a0 += span;
+    };
+    let (crit, warn) = (share(counts.critical), share(counts.warning));
+    let pass = if counts.passing == 0 {
+        0.0
+    } else {
+        (tau - crit - warn).max(MIN_SPAN)
+    };
+    let scale = tau / (crit + warn + pass);
+    let mut a0 = -std::f32::consts::FRAC_PI_2;
+    for (span, h) in [
+        (crit, Health::Critical),
+        (warn, Health::Warning),
+        (pass, Health::Passing),
+    ] {
+        if span > 0.0 {
+            mesh.arc(c, r, a0, span * scale, width, theme.health_color(h));
+            a0 += span * scale;
+        }
     }
 }
