@@ -251,3 +251,39 @@ fn zoomed_far_out_expanded_groups_draw_collapsed_again() {
     h.run_steps(2);
     assert!(!labels_with(h, "station payments-").is_empty());
 }
+
+#[test]
+fn the_services_in_view_are_told_once_per_change() {
+    let mut ui = mesh_ui();
+    let h = &mut ui.harness;
+    let first = h
+        .state_mut()
+        .view_mut()
+        .map_runtime
+        .take_focus_change()
+        .unwrap();
+    // Grouped at fit: every group is on screen, so every service is in view.
+    assert_eq!(first.len(), 120);
+    h.run_steps(2);
+    assert!(
+        h.state_mut()
+            .view_mut()
+            .map_runtime
+            .take_focus_change()
+            .is_none()
+    );
+    // Zoomed in on the left: fewer.
+    let cam = h.state_mut().view_mut().groups.camera.unwrap();
+    h.state_mut().view_mut().groups.camera = Some(spine_dash::view::Camera {
+        scale: 2.5,
+        offset: [0.0, cam.offset[1] * 2.5],
+    });
+    h.run_steps(2);
+    let zoomed = h
+        .state_mut()
+        .view_mut()
+        .map_runtime
+        .take_focus_change()
+        .unwrap();
+    assert!(zoomed.len() < first.len(), "{}", zoomed.len());
+}

@@ -50,7 +50,7 @@ pub const COLLAPSE_SCALE: f32 = 0.15;
 /// hit-tested by the map instead of being one widget each.
 const MAX_STATION_WIDGETS: usize = 300;
 /// Zoom limits (screen points per world unit).
-const MIN_SCALE: f32 = 0.04;
+const MIN_SCALE: f32 = 0.01;
 const MAX_SCALE: f32 = 4.0;
 /// Frame pace while particles move (only when the window has focus).
 const PARTICLE_FRAME: Duration = Duration::from_millis(33);
@@ -637,6 +637,7 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         .filter(|&i| drawn(i) && screen[i].is_some_and(|r| rect.intersects(r)))
         .collect();
     let widgets = lod.names || visible.len() <= MAX_STATION_WIDGETS;
+    note_focus(view, &scene, &visible, grouped);
     let mut look = NodeLook {
         painter: &painter,
         model,
@@ -740,6 +741,39 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         }
         None => {}
     }
+}
+
+/// Keeps [`super::MapRuntime::focus`]: the services on screen (a group node's members
+/// too: its numbers are theirs), pinned or selected. Rebuilt only when it changed.
+fn note_focus(view: &mut ViewState, scene: &Scene, visible: &[usize], grouped: bool) {
+    use std::hash::Hasher;
+    let (_, pins) = world_ref(view, grouped);
+    let mut names: Vec<&str> = visible
+        .iter()
+        .flat_map(|&i| scene.nodes[i].members.iter().copied())
+        .chain(
+            pins.keys()
+                .filter_map(|k| scene.node_of(k).map(|_| k.as_str())),
+        )
+        .chain(view.selected.as_deref())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut h = group::Fnv::default();
+    for n in &names {
+        h.write(n.as_bytes());
+        h.write_u8(0);
+    }
+    let hash = h.finish();
+    let rt = &view.map_runtime;
+    if hash == rt.focus_hash && rt.focus.len() == names.len() {
+        return;
+    }
+    let focus: Vec<String> = names.into_iter().map(str::to_owned).collect();
+    let rt = &mut view.map_runtime;
+    rt.focus = focus;
+    rt.focus_hash = hash;
+    rt.focus_changed = true;
 }
 
 fn world_camera(view: &ViewState, grouped: bool) -> Option<Camera> {

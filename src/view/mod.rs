@@ -140,6 +140,21 @@ pub struct MapRuntime {
     /// Vertices and indices of the road and station meshes last frame (this frame's
     /// capacity).
     pub mesh_sizes: [(usize, usize); 2],
+    /// The services the operator can see (on screen, alone or inside a group node), has
+    /// pinned or selected, sorted; see [`MapRuntime::take_focus_change`].
+    pub focus: Vec<String>,
+    /// Fingerprint of `focus`, to notice a change without rebuilding it every frame.
+    pub focus_hash: u64,
+    /// `focus` changed since [`MapRuntime::take_focus_change`] last took it.
+    pub focus_changed: bool,
+}
+
+impl MapRuntime {
+    /// The set of services in view, once each time it changes (for the io layer, which
+    /// scrapes those sidecars at the normal pace and the others less often).
+    pub fn take_focus_change(&mut self) -> Option<Vec<String>> {
+        std::mem::take(&mut self.focus_changed).then(|| self.focus.clone())
+    }
 }
 
 impl Default for ViewState {

@@ -17,6 +17,62 @@ use super::theme::Theme;
 use crate::model::types::{BreakerState, Health, HealthCounts};
 use crate::model::{LaneState, Model};
 
+/// Below this zoom a group node shows no member count, traffic or 5xx line (too small).
+const LINES_MIN_SCALE: f32 = 0.64;
+
+/// `name` as it fits in `room` points (`width` of each character): whole; else its first
+/// word, "…" and as much of its end as fits (`payments…031`: the end is what tells members
+/// of a group apart); else cut at the end.
+pub(super) fn fit_name(name: &str, room: f32, mut width: impl FnMut(char) -> f32) -> String {
+    let widths: Vec<f32> = name.chars().map(&mut width).collect();
+    if widths.iter().sum::<f32>() <= room {
+        return name.to_owned();
+    }
+    let ellipsis = width('…');
+    let chars: Vec<char> = name.chars().collect();
+    let head_len = super::group::prefix_of(name).map_or(0, |p| p.chars().count().saturating_sub(1));
+    let head: f32 = widths[..head_len].iter().sum();
+    if head_len > 0 && head + ellipsis < room {
+        // As many characters of the end as fit after the first word and the ellipsis.
+        let mut used = head + ellipsis;
+        let mut tail = 0;
+        for w in widths[head_len..].iter().rev() {
+            if used + w > room {
+                break;
+            }
+            used += w;
+            tail += 1;
+        }
+        // Start the end at a word: `payments…031`, not `payments…r-031`.
+        let from = chars.len() - tail;
+        let starts_word = from == 0 || matches!(chars[from - 1], '-' | '.' | '/');
+        if !starts_word
+            && let Some(k) = chars[from..]
+                .iter()
+                .position(|c| matches!(c, '-' | '.' | '/'))
+            && tail - k - 1 >= 2
+        {
+            tail -= k + 1;
+        }
+        if tail >= 2 {
+            let end: String = chars[chars.len() - tail..].iter().collect();
+            let start: String = chars[..head_len].iter().collect();
+            return format!("{start}…{end}");
+        }
+    }
+    let mut used = ellipsis;
+    let mut out = String::new();
+    for (c, w) in chars.iter().zip(&widths) {
+        if used + w > room {
+            break;
+        }
+        used += w;
+        out.push(*c);
+    }
+    out.push('…');
+    out
+}
+
 /// A corner radius worth its vertices: square below 2.5 points, where nobody sees it.
 fn corner(radius: f32) -> f32 {
     if radius < 2.5 { 0.0 } else { radius }
@@ -101,14 +157,28 @@ pub(super) struct NodeLook<'f> {
 }
 
 impl NodeLook<'_> {
-    /// A station's name at its top left, cut with "…" where it would run into the ring.
-    fn name(&mut self, rect: Rect, text: String, color: Color32) {
+    /// A station's name at its top left, shortened to stop short of the ring: see
+    /// [`fit_name`].
+    fn name(&mut self, rect: Rect, text: &str, color: Color32) {
         let zoom = self.xf.scale;
         let room = (rect.width() - (10.0 + 32.0) * zoom).max(10.0);
-        let mut job = egui::text::LayoutJob::simple_singleline(text, self.xf.font(15.0), color);
-        job.wrap = egui::text::TextWrapping::truncate_at_width(room);
-        let galley = self.painter.layout_job(job);
+        let font = self.xf.font(15.0);
+        let fitted = self
+            .painter
+            .fonts_mut(|f| fit_name(text, room, |c| f.glyph_width(&font, c)));
+        let galley = self.painter.layout_no_wrap(fitted, font, color);
         let at = rect.left_top() + vec2(10.0, 8.0) * zoom;
+        self.texts.push(Shape::galley(at, galley, color));
+    }
+
+    /// A secondary line of a station, cut at its right edge.
+    fn line(&mut self, rect: Rect, dy: f32, text: String, color: Color32) {
+        let zoom = self.xf.scale;
+        let mut job = egui::text::LayoutJob::simple_singleline(text, self.xf.font(11.0), color);
+        job.wrap =
+            egui::text::TextWrapping::truncate_at_width((rect.width() - 14.0 * zoom).max(10.0));
+        let galley = self.painter.layout_job(job);
+        let at = rect.left_top() + vec2(10.0, dy) * zoom;
         self.texts.push(Shape::galley(at, galley, color));
     }
 
@@ -186,7 +256,7 @@ pub(super) fn service_ui(
         .map_or(theme.node_stroke, |h| theme.health_color(h));
     look.body(rect, ring, selected, stale);
     if look.lod.names {
-        look.name(rect, name.to_owned(), faded(theme.text, stale));
+        look.name(rect, name, faded(theme.text, stale));
     }
     if look.lod.detail {
         instances(look, svc, rect, stale);
@@ -376,30 +446,20 @@ pub(super) fn group_ui(
     look.body(rect, ring, selected, stale);
     let n = node.members.len();
     if zoom >= NAME_MIN_SCALE / 2.0 {
-        look.name(rect, key.to_owned(), faded(theme.text, stale));
+        look.name(rect, key, faded(theme.text, stale));
     }
-    if look.lod.names {
+    // Member count, traffic in and 5xx: only where 11-point text is at least 7 pixels.
+    if zoom >= LINES_MIN_SCALE {
         let line = match matching {
             Some(m) => format!("{m} of {n} match"),
             None if stats.lanes_in == 0 => format!("{n} services · no callers"),
             None => format!("{n} services · {} in", fmt_rps(stats.rps_in)),
         };
-        look.text(
-            rect.left_top() + vec2(10.0, 28.0) * zoom,
-            Align2::LEFT_TOP,
-            line,
-            11.0,
-            theme.text_dim,
-        );
+        look.line(rect, 28.0, line, theme.text_dim);
         let err = (stats.err_base_rps > 0.0).then(|| stats.err_rps / stats.err_base_rps);
         if let Some(e) = err.filter(|e| *e >= view.thresholds.degraded) {
-            look.text(
-                rect.left_top() + vec2(10.0, 42.0) * zoom,
-                Align2::LEFT_TOP,
-                format!("5xx {:.2} %", e * 100.0),
-                11.0,
-                theme.lane_color(Some(e), view.thresholds),
-            );
+            let color = theme.lane_color(Some(e), view.thresholds);
+            look.line(rect, 42.0, format!("5xx {:.2} %", e * 100.0), color);
         }
     }
     if look.lod.detail {
@@ -513,7 +573,7 @@ pub(super) fn placeholder_ui(
         .rect(rect, corner(8.0 * zoom), theme.map_bg.gamma_multiply(0.85));
     dashed_rect(look.mesh, rect, c, zoom);
     if look.lod.names {
-        look.name(rect, key.to_owned(), c);
+        look.name(rect, key, c);
         look.text(
             rect.left_bottom() + vec2(10.0, -8.0) * zoom,
             Align2::LEFT_BOTTOM,
@@ -668,5 +728,19 @@ fn health_ring(mesh: &mut MeshPainter, c: Pos2, r: f32, counts: &HealthCounts, t
             mesh.arc(c, r, a0, span * scale, width, theme.health_color(h));
             a0 += span * scale;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_their_first_word_and_their_end() {
+        let w = |_: char| 1.0;
+        assert_eq!(fit_name("payments-api-001", 20.0, w), "payments-api-001");
+        assert_eq!(fit_name("payments-worker-031", 14.0, w), "payments…031");
+        assert_eq!(fit_name("gateway-public", 5.0, w), "gate…");
+        assert_eq!(fit_name("verylongname", 6.0, w), "veryl…");
     }
 }
