@@ -14,6 +14,9 @@ use spine_dash::model::synthetic::{domain_mesh, model};
 use spine_dash::view::group::Grouping;
 use tokio::sync::mpsc;
 
+/// How a shot sets the app up before it is rendered.
+type Setup = fn(&mut SpineApp);
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
@@ -29,7 +32,6 @@ fn main() {
         built.elapsed().as_secs_f64()
     );
 
-    type Setup = fn(&mut SpineApp);
     let shots: [(&str, Setup); 6] = [
         ("grouped_fit", |_| {}),
         ("grouped_payments_open", |app| {

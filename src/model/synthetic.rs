@@ -474,18 +474,18 @@ pub fn domain_mesh(n: usize, instances: usize) -> (Vec<ServiceSpec>, Vec<LaneSpe
         (!apis.is_empty()).then(|| apis[k % apis.len()].clone())
     };
     let mut calls: Vec<(String, String)> = Vec::new();
-    for k in 0..edges {
+    for (k, edge) in names.iter().take(edges).enumerate() {
         for c in 0..3 {
             if let Some(api) = api_of((k * 3 + c) % platform, k) {
-                calls.push((names[k].clone(), api));
+                calls.push((edge.clone(), api));
             }
         }
     }
-    for d in 0..domains {
-        for t in 0..TIERS.len() {
-            for (j, name) in by_domain[d][t].iter().enumerate() {
+    for (d, tiers) in by_domain.iter().enumerate() {
+        for (t, tier) in tiers.iter().enumerate() {
+            for (j, name) in tier.iter().enumerate() {
                 // Two calls into the next tier of the domain.
-                if let Some(next) = by_domain[d].get(t + 1).filter(|x| !x.is_empty()) {
+                if let Some(next) = tiers.get(t + 1).filter(|x| !x.is_empty()) {
                     for c in 0..2 {
                         calls.push((name.clone(), next[(j * 3 + c * 5) % next.len()].clone()));
                     }
@@ -497,10 +497,13 @@ pub fn domain_mesh(n: usize, instances: usize) -> (Vec<ServiceSpec>, Vec<LaneSpe
                         calls.push((name.clone(), api));
                     }
                 }
-                if t == 0 && d + 1 < platform && d % 4 == 0 && j % 2 == 0 {
-                    if let Some(api) = api_of(d + 1, j) {
-                        calls.push((name.clone(), api));
-                    }
+                if t == 0
+                    && d + 1 < platform
+                    && d % 4 == 0
+                    && j % 2 == 0
+                    && let Some(api) = api_of(d + 1, j)
+                {
+                    calls.push((name.clone(), api));
                 }
             }
         }

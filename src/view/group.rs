@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use serde::{Deserialize, Serialize};
 
 /// FNV-1a: a fast hash for the short service names the map looks up a few thousand times
-/// a frame (the default SipHash showed up in the frame profile).
+/// a frame (the default `SipHash` showed up in the frame profile).
 #[derive(Debug, Clone, Copy)]
 pub struct Fnv(u64);
 
@@ -178,23 +178,22 @@ impl<'a> Scene<'a> {
         };
         let mut group_node: NameMap<usize> = NameMap::default();
         for &name in names {
-            let index = match group_of.get(name) {
-                Some(&key) => *group_node.entry(key).or_insert_with(|| {
+            let index = if let Some(&key) = group_of.get(name) {
+                *group_node.entry(key).or_insert_with(|| {
                     scene.nodes.push(Node {
                         key: Cow::Owned(key.to_owned()),
                         kind: NodeKind::Group,
                         members: Vec::new(),
                     });
                     scene.nodes.len() - 1
-                }),
-                None => {
-                    scene.nodes.push(Node {
-                        key: Cow::Borrowed(name),
-                        kind: NodeKind::Service,
-                        members: Vec::new(),
-                    });
-                    scene.nodes.len() - 1
-                }
+                })
+            } else {
+                scene.nodes.push(Node {
+                    key: Cow::Borrowed(name),
+                    kind: NodeKind::Service,
+                    members: Vec::new(),
+                });
+                scene.nodes.len() - 1
             };
             scene.nodes[index].members.push(name);
             scene.node_of.insert(name, index);

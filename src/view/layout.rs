@@ -28,13 +28,13 @@ pub fn layered<S: AsRef<str> + Ord, R: AsRef<str>>(
     // Longest-path layering by relaxation, bounded by the node count (cuts cycles).
     for _ in 0..services.len() {
         let mut changed = false;
-        for (caller, callee) in roads {
-            let (caller, callee) = (caller.as_ref(), callee.as_ref());
-            let (Some(&lc), Some(&le)) = (layer.get(caller), layer.get(callee)) else {
+        for (from, to) in roads {
+            let (from, to) = (from.as_ref(), to.as_ref());
+            let (Some(&lc), Some(&le)) = (layer.get(from), layer.get(to)) else {
                 continue;
             };
-            if caller != callee && le < lc + 1 && lc + 1 < services.len().max(1) {
-                layer.insert(callee, lc + 1);
+            if from != to && le < lc + 1 && lc + 1 < services.len().max(1) {
+                layer.insert(to, lc + 1);
                 changed = true;
             }
         }
@@ -179,7 +179,7 @@ impl Placement {
             let below = bottom.map_or(0, |b| b + 2);
             // Near an anchor in the upper half of the map: above the column, so the members
             // of one group stay on one side.
-            let row2 = match (near(name).and_then(|k| self.slots.get(k)), top) {
+            let free_row = match (near(name).and_then(|k| self.slots.get(k)), top) {
                 (Some(anchor), Some(top)) if anchor.row2 < 0 => top - 2,
                 _ => below,
             };
@@ -187,7 +187,7 @@ impl Placement {
                 name.to_owned(),
                 Slot {
                     layer,
-                    row2,
+                    row2: free_row,
                     provisional: !has_road.contains(name),
                 },
             );

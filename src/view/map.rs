@@ -244,7 +244,7 @@ pub fn step_selection(model: &Model, view: &ViewState, step: Step) -> Option<Str
 
 /// Services whose callers' sidecars are all stale (or absent): one pass over the sidecars
 /// per frame, not one per road (20,000 sidecars × 2,000 callers would be 40 M checks).
-fn stale_callers<'m>(model: &'m Model, now: Instant) -> impl Fn(&str) -> bool + 'm {
+fn stale_callers(model: &Model, now: Instant) -> impl Fn(&str) -> bool + '_ {
     let prom_stale = model.prometheus.as_ref().map(|p| p.is_stale(now));
     let fresh: NameSet = if prom_stale.is_some() {
         NameSet::default()
@@ -706,8 +706,11 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             .copied()
             .find(|&i| !context[i] && screen[i].is_some_and(|r| r.contains(p)))
     };
-    if !widgets && (bg.clicked() || bg.double_clicked()) {
-        if let Some(i) = bg.interact_pointer_pos().and_then(station_under) {
+    if !widgets
+        && (bg.clicked() || bg.double_clicked())
+        && let Some(i) = bg.interact_pointer_pos().and_then(station_under)
+    {
+        {
             let node = &scene.nodes[i];
             match node.kind {
                 NodeKind::Service => view.select(Some(node.key.to_string())),

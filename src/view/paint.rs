@@ -289,7 +289,7 @@ impl MeshPainter {
         let segments = if closed { n } else { n - 1 } as u32;
         if width > f {
             // Four rows per point: fringe, edge, edge, fringe.
-            let (outer, inner) = ((width + f) / 2.0, (width - f) / 2.0);
+            let (outer, inner) = (f32::midpoint(width, f), (width - f) / 2.0);
             self.mesh.vertices.reserve(4 * n);
             for i in 0..n {
                 let (p, nrm) = (self.points[i], self.normals[i]);

@@ -50,7 +50,7 @@ pub(super) fn fit_name(name: &str, room: f32, mut width: impl FnMut(char) -> f32
             && let Some(k) = chars[from..]
                 .iter()
                 .position(|c| matches!(c, '-' | '.' | '/'))
-            && tail - k - 1 >= 2
+            && tail - k > 2
         {
             tail -= k + 1;
         }
@@ -693,6 +693,9 @@ fn hatch(mesh: &mut MeshPainter, rect: Rect, spacing: f32, color: Color32) {
     }
 }
 
+/// Smallest arc of the health ring for a state any instance is in (radians).
+const MIN_SPAN: f32 = 0.35;
+
 /// The health ring: arcs for passing / warning / critical instances, by count.
 fn health_ring(mesh: &mut MeshPainter, c: Pos2, r: f32, counts: &HealthCounts, theme: &Theme) {
     let total = counts.total();
@@ -702,7 +705,6 @@ fn health_ring(mesh: &mut MeshPainter, c: Pos2, r: f32, counts: &HealthCounts, t
         return;
     }
     // One critical instance among 300 still shows: a share never drawn below MIN_SPAN.
-    const MIN_SPAN: f32 = 0.35;
     let tau = std::f32::consts::TAU;
     let share = |n: u32| {
         if n == 0 {
