@@ -22,7 +22,7 @@ const LINES_MIN_SCALE: f32 = 0.64;
 
 /// `name` as it fits in `room` points (`width` of each character): whole; else its first
 /// word, "…" and as much of its end as fits (`payments…031`: the end is what tells members
-/// of a group apart); else cut at the end.
+/// of a group apart); else "…" and its end (`…api-001`); else cut at the end.
 pub(super) fn fit_name(name: &str, room: f32, mut width: impl FnMut(char) -> f32) -> String {
     let widths: Vec<f32> = name.chars().map(&mut width).collect();
     if widths.iter().sum::<f32>() <= room {
@@ -30,35 +30,46 @@ pub(super) fn fit_name(name: &str, room: f32, mut width: impl FnMut(char) -> f32
     }
     let ellipsis = width('…');
     let chars: Vec<char> = name.chars().collect();
-    let head_len = super::group::prefix_of(name).map_or(0, |p| p.chars().count().saturating_sub(1));
-    let head: f32 = widths[..head_len].iter().sum();
-    if head_len > 0 && head + ellipsis < room {
-        // As many characters of the end as fit after the first word and the ellipsis.
-        let mut used = head + ellipsis;
+    let is_sep = |c: char| matches!(c, '-' | '.' | '/');
+    // The longest end of the name that fits in `room` after `used`, starting at a word
+    // (`payments…031`, not `payments…r-031`) where it can (must, if `aligned`), if it has
+    // at least `min` characters.
+    let tail_in = |used: f32, min: usize, aligned: bool| {
+        let mut used = used;
         let mut tail = 0;
-        for w in widths[head_len..].iter().rev() {
+        for w in widths.iter().rev() {
             if used + w > room {
                 break;
             }
             used += w;
             tail += 1;
         }
-        // Start the end at a word: `payments…031`, not `payments…r-031`.
         let from = chars.len() - tail;
-        let starts_word = from == 0 || matches!(chars[from - 1], '-' | '.' | '/');
-        if !starts_word
-            && let Some(k) = chars[from..]
-                .iter()
-                .position(|c| matches!(c, '-' | '.' | '/'))
-            && tail - k > 2
+        if from > 0
+            && !is_sep(chars[from - 1])
+            && let Some(k) = chars[from..].iter().position(|c| is_sep(*c))
+            && tail - k > min
         {
             tail -= k + 1;
         }
-        if tail >= 2 {
-            let end: String = chars[chars.len() - tail..].iter().collect();
-            let start: String = chars[..head_len].iter().collect();
-            return format!("{start}…{end}");
-        }
+        let from = chars.len() - tail;
+        let at_word = from > 0 && is_sep(chars[from - 1]);
+        (tail >= min && tail < chars.len() && (at_word || !aligned))
+            .then(|| chars[from..].iter().collect::<String>())
+    };
+    let head_len = super::group::prefix_of(name).map_or(0, |p| p.chars().count().saturating_sub(1));
+    let head: f32 = widths[..head_len].iter().sum();
+    if head_len > 0
+        && let Some(end) = tail_in(head + ellipsis, 2, false)
+    {
+        let start: String = chars[..head_len].iter().collect();
+        return format!("{start}…{end}");
+    }
+    // No room for the first word: the end alone tells members of a group apart.
+    if head_len > 0
+        && let Some(end) = tail_in(ellipsis, 3, true)
+    {
+        return format!("…{end}");
     }
     let mut used = ellipsis;
     let mut out = String::new();
@@ -742,6 +753,7 @@ mod tests {
         let w = |_: char| 1.0;
         assert_eq!(fit_name("payments-api-001", 20.0, w), "payments-api-001");
         assert_eq!(fit_name("payments-worker-031", 14.0, w), "payments…031");
+        assert_eq!(fit_name("payments-api-001", 9.0, w), "…api-001");
         assert_eq!(fit_name("gateway-public", 5.0, w), "gate…");
         assert_eq!(fit_name("verylongname", 6.0, w), "veryl…");
     }
