@@ -410,9 +410,10 @@ const DOMAINS: [&str; 28] = [
 
 /// A synthetic mesh of `n` services named as real meshes name them (`edge-03`,
 /// `payments-api-007`, `payments-worker-031`): a few edge services calling the domains'
-/// APIs, each domain a chain of tiers (api → core → worker → store), core services calling
-/// the platform domains' APIs (`identity-…`, `messaging-…`, `config-…`) and some domains
-/// calling the next one. About three calls per service, `instances` instances each (one
+/// APIs, each domain a chain of tiers (api → core → worker → store, three calls into the
+/// next tier), core and worker services calling the platform domains' APIs (`identity-…`,
+/// `messaging-…`, `config-…`), stores calling config, and some domains calling the next
+/// one. About three calls per service, `instances` instances each (one
 /// in ten services also runs a v2), a few unhealthy instances, erring lanes and breakers
 /// not closed — a mesh for grouping, filters and the frame benchmark.
 #[must_use]
@@ -484,18 +485,23 @@ pub fn domain_mesh(n: usize, instances: usize) -> (Vec<ServiceSpec>, Vec<LaneSpe
     for (d, tiers) in by_domain.iter().enumerate() {
         for (t, tier) in tiers.iter().enumerate() {
             for (j, name) in tier.iter().enumerate() {
-                // Two calls into the next tier of the domain.
+                // Three calls into the next tier of the domain.
                 if let Some(next) = tiers.get(t + 1).filter(|x| !x.is_empty()) {
-                    for c in 0..2 {
-                        calls.push((name.clone(), next[(j * 3 + c * 5) % next.len()].clone()));
+                    for c in 0..3 {
+                        calls.push((name.clone(), next[(j * 3 + c) % next.len()].clone()));
                     }
                 }
-                // Core services call a platform domain; some domains call the next one.
-                if t == 1 && d < platform && j % 4 == 0 {
-                    let p = platform + j % (domains - platform).max(1);
-                    if let Some(api) = api_of(p.min(domains - 1), j) {
-                        calls.push((name.clone(), api));
-                    }
+                // Core and worker services call a platform domain, stores half the time the
+                // last one (config); some domains call the next one.
+                let platform_call = match t {
+                    1 | 2 => Some(platform + (j + t) % (domains - platform).max(1)),
+                    3 if j % 2 == 0 => Some(domains - 1),
+                    _ => None,
+                };
+                if let Some(p) = platform_call.filter(|_| d < platform)
+                    && let Some(api) = api_of(p.min(domains - 1), j)
+                {
+                    calls.push((name.clone(), api));
                 }
                 if t == 0
                     && d + 1 < platform
