@@ -578,6 +578,11 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             clip: rect,
             now,
             particle_time,
+            // Spread the particles out when last frame's lanes would take more than the
+            // budget at the normal pitch.
+            particle_pitch: (view.map_runtime.particle_len / roads::PARTICLE_BUDGET)
+                .max(roads::PARTICLE_PITCH),
+            particle_len: 0.0,
             selected_lane: selected_lane.as_ref(),
             lanes: &mut lanes_mesh,
             labels: &mut labels,
@@ -612,6 +617,7 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
                 roads::aggregate_ui(&mut cx, &road)
             };
         }
+        view.map_runtime.particle_len = cx.particle_len;
     }
 
     // Stations: ghosts, expanded groups' outlines, nodes.

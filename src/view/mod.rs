@@ -147,6 +147,8 @@ pub struct MapRuntime {
     pub focus_hash: u64,
     /// `focus` changed since [`MapRuntime::take_focus_change`] last took it.
     pub focus_changed: bool,
+    /// Screen length of the lanes that could carry particles last frame (points).
+    pub particle_len: f32,
 }
 
 impl MapRuntime {

@@ -18,7 +18,10 @@ const FLASH_SECS: f32 = 1.5;
 /// A lane shorter than this on screen carries no particles.
 const PARTICLE_MIN_LEN: f32 = 30.0;
 /// At most one particle per this many points of lane on screen.
-const PARTICLE_PITCH: f32 = 12.0;
+pub(super) const PARTICLE_PITCH: f32 = 12.0;
+/// About this many particles a frame at most: past it, they spread out (each costs about
+/// 0.2 µs, and 20,000 dots at overview zoom are noise, not information).
+pub(super) const PARTICLE_BUDGET: f32 = 4000.0;
 
 fn faded(c: Color32, stale: bool) -> Color32 {
     if stale { c.gamma_multiply(0.35) } else { c }
@@ -56,6 +59,11 @@ pub(super) struct RoadCtx<'f, 'a> {
     pub now: Instant,
     /// Particle clock (s), `None` when particles are off.
     pub particle_time: Option<f64>,
+    /// Screen points of lane per particle at most (wider when the frame has many lanes).
+    pub particle_pitch: f32,
+    /// Screen length of the lanes that could carry particles this frame (sets the next
+    /// frame's pitch).
+    pub particle_len: f32,
     pub selected_lane: Option<&'f LaneKey>,
     pub lanes: &'f mut MeshPainter,
     pub labels: &'f mut Vec<Shape>,
@@ -122,8 +130,12 @@ fn lane_body(
     if let (Some(time), Some((rps, p50))) = (cx.particle_time, flow) {
         let len = (p1 - p0).length();
         if len >= PARTICLE_MIN_LEN {
+            cx.particle_len += len;
+        }
+        let room = (len / cx.particle_pitch) as usize;
+        if len >= PARTICLE_MIN_LEN && room > 0 {
             let (count, speed) = particles(rps, p50);
-            let count = count.min((len / PARTICLE_PITCH) as usize).max(1);
+            let count = count.min(room);
             let phase = (time * f64::from(speed * xf.scale) / f64::from(len)).fract() as f32;
             let dot = cx.theme.text.gamma_multiply(0.8);
             let radius = (width * 0.35).clamp(1.5, 4.0);
