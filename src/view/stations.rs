@@ -202,6 +202,11 @@ impl NodeLook<'_> {
     /// Body and outline of a station; `outline` is the health colour (or the stroke).
     fn body(&mut self, rect: Rect, outline: Color32, selected: bool, stale: bool) {
         let zoom = self.xf.scale;
+        if rect.height() < 4.0 && !selected {
+            // A few pixels: the outline's colour is all that can be seen.
+            self.mesh.rect(rect, 0.0, faded(outline, stale));
+            return;
+        }
         let radius = corner(8.0 * zoom);
         self.mesh
             .rect(rect, radius, faded(self.theme.node_fill, stale));
