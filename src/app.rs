@@ -277,6 +277,10 @@ impl SpineApp {
             .as_ref()
             .map_or((&self.model, now), |(m, t)| (m, *t));
         root_ui(ui, shown, &mut self.view, &mut out, at);
+        // The services in view: the io layer scrapes their sidecars at the normal pace.
+        if let Some(services) = self.view.map_runtime.take_focus_change() {
+            out.push(Command::Focus { services });
+        }
         self.send(out, now);
     }
 

@@ -128,7 +128,7 @@ fn a_slider_drag_is_a_draft_until_confirmed_then_one_cas_write() {
     h.run();
     drag_v2_to_half(&mut h);
     assert!(
-        commands.try_recv().is_err(),
+        next_command(&mut commands).is_err(),
         "releasing the slider writes nothing"
     );
 
@@ -149,10 +149,10 @@ fn a_slider_drag_is_a_draft_until_confirmed_then_one_cas_write() {
         h.query_by_label_contains("compare-and-set on index 1190")
             .is_some()
     );
-    assert!(commands.try_recv().is_err(), "nothing before Enter");
+    assert!(next_command(&mut commands).is_err(), "nothing before Enter");
     press(&mut h, egui::Key::Enter);
 
-    let command = commands.try_recv().expect("a command after Enter");
+    let command = next_command(&mut commands).expect("a command after Enter");
     let Command::SetSplit(write) = command else {
         panic!("expected SetSplit, got {command:?}");
     };
@@ -174,7 +174,7 @@ fn a_slider_drag_is_a_draft_until_confirmed_then_one_cas_write() {
         "coupled sliders sum to 100 %"
     );
     assert!(
-        commands.try_recv().is_err(),
+        next_command(&mut commands).is_err(),
         "exactly one write per confirm"
     );
     assert!(
@@ -218,7 +218,7 @@ fn esc_cancels_the_confirm_step_and_keyboard_nudges_move_a_focused_slider() {
         h.query_by_label_contains("Change the traffic split")
             .is_none()
     );
-    assert!(commands.try_recv().is_err(), "Esc wrote nothing");
+    assert!(next_command(&mut commands).is_err(), "Esc wrote nothing");
     assert_eq!(
         h.state().selected(),
         Some("identity"),
@@ -259,7 +259,7 @@ fn the_confirm_step_refuses_what_the_guard_rails_refuse() {
     );
     press(&mut h, egui::Key::Enter);
     assert!(
-        commands.try_recv().is_err(),
+        next_command(&mut commands).is_err(),
         "Enter does not confirm a refused change"
     );
     h.get_by_label("override: write anyway").click();
@@ -268,7 +268,7 @@ fn the_confirm_step_refuses_what_the_guard_rails_refuse() {
     h.step();
     h.step();
     assert!(
-        matches!(commands.try_recv(), Ok(Command::SetSplit(_))),
+        matches!(next_command(&mut commands), Ok(Command::SetSplit(_))),
         "written with the override"
     );
 }
@@ -390,7 +390,7 @@ fn a_cas_conflict_shows_theirs_and_mine_and_reapplying_uses_their_index() {
         "theirs: v2 30 %"
     );
     assert!(
-        commands.try_recv().is_err(),
+        next_command(&mut commands).is_err(),
         "nothing was re-sent on its own"
     );
     h.get_by_label("Re-apply mine on top of theirs…").click();
@@ -401,7 +401,7 @@ fn a_cas_conflict_shows_theirs_and_mine_and_reapplying_uses_their_index() {
             .is_some()
     );
     press(&mut h, egui::Key::Enter);
-    let Ok(Command::SetSplit(write)) = commands.try_recv() else {
+    let Ok(Command::SetSplit(write)) = next_command(&mut commands) else {
         panic!("re-apply emits a write");
     };
     assert_eq!(write.after, mine);
@@ -431,16 +431,16 @@ fn the_datacenter_picker_emits_set_datacenter() {
     h.get_by_label("dc2").click();
     h.run();
     assert_eq!(
-        commands.try_recv().expect("a command after choosing"),
+        next_command(&mut commands).expect("a command after choosing"),
         Command::SetDatacenter("dc2".into())
     );
     // Nothing more until the io layer reports the switch.
-    assert!(commands.try_recv().is_err());
+    assert!(next_command(&mut commands).is_err());
 }
 
 /// Commands the app sent, without waiting.
 fn sent(commands: &mut mpsc::Receiver<Command>) -> Vec<Command> {
-    std::iter::from_fn(|| commands.try_recv().ok()).collect()
+    std::iter::from_fn(|| next_command(commands).ok()).collect()
 }
 
 #[test]
@@ -688,4 +688,17 @@ fn three_versions_show_the_remainder_and_normalise_fills_100() {
         panic!("{out:?}")
     };
     assert_eq!(w.after.total(), 10_000);
+}
+
+/// The next command the app sent, past the `Focus` ones (which services are in view: the
+/// map sends one whenever that changes).
+fn next_command(
+    commands: &mut mpsc::Receiver<Command>,
+) -> Result<Command, mpsc::error::TryRecvError> {
+    loop {
+        match commands.try_recv() {
+            Ok(Command::Focus { .. }) => {}
+            other => return other,
+        }
+    }
 }

@@ -883,6 +883,181 @@ pub fn with_instances(services: &[ServiceSpec], per_service: usize) -> Vec<Servi
         .collect()
 }
 
+/// Business domains of [`domain_mesh`], in order; the last three are platform domains
+/// every other one calls.
+const DOMAINS: [&str; 28] = [
+    "payments",
+    "catalog",
+    "search",
+    "orders",
+    "shipping",
+    "billing",
+    "inventory",
+    "pricing",
+    "reviews",
+    "media",
+    "accounts",
+    "ledger",
+    "fraud",
+    "loyalty",
+    "recommend",
+    "analytics",
+    "checkout",
+    "cart",
+    "profile",
+    "support",
+    "partners",
+    "tax",
+    "ads",
+    "content",
+    "geo",
+    "identity",
+    "messaging",
+    "config",
+];
+
+/// A synthetic mesh of `n` services named as real meshes name them (`edge-03`,
+/// `payments-api-007`, `payments-worker-031`): a few edge services calling the domains'
+/// APIs, each domain a chain of tiers (api → core → worker → store, three calls into the
+/// next tier), core and worker services calling the platform domains' APIs (`identity-…`,
+/// `messaging-…`, `config-…`), stores calling config, and some domains calling the next
+/// one. About three calls per service, `instances` instances each (one
+/// in ten services also runs a v2), a few unhealthy instances, erring lanes and breakers
+/// not closed — a mesh for grouping, filters and the frame benchmark.
+#[must_use]
+pub fn domain_mesh(n: usize, instances: usize) -> (Vec<ServiceSpec>, Vec<LaneSpec>) {
+    const TIERS: [&str; 4] = ["api", "core", "worker", "store"];
+    let edges = (n / 100).max(2).min(n);
+    let domains = (((n as f64).sqrt() / 2.0).round() as usize).clamp(2, DOMAINS.len());
+    let rest = n - edges;
+    // Services per domain, then per tier: names and tiers.
+    let mut by_domain: Vec<Vec<Vec<String>>> = vec![vec![Vec::new(); TIERS.len()]; domains];
+    let mut names: Vec<String> = (1..=edges).map(|k| format!("edge-{k:02}")).collect();
+    for d in 0..domains {
+        let m = rest / domains + usize::from(d < rest % domains);
+        for j in 0..m {
+            let tier = (j * TIERS.len() / m.max(1)).min(TIERS.len() - 1);
+            let name = format!("{}-{}-{:03}", DOMAINS[d], TIERS[tier], j + 1);
+            by_domain[d][tier].push(name.clone());
+            names.push(name);
+        }
+    }
+    let instances = instances.max(1);
+    let services: Vec<ServiceSpec> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let two_versions = i % 10 == 5;
+            let mut list: Vec<(String, Health)> = (0..instances)
+                .map(|k| {
+                    let v = if two_versions && k == instances - 1 && instances > 1 {
+                        "v2"
+                    } else {
+                        "v1"
+                    };
+                    (v.to_owned(), Health::Passing)
+                })
+                .collect();
+            if i % 37 == 11 {
+                list[0].1 = Health::Critical;
+            } else if i % 53 == 7 {
+                list[0].1 = Health::Warning;
+            }
+            ServiceSpec {
+                name: name.clone(),
+                instances: list,
+                split: (two_versions && instances > 1)
+                    .then(|| vec![("v1".into(), 9000), ("v2".into(), 1000)]),
+            }
+        })
+        .collect();
+    let versions_of = |name: &str| -> &[&str] {
+        match names.iter().position(|x| x == name) {
+            Some(i) if i % 10 == 5 && instances > 1 => &["v1", "v2"],
+            _ => &["v1"],
+        }
+    };
+    let platform = domains.saturating_sub(3).max(1);
+    let api_of = |d: usize, k: usize| {
+        let apis = &by_domain[d][0];
+        (!apis.is_empty()).then(|| apis[k % apis.len()].clone())
+    };
+    let mut calls: Vec<(String, String)> = Vec::new();
+    for (k, edge) in names.iter().take(edges).enumerate() {
+        for c in 0..3 {
+            if let Some(api) = api_of((k * 3 + c) % platform, k) {
+                calls.push((edge.clone(), api));
+            }
+        }
+    }
+    for (d, tiers) in by_domain.iter().enumerate() {
+        for (t, tier) in tiers.iter().enumerate() {
+            for (j, name) in tier.iter().enumerate() {
+                // Three calls into the next tier of the domain.
+                if let Some(next) = tiers.get(t + 1).filter(|x| !x.is_empty()) {
+                    for c in 0..3 {
+                        calls.push((name.clone(), next[(j * 3 + c) % next.len()].clone()));
+                    }
+                }
+                // Core and worker services call a platform domain, stores half the time the
+                // last one (config); some domains call the next one.
+                let platform_call = match t {
+                    1 | 2 => Some(platform + (j + t) % (domains - platform).max(1)),
+                    3 if j % 2 == 0 => Some(domains - 1),
+                    _ => None,
+                };
+                if let Some(p) = platform_call.filter(|_| d < platform)
+                    && let Some(api) = api_of(p.min(domains - 1), j)
+                {
+                    calls.push((name.clone(), api));
+                }
+                if t == 0
+                    && d + 1 < platform
+                    && d % 4 == 0
+                    && j % 2 == 0
+                    && let Some(api) = api_of(d + 1, j)
+                {
+                    calls.push((name.clone(), api));
+                }
+            }
+        }
+    }
+    let mut lanes = Vec::new();
+    for (i, (caller, callee)) in calls.iter().enumerate() {
+        if caller == callee {
+            continue;
+        }
+        for v in versions_of(callee) {
+            let rps = if *v == "v2" {
+                1 + i as u64 % 9
+            } else {
+                5 + (i as u64 * 7) % 200
+            };
+            let mut lane = LaneSpec::ok(caller, callee, v, rps, 4.0 + (i % 16) as f64 * 5.0);
+            if i % 97 == 13 {
+                lane.errors = lane.rps / 4;
+            }
+            lane.breaker = match i % 400 {
+                17 => BreakerState::Open,
+                71 | 271 => BreakerState::Saturated,
+                113 => BreakerState::Ejecting {
+                    ejected: 1,
+                    total: 2,
+                },
+                _ => BreakerState::Closed,
+            };
+            lanes.push(lane);
+        }
+    }
+    lanes.sort_by(|a, b| {
+        (&a.caller, &a.service, &a.version).cmp(&(&b.caller, &b.service, &b.version))
+    });
+    lanes.dedup_by(|a, b| {
+        (&a.caller, &a.service, &a.version) == (&b.caller, &b.service, &b.version)
+    });
+    (services, lanes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -944,6 +1119,23 @@ mod tests {
             .filter(|(_, h)| *h == Health::Critical)
             .count();
         assert_eq!(critical, 4);
+    }
+
+    #[test]
+    fn domain_mesh_is_grouped_by_name_and_about_three_calls_a_service() {
+        let (s, l) = domain_mesh(2000, 10);
+        assert_eq!(s.len(), 2000);
+        assert!(s.iter().all(|x| x.instances.len() == 10));
+        let calls: std::collections::BTreeSet<(&str, &str)> = l
+            .iter()
+            .map(|x| (x.caller.as_str(), x.service.as_str()))
+            .collect();
+        assert!((4000..8000).contains(&calls.len()), "{}", calls.len());
+        assert!(s.iter().any(|x| x.name == "edge-01"));
+        assert!(s.iter().any(|x| x.name.starts_with("payments-api-")));
+        assert!(l.iter().any(|x| x.breaker == BreakerState::Open));
+        let (small, _) = domain_mesh(120, 2);
+        assert_eq!(small.len(), 120);
     }
 
     #[test]

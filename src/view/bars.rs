@@ -106,6 +106,7 @@ pub fn header_ui(
                 view.help_open = !view.help_open;
             }
             ui.menu_button("settings", |ui| settings_ui(ui, view));
+            super::map::groups_menu_ui(ui, model, view);
             if ui
                 .selectable_label(view.tape_open, "breaker tape")
                 .on_hover_text("b")
@@ -202,6 +203,22 @@ fn settings_ui(ui: &mut Ui, view: &mut ViewState) {
     }
     ui.separator();
     ui.checkbox(&mut view.particles, "moving particles (p)");
+    ui.add_enabled_ui(view.particles, |ui| {
+        ui.checkbox(
+            &mut view.particles_unfocused,
+            "…also while the window is not focused",
+        );
+        ui.horizontal(|ui| {
+            let label = ui.label("…stop after no input for");
+            ui.add(
+                egui::DragValue::new(&mut view.particles_idle_secs)
+                    .range(0..=3600)
+                    .suffix(" s"),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("0 = never stop");
+        });
+    });
     ui.checkbox(&mut view.dark, "dark theme (t)");
 }
 

@@ -20,18 +20,21 @@ pub struct Layout {
 /// Lays out `services` with `roads` (caller, callee). A service's layer is the longest
 /// call path reaching it (cycles are cut); rows follow name order within a layer.
 #[must_use]
-pub fn layered(services: &BTreeSet<String>, roads: &[(String, String)]) -> Layout {
-    let mut layer: BTreeMap<&str, usize> = services.iter().map(|s| (s.as_str(), 0)).collect();
+pub fn layered<S: AsRef<str> + Ord, R: AsRef<str>>(
+    services: &BTreeSet<S>,
+    roads: &[(R, R)],
+) -> Layout {
+    let mut layer: BTreeMap<&str, usize> = services.iter().map(|s| (s.as_ref(), 0)).collect();
     // Longest-path layering by relaxation, bounded by the node count (cuts cycles).
     for _ in 0..services.len() {
         let mut changed = false;
-        for (caller, callee) in roads {
-            let (Some(&lc), Some(&le)) = (layer.get(caller.as_str()), layer.get(callee.as_str()))
-            else {
+        for (from, to) in roads {
+            let (from, to) = (from.as_ref(), to.as_ref());
+            let (Some(&lc), Some(&le)) = (layer.get(from), layer.get(to)) else {
                 continue;
             };
-            if caller != callee && le < lc + 1 && lc + 1 < services.len().max(1) {
-                layer.insert(callee.as_str(), lc + 1);
+            if from != to && le < lc + 1 && lc + 1 < services.len().max(1) {
+                layer.insert(to, lc + 1);
                 changed = true;
             }
         }
@@ -79,42 +82,79 @@ impl Placement {
     /// every other slot. When nothing settled exists yet, lays out everything at once
     /// (centred rows); later, each new service takes the first free row below its layer.
     /// Returns whether a slot was added or moved.
-    pub fn update(&mut self, services: &BTreeSet<String>, roads: &[(String, String)]) -> bool {
+    pub fn update<S: AsRef<str> + Ord>(
+        &mut self,
+        services: &BTreeSet<S>,
+        roads: &[(S, S)],
+    ) -> bool {
+        self.update_near(services, roads, |_| None)
+    }
+
+    /// As [`Placement::update`], but a new service for which `near` names a placed key
+    /// (an expanded group's members: the group) takes the free row above its column when
+    /// that key sits in the upper half of the map (row < 0), else the free row below.
+    pub fn update_near<'n, S: AsRef<str> + Ord>(
+        &mut self,
+        services: &BTreeSet<S>,
+        roads: &[(S, S)],
+        near: impl Fn(&str) -> Option<&'n str>,
+    ) -> bool {
+        // Cheap when nothing is new (every frame): only provisional slots need the roads.
+        let unplaced = services.iter().any(|s| {
+            self.slots
+                .get(s.as_ref())
+                .is_none_or(|slot| slot.provisional)
+        });
+        if !unplaced {
+            return false;
+        }
+        let names: BTreeSet<&str> = services.iter().map(AsRef::as_ref).collect();
         let has_road: BTreeSet<&str> = roads
             .iter()
-            .filter(|(a, b)| a != b && services.contains(a) && services.contains(b))
-            .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+            .map(|(a, b)| (a.as_ref(), b.as_ref()))
+            .filter(|(a, b)| a != b && names.contains(a) && names.contains(b))
+            .flat_map(|(a, b)| [a, b])
             .collect();
-        let todo: Vec<&String> = services
+        let todo: Vec<&str> = services
             .iter()
+            .map(AsRef::as_ref)
             .filter(|s| match self.slots.get(*s) {
                 None => true,
-                Some(slot) => slot.provisional && has_road.contains(s.as_str()),
+                Some(slot) => slot.provisional && has_road.contains(s),
             })
             .collect();
         if todo.is_empty() {
             return false;
         }
-        let all: BTreeSet<String> = self.slots.keys().chain(services.iter()).cloned().collect();
-        let wanted = layered(&all, roads);
+        let all: BTreeSet<String> = self
+            .slots
+            .keys()
+            .cloned()
+            .chain(services.iter().map(|s| s.as_ref().to_owned()))
+            .collect();
+        let road_refs: Vec<(&str, &str)> = roads
+            .iter()
+            .map(|(a, b)| (a.as_ref(), b.as_ref()))
+            .collect();
+        let wanted = layered(&all, &road_refs);
         let settled = self.slots.values().any(|s| !s.provisional);
         if !settled {
             // Fresh layout of everything placed so far: rows centred per layer.
-            let mut per_layer: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+            let mut per_layer: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
             for name in &all {
                 if let Some(&(layer, _)) = wanted.slots.get(name) {
-                    per_layer.entry(layer).or_default().push(name);
+                    per_layer.entry(layer).or_default().push(name.as_str());
                 }
             }
             for (layer, names) in per_layer {
                 let n = names.len() as i32;
                 for (i, name) in names.into_iter().enumerate() {
                     self.slots.insert(
-                        name.clone(),
+                        name.to_owned(),
                         Slot {
                             layer,
                             row2: 2 * i as i32 - (n - 1),
-                            provisional: !has_road.contains(name.as_str()),
+                            provisional: !has_road.contains(name),
                         },
                     );
                 }
@@ -124,19 +164,31 @@ impl Placement {
         for name in todo {
             self.slots.remove(name);
             let layer = wanted.slots.get(name).map_or(0, |&(l, _)| l);
-            let row2 = self
+            let rows = self
                 .slots
                 .values()
                 .filter(|s| s.layer == layer)
-                .map(|s| s.row2 + 2)
-                .max()
-                .unwrap_or(0);
+                .map(|s| s.row2);
+            let (top, bottom) =
+                rows.fold((None, None), |(lo, hi): (Option<i32>, Option<i32>), r| {
+                    (
+                        Some(lo.map_or(r, |l| l.min(r))),
+                        Some(hi.map_or(r, |h| h.max(r))),
+                    )
+                });
+            let below = bottom.map_or(0, |b| b + 2);
+            // Near an anchor in the upper half of the map: above the column, so the members
+            // of one group stay on one side.
+            let free_row = match (near(name).and_then(|k| self.slots.get(k)), top) {
+                (Some(anchor), Some(top)) if anchor.row2 < 0 => top - 2,
+                _ => below,
+            };
             self.slots.insert(
-                name.clone(),
+                name.to_owned(),
                 Slot {
                     layer,
-                    row2,
-                    provisional: !has_road.contains(name.as_str()),
+                    row2: free_row,
+                    provisional: !has_road.contains(name),
                 },
             );
         }
@@ -273,6 +325,39 @@ mod tests {
         );
         // Nothing new: nothing changes.
         assert!(!p.update(&s, &r));
+    }
+
+    #[test]
+    fn members_of_an_upper_group_go_above_their_column_and_nobody_moves() {
+        let s = set(&["edge", "a-*", "b-*", "c"]);
+        let r = roads(&[("edge", "a-*"), ("edge", "b-*"), ("edge", "c")]);
+        let mut p = Placement::default();
+        p.update(&s, &r);
+        let before = p.clone();
+        assert!(p.slots["a-*"].row2 < 0, "{:?}", p.slots);
+        // a-* expands: its members join the map beside it.
+        let s2 = set(&["edge", "a-*", "a-1", "a-2", "b-*", "c"]);
+        let r2 = roads(&[
+            ("edge", "a-1"),
+            ("edge", "a-2"),
+            ("edge", "b-*"),
+            ("edge", "c"),
+        ]);
+        let near = |n: &str| n.starts_with("a-").then_some("a-*");
+        assert!(p.update_near(&s2, &r2, near));
+        for (name, slot) in &before.slots {
+            assert_eq!(p.slots[name], *slot, "{name} moved");
+        }
+        let top = before
+            .slots
+            .values()
+            .filter(|x| x.layer == 1)
+            .map(|x| x.row2)
+            .min()
+            .unwrap();
+        assert_eq!(p.slots["a-1"].row2, top - 2);
+        assert_eq!(p.slots["a-2"].row2, top - 4, "same side");
+        assert_eq!(p.slots["a-1"].layer, 1);
     }
 
     #[test]

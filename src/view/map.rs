@@ -1,44 +1,59 @@
-//! The highway map: stations (services), roads (caller → callee) split into one lane per
+//! The highway map: stations (services) and roads (caller → callee) split into one lane per
 //! version; lane width follows request rate, colour follows 5xx ratio; labels show rps and
 //! p99; a toll-gate glyph marks a lane whose breaker is not closed.
 //!
 //! Positions live in world coordinates from the deterministic layout; the view fits them
 //! into the available area with one uniform scale, so opening a panel shrinks the map
 //! instead of squeezing its columns.
+//!
+//! Built for thousands of stations: geometry goes into two meshes per frame (roads below,
+//! stations above; [`super::paint`]), anything off screen is skipped, text is laid out
+//! only when readable at the current zoom, and on a large mesh services sharing a name
+//! prefix collapse into one group node ([`super::group`]) until expanded. A filter draws
+//! only what matches (and, dimmed, the far ends of its roads).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Ui, Vec2, pos2, vec2};
+use egui::{Align2, FontId, Pos2, Rect, Sense, Ui, Vec2, pos2, vec2};
 
-use super::bars::fmt_age;
+use super::group::{self, FILTER_EXPAND_MAX, Grouping, NameSet, NodeKind, Scene};
+use super::layout::Placement;
+use super::paint::MeshPainter;
+use super::roads::{self, Geom, Hit, RoadView};
+use super::stations::{self, Lod, NodeLook, NodeStats};
 use super::theme::Theme;
 use super::{Camera, ViewState};
 use crate::model::filter::Filter;
-use crate::model::types::{BreakerState, Health, HealthCounts, LaneKey};
+use crate::model::types::LaneKey;
 use crate::model::{LaneState, Model};
 
 /// Size of a station, in world units.
-const NODE_SIZE: Vec2 = vec2(140.0, 56.0);
+pub(super) const NODE_SIZE: Vec2 = vec2(140.0, 56.0);
 /// Horizontal distance between layers (room for lane labels between stations).
 const COLUMN_PITCH: f32 = 330.0;
 /// Vertical distance between stations of one layer.
 const ROW_PITCH: f32 = 120.0;
 /// Distance between the centre lines of neighbouring lanes.
-const LANE_SPACING: f32 = 14.0;
+pub(super) const LANE_SPACING: f32 = 14.0;
 /// Margin around the map, in screen points.
 const MARGIN: f32 = 30.0;
 /// A pointer this close to a lane (screen points, beyond its half width) hovers it.
 const LANE_HIT: f32 = 6.0;
-/// How long a trip's flash lasts.
-const FLASH_SECS: f32 = 1.5;
-/// Below this zoom lane labels are not drawn (they would be unreadable clutter).
-const LABEL_MIN_SCALE: f32 = 0.45;
+/// Below this zoom lane labels and station details are not drawn (unreadable clutter).
+pub(super) const LABEL_MIN_SCALE: f32 = 0.45;
+/// Below this zoom stations lose their names too (a group keeps its name).
+pub(super) const NAME_MIN_SCALE: f32 = 0.22;
+/// Below this zoom expanded groups draw collapsed again (semantic zoom).
+pub const COLLAPSE_SCALE: f32 = 0.15;
+/// With more stations than this on screen (and below [`NAME_MIN_SCALE`]), stations are
+/// hit-tested by the map instead of being one widget each.
+const MAX_STATION_WIDGETS: usize = 300;
 /// Zoom limits (screen points per world unit).
-const MIN_SCALE: f32 = 0.1;
+const MIN_SCALE: f32 = 0.01;
 const MAX_SCALE: f32 = 4.0;
 /// Frame pace while particles move (only when the window has focus).
-const PARTICLE_FRAME: std::time::Duration = std::time::Duration::from_millis(33);
+const PARTICLE_FRAME: Duration = Duration::from_millis(33);
 
 /// Lane width in world units from requests per second (log scale), `None` = no data.
 #[must_use]
@@ -65,42 +80,39 @@ pub fn fmt_ms(ms: Option<f64>) -> String {
 pub fn fmt_rps(rps: Option<f64>) -> String {
     match rps {
         None => "no data".into(),
+        Some(v) if v >= 10_000.0 => format!("{:.0} k rps", v / 1000.0),
         Some(v) if v >= 100.0 => format!("{v:.0} rps"),
         Some(v) => format!("{v:.1} rps"),
     }
 }
 
-fn faded(c: Color32, stale: bool) -> Color32 {
-    if stale { c.gamma_multiply(0.35) } else { c }
-}
-
 /// World → screen: one uniform scale plus an offset.
 #[derive(Clone, Copy)]
-struct Xform {
-    scale: f32,
-    offset: Vec2,
+pub(super) struct Xform {
+    pub scale: f32,
+    pub offset: Vec2,
 }
 
 impl Xform {
-    fn pos(self, p: Pos2) -> Pos2 {
+    pub fn pos(self, p: Pos2) -> Pos2 {
         pos2(p.x * self.scale, p.y * self.scale) + self.offset
     }
 
-    fn rect(self, r: Rect) -> Rect {
+    pub fn rect(self, r: Rect) -> Rect {
         Rect::from_min_max(self.pos(r.min), self.pos(r.max))
     }
 
-    fn font(self, size: f32) -> FontId {
+    pub fn font(self, size: f32) -> FontId {
         FontId::proportional((size * self.scale).max(9.0))
     }
 }
 
-/// World rectangle of a station: where the operator pinned it, else its kept slot.
-fn world_rect(view: &ViewState, name: &str) -> Option<Rect> {
-    if let Some([x, y]) = view.pins.get(name) {
+/// World rectangle of a node: where the operator pinned it, else its kept slot.
+fn world_rect(placement: &Placement, pins: &BTreeMap<String, [f32; 2]>, key: &str) -> Option<Rect> {
+    if let Some([x, y]) = pins.get(key) {
         return Some(Rect::from_center_size(pos2(*x, *y), NODE_SIZE));
     }
-    let slot = view.placement.slots.get(name)?;
+    let slot = placement.slots.get(key)?;
     let x = slot.layer as f32 * COLUMN_PITCH + NODE_SIZE.x / 2.0;
     let y = slot.row2 as f32 * ROW_PITCH / 2.0;
     Some(Rect::from_center_size(pos2(x, y), NODE_SIZE))
@@ -139,15 +151,7 @@ fn zoom_at(cam: Camera, area: Rect, pointer: Pos2, factor: f32) -> Camera {
     }
 }
 
-/// One drawn lane, for hit testing.
-struct LaneGeom<'a> {
-    lane: &'a LaneState,
-    p0: Pos2,
-    p1: Pos2,
-    half_width: f32,
-}
-
-fn distance_to_segment(p: Pos2, a: Pos2, b: Pos2) -> f32 {
+pub(super) fn distance_to_segment(p: Pos2, a: Pos2, b: Pos2) -> f32 {
     let ab = b - a;
     let t = ((p - a).dot(ab) / ab.length_sq().max(f32::EPSILON)).clamp(0.0, 1.0);
     (a + ab * t).distance(p)
@@ -167,10 +171,16 @@ pub enum Step {
 }
 
 /// Where an arrow key takes the selection: along roads (left = a caller, right = a callee,
-/// the topmost first) or within the column. Nothing selected: the top-left station.
+/// the topmost first) or within the column. Nothing selected: the top-left station. On the
+/// grouped map, only services drawn on their own take part.
 #[must_use]
 pub fn step_selection(model: &Model, view: &ViewState, step: Step) -> Option<String> {
-    let slot = |n: &str| view.placement.slots.get(n).map(|s| (s.layer, s.row2));
+    let placement = if view.groups.active {
+        &view.groups.placement
+    } else {
+        &view.placement
+    };
+    let slot = |n: &str| placement.slots.get(n).map(|s| (s.layer, s.row2));
     let known = |n: &&String| model.services.contains_key(n.as_str());
     let Some(cur) = view
         .selected
@@ -214,7 +224,7 @@ pub fn step_selection(model: &Model, view: &ViewState, step: Step) -> Option<Str
                 .services
                 .keys()
                 .filter_map(|n| {
-                    view.placement
+                    placement
                         .slots
                         .get(n)
                         .filter(|s| s.layer == layer)
@@ -232,14 +242,62 @@ pub fn step_selection(model: &Model, view: &ViewState, step: Step) -> Option<Str
     }
 }
 
+/// Services whose callers' sidecars are all stale (or absent): one pass over the sidecars
+/// per frame, not one per road (20,000 sidecars × 2,000 callers would be 40 M checks).
+fn stale_callers(model: &Model, now: Instant) -> impl Fn(&str) -> bool + '_ {
+    let prom_stale = model.prometheus.as_ref().map(|p| p.is_stale(now));
+    let fresh: NameSet = if prom_stale.is_some() {
+        NameSet::default()
+    } else {
+        model
+            .sidecars
+            .values()
+            .filter(|s| !s.status.is_stale(now, model.scrape_interval))
+            .map(|s| s.service.as_str())
+            .collect()
+    };
+    move |caller| prom_stale.unwrap_or_else(|| !fresh.contains(caller))
+}
+
+/// Whether particles move this frame: on, not paused, focused (unless allowed otherwise)
+/// and touched recently (unless that limit is off). Also keeps the input clock.
+fn particles_move(ui: &Ui, view: &mut ViewState) -> bool {
+    let (time, active, focused) = ui.input(|i| {
+        let active = !i.events.is_empty()
+            || i.pointer.is_moving()
+            || i.pointer.any_down()
+            || i.smooth_scroll_delta != Vec2::ZERO;
+        (i.time, active, i.viewport().focused.unwrap_or(true))
+    });
+    let rt = &mut view.map_runtime;
+    if active || rt.last_input_secs.is_none() {
+        rt.last_input_secs = Some(time);
+    }
+    let idle_secs = time - rt.last_input_secs.unwrap_or(time);
+    let recent = view.particles_idle_secs == 0 || idle_secs < f64::from(view.particles_idle_secs);
+    let moving = view.particles && !view.paused && (focused || view.particles_unfocused) && recent;
+    if moving {
+        rt.particle_secs = time;
+    }
+    moving
+}
+
+/// One drawn road of the frame: two nodes and the lanes between them.
+struct SceneRoad<'m> {
+    from: usize,
+    to: usize,
+    lanes: Vec<&'m LaneState>,
+}
+
 /// Draws the map into the remaining space of `ui`.
 pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, now: Instant) {
     let (rect, bg) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 0.0, theme.map_bg);
+    let animate = particles_move(ui, view);
+    view.map_runtime.particles_moving = false;
 
-    let services: BTreeSet<String> = model.services.keys().cloned().collect();
-    if services.is_empty() {
+    if model.services.is_empty() {
         let msg = if model.registry_status.last_ok.is_none() {
             match &model.registry_status.last_error {
                 Some(e) => format!("Registry not reachable yet — retrying\n{e}"),
@@ -257,43 +315,197 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         );
         return;
     }
-    let roads = model.roads();
-    let settled = |v: &ViewState| v.placement.slots.values().any(|s| !s.provisional);
-    let was_settled = settled(view);
-    view.placement.update(&services, &roads);
-    if !was_settled && settled(view) {
-        // The first roads just laid the map out: fit it once (later refreshes never do).
-        view.camera = None;
+
+    // Which map: every service, or groups by name prefix (large meshes).
+    let names: Vec<&str> = model.services.keys().map(String::as_str).collect();
+    let groups = if view.groups.mode.active(names.len()) {
+        group::groups_of(names.iter().copied())
+    } else {
+        BTreeMap::new()
+    };
+    let grouped = !groups.is_empty();
+    if grouped != view.groups.active {
+        view.groups.active = grouped;
     }
-    // Ghosts keep their slot while they are shown; then the row is free again.
-    let gone = model.gone_services(now);
-    let forget: Vec<String> = view
-        .placement
-        .slots
-        .keys()
-        .filter(|n| !services.contains(*n) && !gone.iter().any(|(g, _)| g == *n))
-        .cloned()
-        .collect();
-    for name in forget {
-        view.placement.forget(&name);
-    }
-    // Which stations the filter shows (names and predicates; a bad filter shows all and
+
+    // Which services the filter shows (names and predicates; a bad filter shows all and
     // the header says why).
     let filter = Filter::parse(&view.filter).unwrap_or_default();
-    let shown: BTreeSet<&str> = services
-        .iter()
-        .filter(|n| filter.is_empty() || model.matches(n, &filter, now))
-        .map(String::as_str)
-        .collect();
-
-    // Camera: kept across refreshes; fitted only at first sight or on `f`.
-    let mut cam = view.camera.unwrap_or_else(|| {
-        let bounds = services
+    let matched: Option<NameSet> = (!filter.is_empty()).then(|| {
+        names
             .iter()
-            .filter_map(|n| world_rect(view, n))
-            .fold(Rect::NOTHING, Rect::union);
-        fit(bounds, rect)
+            .copied()
+            .filter(|n| model.matches(n, &filter, now))
+            .collect()
     });
+    let filter_changed = view.map_runtime.last_filter != view.filter;
+    if filter_changed {
+        view.map_runtime.last_filter.clone_from(&view.filter);
+    }
+
+    // Which groups are open this frame: the operator's (unless zoomed far out), and, with
+    // a filter matching few services, every group holding a match.
+    let scale_now = world_camera(view, grouped).map_or(1.0, |c| c.scale);
+    let zoomed_out = scale_now < COLLAPSE_SCALE;
+    let few_matches = matched
+        .as_ref()
+        .is_some_and(|m| m.len() <= FILTER_EXPAND_MAX);
+    let open = |key: &str| {
+        (!zoomed_out && view.groups.expanded.contains(key))
+            || (few_matches
+                && groups.get(key).is_some_and(|members| {
+                    members
+                        .iter()
+                        .any(|m| matched.as_ref().is_some_and(|s| s.contains(m)))
+                }))
+    };
+    let scene = Scene::build(&names, &groups, open);
+
+    // Lanes by node pair (intra-group lanes stay inside their node).
+    let mut lane_nodes: Vec<(usize, usize, &LaneState)> = Vec::with_capacity(model.lanes.len());
+    for lane in model.lanes.values() {
+        let (Some(a), Some(b)) = (
+            scene.node_of(&lane.key.caller),
+            scene.node_of(&lane.key.service),
+        ) else {
+            continue;
+        };
+        if a != b {
+            lane_nodes.push((a, b, lane));
+        }
+    }
+    if grouped {
+        // Stable: lanes of one pair keep their (caller, service, version) order.
+        lane_nodes.sort_by_key(|(a, b, _)| (*a, *b));
+    }
+    let mut scene_roads: Vec<SceneRoad> = Vec::new();
+    for chunk in lane_nodes.chunk_by(|x, y| (x.0, x.1) == (y.0, y.1)) {
+        scene_roads.push(SceneRoad {
+            from: chunk[0].0,
+            to: chunk[0].1,
+            lanes: chunk.iter().map(|(_, _, l)| *l).collect(),
+        });
+    }
+
+    // Placement: kept slots; new nodes take free rows (members near their group).
+    {
+        let keys: BTreeSet<&str> = scene.nodes.iter().map(|n| n.key.as_ref()).collect();
+        let node_roads: Vec<(&str, &str)> = scene_roads
+            .iter()
+            .map(|r| {
+                (
+                    scene.nodes[r.from].key.as_ref(),
+                    scene.nodes[r.to].key.as_ref(),
+                )
+            })
+            .collect();
+        let placement = world_placement_mut(view, grouped);
+        let was_settled = placement.slots.values().any(|s| !s.provisional);
+        placement.update_near(&keys, &node_roads, |name| {
+            group::prefix_of(name)
+                .map(group::group_key)
+                .and_then(|k| groups.get_key_value(&k).map(|(k, _)| k.as_str()))
+        });
+        let settled = placement.slots.values().any(|s| !s.provisional);
+        // Ghosts and groups keep their slot while they exist; then the row is free again.
+        let gone = model.gone_services(now);
+        let forget: Vec<String> = placement
+            .slots
+            .keys()
+            .filter(|k| {
+                !model.services.contains_key(k.as_str())
+                    && !groups.contains_key(k.as_str())
+                    && !gone.iter().any(|(g, _)| g == *k)
+            })
+            .cloned()
+            .collect();
+        for key in forget {
+            placement.forget(&key);
+        }
+        if !was_settled && settled {
+            // The first roads just laid the map out: fit it once (later refreshes never do).
+            *world_camera_mut(view, grouped) = None;
+        }
+    }
+
+    // What is drawn: matching nodes, and (dimmed) the far ends of their roads.
+    let node_matches: Vec<usize> = scene
+        .nodes
+        .iter()
+        .map(|n| match &matched {
+            None => n.members.len(),
+            Some(m) => n.members.iter().filter(|s| m.contains(*s)).count(),
+        })
+        .collect();
+    let lane_shown = |l: &LaneState| {
+        matched
+            .as_ref()
+            .is_none_or(|m| m.contains(l.key.caller.as_str()) || m.contains(l.key.service.as_str()))
+    };
+    let mut context = vec![false; scene.nodes.len()];
+    if matched.is_some() {
+        for r in &scene_roads {
+            if r.lanes.iter().any(|l| lane_shown(l)) {
+                context[r.from] |= node_matches[r.from] == 0;
+                context[r.to] |= node_matches[r.to] == 0;
+            }
+        }
+    }
+    let drawn = |i: usize| node_matches[i] > 0 || context[i];
+
+    // Camera: kept across refreshes; fitted at first sight, on `f`, and when an expanded
+    // group or a new filter has nothing on screen.
+    let (placement, pins) = world_ref(view, grouped);
+    let world_rects: Vec<Option<Rect>> = scene
+        .nodes
+        .iter()
+        .map(|n| world_rect(placement, pins, &n.key))
+        .collect();
+    let placeholder_rects: Vec<(String, usize, Rect)> = scene
+        .expanded
+        .iter()
+        .filter_map(|(k, n)| world_rect(placement, pins, k).map(|r| (k.clone(), *n, r)))
+        .collect();
+    let drawn_bounds = |only: &dyn Fn(usize) -> bool| {
+        world_rects
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| drawn(*i) && only(*i))
+            .filter_map(|(_, r)| *r)
+            .fold(Rect::NOTHING, Rect::union)
+    };
+    let mut cam = world_camera(view, grouped).unwrap_or_else(|| {
+        let all = drawn_bounds(&|_| true);
+        let all = placeholder_rects
+            .iter()
+            .filter(|_| matched.is_none())
+            .fold(all, |b, (_, _, r)| b.union(*r));
+        fit(all, rect)
+    });
+    let on_screen = |cam: Camera, only: &dyn Fn(usize) -> bool| {
+        let xf = xform(cam, rect);
+        world_rects
+            .iter()
+            .enumerate()
+            .any(|(i, r)| drawn(i) && only(i) && r.is_some_and(|r| rect.intersects(xf.rect(r))))
+    };
+    if let Some(key) = view.groups.reveal.take() {
+        let prefix = key.trim_end_matches('*');
+        let members = |i: usize| {
+            scene.nodes[i].kind == NodeKind::Service && scene.nodes[i].key.starts_with(prefix)
+        };
+        let bounds = drawn_bounds(&members);
+        if bounds.is_positive() && !on_screen(cam, &members) {
+            cam = fit(bounds, rect);
+        }
+    }
+    if filter_changed && matched.is_some() {
+        let matching = |i: usize| node_matches[i] > 0;
+        let bounds = drawn_bounds(&matching);
+        if bounds.is_positive() && !on_screen(cam, &matching) {
+            cam = fit(bounds, rect);
+        }
+    }
     if let Some(p) = ui
         .input(|i| i.pointer.hover_pos())
         .filter(|p| rect.contains(*p))
@@ -310,70 +522,115 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         cam.offset[0] += d.x;
         cam.offset[1] += d.y;
     }
-    view.camera = Some(cam);
+    *world_camera_mut(view, grouped) = Some(cam);
     let xf = xform(cam, rect);
-    let screen_rects: BTreeMap<String, Rect> = services
-        .iter()
-        .filter_map(|n| world_rect(view, n).map(|r| (n.clone(), xf.rect(r))))
-        .collect();
+    let screen: Vec<Option<Rect>> = world_rects.iter().map(|r| r.map(|r| xf.rect(r))).collect();
+
+    // Per node: inbound traffic and worst breaker (a group's node carries its lanes).
+    let stale_caller = stale_callers(model, now);
+    let mut stats = vec![NodeStats::default(); scene.nodes.len()];
+    for lane in model.lanes.values() {
+        if let Some(i) = scene.node_of(&lane.key.service)
+            && scene.nodes[i].kind == NodeKind::Group
+        {
+            stats[i].add_lane(lane, scene.node_of(&lane.key.caller) == Some(i));
+        }
+    }
+
+    let ppp = ui.ctx().pixels_per_point();
+    let new_painter = |(vertices, indices): (usize, usize)| {
+        if view.map_runtime.individual_shapes {
+            MeshPainter::individual_shapes(ppp)
+        } else {
+            // Room for a bit more than last frame: one allocation, no copies.
+            MeshPainter::with_capacity(ppp, vertices + vertices / 8, indices + indices / 8)
+        }
+    };
+    let mut lanes_mesh = new_painter(view.map_runtime.mesh_sizes[0]);
+    let mut labels: Vec<egui::Shape> = Vec::new();
+    let mut station_mesh = new_painter(view.map_runtime.mesh_sizes[1]);
+    let mut texts: Vec<egui::Shape> = Vec::new();
+    let lod = Lod::at(xf.scale);
     let registry_stale = model.registry_status.is_stale(now, model.registry_interval);
-    let time = ui.input(|i| i.time);
-    let animate = view.particles && !view.paused;
-    let mut moving = false;
 
     // Labels must not cover stations or each other.
-    let mut occupied: Vec<Rect> = screen_rects.values().map(|r| r.expand(2.0)).collect();
-    let mut geoms: Vec<LaneGeom> = Vec::new();
-    // Roads first, stations on top. Lanes are sorted by (caller, service, version): one
-    // pass groups them into roads.
-    let mut stale_callers: BTreeMap<&str, bool> = BTreeMap::new();
-    let lanes_all: Vec<&LaneState> = model.lanes.values().collect();
-    for road_lanes in
-        lanes_all.chunk_by(|a, b| a.key.caller == b.key.caller && a.key.service == b.key.service)
-    {
-        let first = &road_lanes[0].key;
-        let (caller, service) = (&first.caller, &first.service);
-        let (Some(a), Some(b)) = (screen_rects.get(caller), screen_rects.get(service)) else {
-            continue;
-        };
-        if !rect.intersects(a.union(*b)) {
-            continue; // off screen
-        }
-        let lanes: Vec<&LaneState> = road_lanes
+    let mut occupied: Vec<Rect> = if lod.lane_labels {
+        screen
             .iter()
-            .copied()
-            .filter(|l| {
-                shown.contains(l.key.service.as_str()) || shown.contains(l.key.caller.as_str())
-            })
-            .collect();
-        let stale = *stale_callers
-            .entry(caller.as_str())
-            .or_insert_with(|| model.caller_stale(caller, now));
-        let road = Road {
-            from: *a,
-            to: *b,
-            stale,
-            time: animate.then_some(time),
-            now,
-        };
-        moving |= road_ui(
-            &painter,
+            .enumerate()
+            .filter(|(i, r)| drawn(*i) && r.is_some_and(|r| rect.intersects(r)))
+            .filter_map(|(_, r)| r.map(|r| r.expand(2.0)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut geoms: Vec<Geom> = Vec::new();
+    let particle_time = (view.particles && !view.paused).then_some(view.map_runtime.particle_secs);
+    let selected_lane: Option<LaneKey> = view.selected_lane.clone();
+    let mut flashing = false;
+    {
+        let mut cx = roads::RoadCtx {
+            painter: &painter,
             model,
             theme,
-            view,
+            thresholds: view.thresholds,
             xf,
-            &road,
-            &lanes,
-            &mut occupied,
-            &mut geoms,
-        );
+            clip: rect,
+            now,
+            particle_time,
+            // Spread the particles out when last frame's lanes would take more than the
+            // budget at the normal pitch.
+            particle_pitch: (view.map_runtime.particle_len / roads::PARTICLE_BUDGET)
+                .max(roads::PARTICLE_PITCH),
+            particle_len: 0.0,
+            selected_lane: selected_lane.as_ref(),
+            lanes: &mut lanes_mesh,
+            labels: &mut labels,
+            occupied: &mut occupied,
+            geoms: &mut geoms,
+            label_lanes: lod.lane_labels,
+        };
+        for (ri, r) in scene_roads.iter().enumerate() {
+            let (Some(a), Some(b)) = (screen[r.from], screen[r.to]) else {
+                continue;
+            };
+            if !drawn(r.from) || !drawn(r.to) || !rect.intersects(a.union(b)) {
+                continue; // filtered out or off screen
+            }
+            let lanes: Vec<&LaneState> =
+                r.lanes.iter().copied().filter(|l| lane_shown(l)).collect();
+            if lanes.is_empty() {
+                continue;
+            }
+            let both_services = scene.nodes[r.from].kind == NodeKind::Service
+                && scene.nodes[r.to].kind == NodeKind::Service;
+            let road = RoadView {
+                from: a,
+                to: b,
+                lanes: &lanes,
+                stale: lanes.iter().all(|l| stale_caller(&l.key.caller)),
+                index: ri,
+            };
+            flashing |= if both_services {
+                roads::lanes_ui(&mut cx, &road)
+            } else {
+                roads::aggregate_ui(&mut cx, &road)
+            };
+        }
+        view.map_runtime.particle_len = cx.particle_len;
     }
+
+    // Stations: ghosts, expanded groups' outlines, nodes.
+    let gone = model.gone_services(now);
+    let (placement, pins) = world_ref(view, grouped);
     for (name, at) in &gone {
-        if let Some(r) = world_rect(view, name).map(|r| xf.rect(r))
+        if let Some(r) = world_rect(placement, pins, name).map(|r| xf.rect(r))
             && rect.intersects(r)
         {
-            ghost_ui(
+            stations::ghost(
                 &painter,
+                &mut station_mesh,
+                &mut texts,
                 theme,
                 xf,
                 name,
@@ -382,501 +639,239 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             );
         }
     }
-    for (name, r) in &screen_rects {
-        if shown.contains(name.as_str()) && rect.intersects(*r) {
-            station_ui(
-                ui,
-                &painter,
-                model,
-                view,
-                theme,
-                xf,
-                name,
-                *r,
-                registry_stale,
-                now,
-            );
+    let visible: Vec<usize> = (0..scene.nodes.len())
+        .filter(|&i| drawn(i) && screen[i].is_some_and(|r| rect.intersects(r)))
+        .collect();
+    let widgets = lod.names || visible.len() <= MAX_STATION_WIDGETS;
+    note_focus(view, &scene, &visible, grouped);
+    let mut look = NodeLook {
+        painter: &painter,
+        model,
+        theme,
+        xf,
+        lod,
+        now,
+        registry_stale,
+        widgets,
+        mesh: &mut station_mesh,
+        texts: &mut texts,
+    };
+    if matched.is_none() {
+        for (key, members, r) in &placeholder_rects {
+            let r = xf.rect(*r);
+            if rect.intersects(r) {
+                stations::placeholder_ui(ui, &mut look, view, key, *members, r);
+            }
         }
     }
-    if moving && ui.input(|i| i.viewport().focused.unwrap_or(true)) {
-        ui.ctx().request_repaint_after(PARTICLE_FRAME);
+    for &i in &visible {
+        let Some(r) = screen[i] else { continue };
+        let node = &scene.nodes[i];
+        if context[i] {
+            stations::context_ui(&mut look, node, r);
+            continue;
+        }
+        match node.kind {
+            NodeKind::Service => {
+                stations::service_ui(ui, &mut look, view, grouped, &node.key, r);
+            }
+            NodeKind::Group => {
+                let matching = matched.is_some().then_some(node_matches[i]);
+                stations::group_ui(ui, &mut look, view, grouped, node, &stats[i], matching, r);
+            }
+        }
     }
 
-    // Hover and click on lanes: the nearest lane under the pointer.
+    view.map_runtime.mesh_sizes = [lanes_mesh.size(), station_mesh.size()];
+    painter.extend(lanes_mesh.into_shapes());
+    painter.extend(labels);
+    painter.extend(station_mesh.into_shapes());
+    painter.extend(texts);
+
+    let moving = particle_time.is_some() && geoms.iter().any(|g| g.particles);
+    if (animate && moving) || flashing {
+        view.map_runtime.particles_moving = animate && moving;
+        if ui.input(|i| i.viewport().focused.unwrap_or(true)) || view.particles_unfocused {
+            ui.ctx().request_repaint_after(PARTICLE_FRAME);
+        }
+    }
+
+    // Hover and click on lanes: the nearest lane under the pointer. Without station
+    // widgets (far out, thousands on screen), the map finds the station under the pointer.
     let hovered = bg.hover_pos().and_then(|p| {
         geoms
             .iter()
             .map(|g| (distance_to_segment(p, g.p0, g.p1) - g.half_width, g))
             .filter(|(d, _)| *d <= LANE_HIT)
             .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, g)| g.lane)
+            .map(|(_, g)| g.hit)
     });
+    let station_under = |p: Pos2| {
+        visible
+            .iter()
+            .copied()
+            .find(|&i| !context[i] && screen[i].is_some_and(|r| r.contains(p)))
+    };
+    if !widgets
+        && (bg.clicked() || bg.double_clicked())
+        && let Some(i) = bg.interact_pointer_pos().and_then(station_under)
+    {
+        {
+            let node = &scene.nodes[i];
+            match node.kind {
+                NodeKind::Service => view.select(Some(node.key.to_string())),
+                NodeKind::Group if bg.double_clicked() => view.groups.toggle(&node.key),
+                NodeKind::Group => view.select_group(Some(node.key.to_string())),
+            }
+            return;
+        }
+    }
     if bg.clicked() {
-        view.select(hovered.map(|l| l.key.service.clone()));
-        view.selected_lane = hovered.map(|l| l.key.clone());
-    }
-    if let Some(lane) = hovered {
-        bg.on_hover_ui_at_pointer(|ui| lane_tooltip_ui(ui, model, &lane.key, lane));
-    }
-}
-
-fn lane_tooltip_ui(ui: &mut Ui, model: &Model, key: &LaneKey, lane: &LaneState) {
-    // Monospace: the proportional font has no arrow.
-    ui.label(
-        egui::RichText::new(format!("{} → {} {}", key.caller, key.service, key.version))
-            .monospace()
-            .strong(),
-    );
-    match &lane.stats {
-        None => {
-            ui.label(if model.prometheus.is_some() {
-                "no data (no samples in Prometheus over the rate window)"
-            } else {
-                "no data yet (needs two scrapes of the caller's sidecars)"
-            });
-        }
-        Some(s) => {
-            ui.label(format!(
-                "{} · 5xx {}",
-                fmt_rps(Some(s.rps)),
-                s.err5xx_ratio
-                    .map_or("–".into(), |e| format!("{:.2} %", e * 100.0))
-            ));
-            ui.label(format!(
-                "p50 {} · p95 {} · p99 {}",
-                fmt_ms(s.p50_ms),
-                fmt_ms(s.p95_ms),
-                fmt_ms(s.p99_ms)
-            ));
-            ui.label(format!("breaker: {}", s.breaker.label()));
-        }
-    }
-    if let Some(w) = model.configured_weight(&key.service, &key.version) {
-        ui.label(format!(
-            "configured weight {} %",
-            crate::model::types::format_pct(w)
-        ));
-    }
-}
-
-/// One road as drawn: its stations' screen rectangles, staleness and the animation clock.
-struct Road {
-    from: Rect,
-    to: Rect,
-    stale: bool,
-    /// Seconds since start when particles move, `None` when they don't.
-    time: Option<f64>,
-    /// The clock of this frame (trip flashes).
-    now: Instant,
-}
-
-/// Particles on a lane: count by request rate (log), speed by latency (slower when slow).
-fn particles(rps: f64, p50_ms: Option<f64>) -> (usize, f32) {
-    let count = ((1.0 + rps).log2() * 1.5).round().clamp(1.0, 14.0) as usize;
-    let speed = (260.0 / (1.0 + p50_ms.unwrap_or(20.0) / 40.0)).clamp(20.0, 220.0) as f32;
-    (count, speed)
-}
-
-/// Draws one road's lanes; returns whether particles are moving on it.
-#[allow(clippy::too_many_arguments)]
-fn road_ui<'a>(
-    painter: &egui::Painter,
-    model: &Model,
-    theme: &Theme,
-    view: &ViewState,
-    xf: Xform,
-    road: &Road,
-    lanes: &[&'a LaneState],
-    occupied: &mut Vec<Rect>,
-    geoms: &mut Vec<LaneGeom<'a>>,
-) -> bool {
-    let (from, to, stale) = (road.from, road.to, road.stale);
-    let start = pos2(from.right(), from.center().y);
-    let end = pos2(to.left(), to.center().y);
-    let d = (end - start).normalized();
-    let n = vec2(-d.y, d.x);
-    let k = lanes.len() as f32;
-    let mut moving = false;
-    for (i, lane) in lanes.iter().enumerate() {
-        let offset = (i as f32 - (k - 1.0) / 2.0) * LANE_SPACING * xf.scale;
-        let (p0, p1) = (start + n * offset, end + n * offset);
-        let stats = lane.stats.as_ref();
-        let base = theme.lane_color(stats.and_then(|s| s.err5xx_ratio), view.thresholds);
-        let color = faded(base, stale);
-        let width = lane_width(stats.map(|s| s.rps)) * xf.scale;
-        if view.selected_lane.as_ref() == Some(&lane.key) {
-            painter.line_segment([p0, p1], Stroke::new(width + 5.0, theme.selection));
-        }
-        if stale || stats.is_none() {
-            // Stale or no data: dashed, so it never reads as a quiet healthy lane.
-            painter.extend(egui::Shape::dashed_line(
-                &[p0, p1],
-                Stroke::new(width, color),
-                8.0 * xf.scale,
-                6.0 * xf.scale,
-            ));
-        } else {
-            painter.line_segment([p0, p1], Stroke::new(width, color));
-        }
-        geoms.push(LaneGeom {
-            lane,
-            p0,
-            p1,
-            half_width: width / 2.0,
-        });
-        if let (Some(time), Some(s)) = (road.time, stats)
-            && !stale
-            && s.rps > 0.0
-        {
-            let (count, speed) = particles(s.rps, s.p50_ms);
-            let len = (p1 - p0).length().max(1.0);
-            let phase = (time * f64::from(speed * xf.scale) / f64::from(len)).fract() as f32;
-            let dot = theme.text.gamma_multiply(0.8);
-            for j in 0..count {
-                let t = (phase + j as f32 / count as f32).fract();
-                painter.circle_filled(p0 + (p1 - p0) * t, (width * 0.35).clamp(1.5, 4.0), dot);
+        match hovered {
+            Some(Hit::Lane(l)) => {
+                view.select(Some(l.key.service.clone()));
+                view.selected_lane = Some(l.key.clone());
             }
-            moving = true;
+            _ => view.select_group(None),
         }
-
-        // Toll gate near the callee when the breaker is not closed.
-        if let Some(state) = stats.map(|s| s.breaker)
-            && let Some(color) = theme.breaker_color(state)
-        {
-            let at = p0 + (p1 - p0) * 0.85;
-            breaker_glyph(painter, xf, at, n, state, faded(color, stale), theme);
-            // A trip flashes once: an expanding ring for a moment after it happened.
-            if let Some(t) = model.last_trip(&lane.key) {
-                let age = road.now.saturating_duration_since(t).as_secs_f32();
-                if age < FLASH_SECS {
-                    let k = age / FLASH_SECS;
-                    painter.circle_stroke(
-                        at,
-                        (10.0 + 30.0 * k) * xf.scale.max(0.5),
-                        Stroke::new(3.0 * (1.0 - k), color),
-                    );
-                    moving = true;
-                }
+    }
+    match hovered {
+        Some(Hit::Lane(lane)) => {
+            bg.on_hover_ui_at_pointer(|ui| roads::lane_tooltip_ui(ui, model, &lane.key, lane));
+        }
+        Some(Hit::Road(ri)) => {
+            if let Some(r) = scene_roads.get(ri) {
+                let from = scene.nodes[r.from].key.as_ref();
+                let to = scene.nodes[r.to].key.as_ref();
+                let lanes: Vec<&LaneState> =
+                    r.lanes.iter().copied().filter(|l| lane_shown(l)).collect();
+                bg.on_hover_ui_at_pointer(|ui| roads::road_tooltip_ui(ui, from, to, &lanes));
             }
         }
-
-        // Label: version, rps, p99 (or why there is none), where it covers nothing; only
-        // when zoomed in enough to read it (the tooltip always has the numbers).
-        if xf.scale < LABEL_MIN_SCALE {
-            continue;
-        }
-        let label = match stats {
-            Some(s) if !stale => format!(
-                "{} · {} · p99 {}",
-                lane.key.version,
-                fmt_rps(Some(s.rps)),
-                fmt_ms(s.p99_ms)
-            ),
-            Some(_) => format!("{} · stale", lane.key.version),
-            None => format!("{} · no data", lane.key.version),
-        };
-        let galley = painter.layout_no_wrap(label, xf.font(11.0), faded(theme.text, stale));
-        // Along the lane first, then nudged sideways (lanes of one road run close). On a
-        // road of several lanes, the outer side of this lane comes first, so a label never
-        // sits across its neighbour.
-        let nudge = galley.size().y + 4.0;
-        let outer = f32::midpoint(p0.y, p1.y) - f32::midpoint(start.y, end.y);
-        let sides = if k > 1.0 && outer.abs() > 0.5 {
-            let s = outer.signum();
-            [s * 0.6, s, -s]
-        } else {
-            [0.0_f32, 1.0, -1.0]
-        };
-        let candidates = sides
-            .into_iter()
-            .flat_map(|side| [0.5_f32, 0.35, 0.65, 0.25, 0.75].map(|t| (t, side)));
-        let place = candidates.into_iter().find_map(|(t, side)| {
-            let at = p0 + (p1 - p0) * t + vec2(0.0, side * nudge);
-            let r = Align2::CENTER_CENTER
-                .anchor_size(at, galley.size())
-                .expand(2.0);
-            (!occupied.iter().any(|o| o.intersects(r))).then_some(r)
-        });
-        if let Some(r) = place {
-            occupied.push(r);
-            painter.rect_filled(r, 3.0, theme.map_bg.gamma_multiply(0.85));
-            painter.galley(r.min + vec2(2.0, 2.0), galley, theme.text);
-        }
+        None => {}
     }
-    moving
 }
 
-fn breaker_glyph(
-    painter: &egui::Painter,
-    xf: Xform,
-    at: Pos2,
-    n: Vec2,
-    b: BreakerState,
-    color: Color32,
-    theme: &Theme,
-) {
-    // A gate post with a barrier across the lane, and a tag.
-    let s = xf.scale;
-    let post = Rect::from_center_size(at + n * 9.0 * s, vec2(6.0, 6.0) * s);
-    painter.rect_filled(post, 1.0, color);
-    painter.line_segment(
-        [at + n * 9.0 * s, at - n * 9.0 * s],
-        Stroke::new(3.0 * s, color),
-    );
-    let tag = match b {
-        BreakerState::Closed => return,
-        BreakerState::Open => "OPEN".to_owned(),
-        BreakerState::Saturated => "SATURATED".to_owned(),
-        BreakerState::Ejecting { ejected, total } => format!("EJECT {ejected}/{total}"),
-    };
-    let galley = painter.layout_no_wrap(tag, FontId::monospace((10.0 * s).max(7.0)), theme.map_bg);
-    let r = Align2::CENTER_BOTTOM
-        .anchor_size(at - n * 12.0 * s - vec2(0.0, 2.0), galley.size())
-        .expand(2.0);
-    painter.rect_filled(r, 2.0, color);
-    painter.galley(r.min + vec2(2.0, 2.0), galley, theme.map_bg);
+/// Keeps [`super::MapRuntime::focus`]: the services on screen (a group node's members
+/// too: its numbers are theirs), pinned or selected. Rebuilt only when it changed.
+fn note_focus(view: &mut ViewState, scene: &Scene, visible: &[usize], grouped: bool) {
+    use std::hash::Hasher;
+    let (_, pins) = world_ref(view, grouped);
+    let mut names: Vec<&str> = visible
+        .iter()
+        .flat_map(|&i| scene.nodes[i].members.iter().copied())
+        .chain(
+            pins.keys()
+                .filter_map(|k| scene.node_of(k).map(|_| k.as_str())),
+        )
+        .chain(view.selected.as_deref())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut h = group::Fnv::default();
+    for n in &names {
+        h.write(n.as_bytes());
+        h.write_u8(0);
+    }
+    let hash = h.finish();
+    let rt = &view.map_runtime;
+    if hash == rt.focus_hash && rt.focus.len() == names.len() {
+        return;
+    }
+    let focus: Vec<String> = names.into_iter().map(str::to_owned).collect();
+    let rt = &mut view.map_runtime;
+    rt.focus = focus;
+    rt.focus_hash = hash;
+    rt.focus_changed = true;
 }
 
-#[allow(clippy::too_many_arguments)]
-fn station_ui(
-    ui: &Ui,
-    painter: &egui::Painter,
-    model: &Model,
+fn world_camera(view: &ViewState, grouped: bool) -> Option<Camera> {
+    if grouped {
+        view.groups.camera
+    } else {
+        view.camera
+    }
+}
+
+fn world_camera_mut(view: &mut ViewState, grouped: bool) -> &mut Option<Camera> {
+    if grouped {
+        &mut view.groups.camera
+    } else {
+        &mut view.camera
+    }
+}
+
+fn world_placement_mut(view: &mut ViewState, grouped: bool) -> &mut Placement {
+    if grouped {
+        &mut view.groups.placement
+    } else {
+        &mut view.placement
+    }
+}
+
+fn world_ref(view: &ViewState, grouped: bool) -> (&Placement, &BTreeMap<String, [f32; 2]>) {
+    if grouped {
+        (&view.groups.placement, &view.groups.pins)
+    } else {
+        (&view.placement, &view.pins)
+    }
+}
+
+/// Pins of the map being drawn (drag = move and pin).
+pub(super) fn world_pins_mut(
     view: &mut ViewState,
-    theme: &Theme,
-    xf: Xform,
-    name: &str,
-    rect: Rect,
-    stale: bool,
-    now: Instant,
-) {
-    let Some(svc) = model.services.get(name) else {
-        return;
+    grouped: bool,
+) -> &mut BTreeMap<String, [f32; 2]> {
+    if grouped {
+        &mut view.groups.pins
+    } else {
+        &mut view.pins
+    }
+}
+
+/// The header's "groups" menu: grouping mode, expand / collapse all, and every group with
+/// its size (ticked = expanded).
+pub fn groups_menu_ui(ui: &mut Ui, model: &Model, view: &mut ViewState) {
+    let label = if view.groups.active {
+        format!("groups ({} open)", view.groups.expanded.len())
+    } else {
+        "groups".to_owned()
     };
-    let zoom = xf.scale;
-    let mut counts = HealthCounts::default();
-    for inst in &svc.instances {
-        counts.add(inst.health);
-    }
-    let selected = view.selected.as_deref() == Some(name);
-    let ring = counts
-        .worst()
-        .map_or(theme.node_stroke, |h| theme.health_color(h));
-    painter.rect_filled(rect, 8.0 * zoom, faded(theme.node_fill, stale));
-    painter.rect_stroke(
-        rect,
-        8.0 * zoom,
-        Stroke::new(if selected { 3.0 } else { 2.0 }, faded(ring, stale)),
-        StrokeKind::Inside,
-    );
-    if selected {
-        painter.rect_stroke(
-            rect.expand(4.0),
-            10.0 * zoom,
-            Stroke::new(1.5, theme.selection),
-            StrokeKind::Outside,
-        );
-    }
-    painter.text(
-        rect.left_top() + vec2(10.0, 8.0) * zoom,
-        Align2::LEFT_TOP,
-        name,
-        xf.font(15.0),
-        faded(theme.text, stale),
-    );
-    // One dot per instance, grouped by version.
-    let mut x = rect.left() + 10.0 * zoom;
-    let y = rect.bottom() - 14.0 * zoom;
-    for version in svc.versions() {
-        let galley = painter.layout_no_wrap(version.clone(), xf.font(11.0), theme.text_dim);
-        let w = galley.size().x;
-        painter.galley(pos2(x, y - galley.size().y / 2.0), galley, theme.text_dim);
-        x += w + 4.0 * zoom;
-        for inst in svc.instances.iter().filter(|i| i.version == version) {
-            painter.circle_filled(
-                pos2(x + 4.0 * zoom, y),
-                4.0 * zoom,
-                faded(theme.health_color(inst.health), stale),
-            );
-            x += 11.0 * zoom;
+    ui.menu_button(label, |ui| {
+        ui.label("Services sharing a name prefix (payments-api, payments-ledger) form a group (payments-*)");
+        for mode in [Grouping::Auto, Grouping::Prefix, Grouping::Off] {
+            if ui.radio(view.groups.mode == mode, mode.label()).clicked() {
+                view.groups.mode = mode;
+            }
         }
-        x += 8.0 * zoom;
-    }
-    health_ring(
-        painter,
-        rect.right_top() + vec2(-16.0, 16.0) * zoom,
-        9.0 * zoom,
-        &counts,
-        theme,
-    );
-    if stale {
-        hatch(
-            painter,
-            rect,
-            10.0 * zoom,
-            theme.text_dim.gamma_multiply(0.35),
-        );
-        let since = fmt_age(model.registry_status.age(now));
-        painter.text(
-            rect.center_bottom() + vec2(0.0, 4.0),
-            Align2::CENTER_TOP,
-            format!("stale · last good {since}"),
-            xf.font(10.0),
-            theme.text_dim,
-        );
-    }
-    if let Some((badge, attention)) = super::shift::station_badge(model, name, now) {
-        painter.text(
-            rect.center_top() - vec2(0.0, 4.0),
-            Align2::CENTER_BOTTOM,
-            badge,
-            xf.font(11.0),
-            if attention {
-                theme.lane_degraded
-            } else {
-                theme.selection
-            },
-        );
-    }
-    let pinned = view.pins.contains_key(name);
-    if pinned {
-        let at = rect.left_top() + vec2(2.0, 2.0) * zoom;
-        painter.circle_filled(at, 3.5 * zoom.max(0.5), theme.selection);
-    }
-    let resp = ui.interact(
-        rect,
-        ui.scope_id().with(("station", name)),
-        Sense::click_and_drag(),
-    );
-    resp.widget_info(|| {
-        egui::WidgetInfo::labeled(egui::Role::Button, true, format!("station {name}"))
+        let groups = group::groups_of(model.services.keys().map(String::as_str));
+        if !view.groups.mode.active(model.services.len()) || groups.is_empty() {
+            ui.weak("no groups on this map");
+            return;
+        }
+        ui.separator();
+        ui.horizontal(|ui| {
+            if ui.button("expand all").clicked() {
+                view.groups.expanded = groups.keys().cloned().collect();
+            }
+            if ui.button("collapse all").clicked() {
+                view.groups.expanded.clear();
+            }
+        });
+        egui::ScrollArea::vertical()
+            .max_height(320.0)
+            .show(ui, |ui| {
+                for (key, members) in &groups {
+                    let mut open = view.groups.expanded.contains(key);
+                    if ui
+                        .checkbox(&mut open, format!("{key} ({})", members.len()))
+                        .changed()
+                    {
+                        view.groups.toggle(key);
+                    }
+                }
+            });
     });
-    if resp.clicked() {
-        view.select(Some(name.to_owned()));
-    }
-    if resp.dragged() {
-        // Drag = move and pin (world units).
-        let c = rect.center() + resp.drag_delta();
-        let world = (c - xf.offset) / xf.scale;
-        view.pins.insert(name.to_owned(), [world.x, world.y]);
-    }
-    resp.context_menu(|ui| {
-        if ui
-            .add_enabled(pinned, egui::Button::new("Unpin (back to its slot)"))
-            .clicked()
-        {
-            view.pins.remove(name);
-            ui.close();
-        }
-        if ui.button("Select").clicked() {
-            view.select(Some(name.to_owned()));
-            ui.close();
-        }
-    });
-    resp.on_hover_ui(|ui| {
-        ui.strong(name);
-        ui.label(format!(
-            "{} passing · {} warning · {} critical",
-            counts.passing, counts.warning, counts.critical
-        ));
-        for inst in svc.instances.iter().filter(|i| i.health != Health::Passing) {
-            ui.colored_label(
-                theme.health_color(inst.health),
-                format!(
-                    "{} {}: {}",
-                    inst.id,
-                    inst.health.as_str(),
-                    inst.check_output
-                ),
-            );
-        }
-    });
-}
-
-/// A service that vanished from the registry: a faded, dashed outline in its old slot.
-fn ghost_ui(
-    painter: &egui::Painter,
-    theme: &Theme,
-    xf: Xform,
-    name: &str,
-    rect: Rect,
-    gone_for: std::time::Duration,
-) {
-    let c = theme.text_dim.gamma_multiply(0.6);
-    let pts = [
-        rect.left_top(),
-        rect.right_top(),
-        rect.right_bottom(),
-        rect.left_bottom(),
-        rect.left_top(),
-    ];
-    painter.extend(egui::Shape::dashed_line(
-        &pts,
-        Stroke::new(1.5, c),
-        6.0 * xf.scale,
-        4.0 * xf.scale,
-    ));
-    painter.text(
-        rect.left_top() + vec2(10.0, 8.0) * xf.scale,
-        Align2::LEFT_TOP,
-        name,
-        xf.font(15.0),
-        c,
-    );
-    painter.text(
-        rect.left_bottom() + vec2(10.0, -8.0) * xf.scale,
-        Align2::LEFT_BOTTOM,
-        format!("gone {}", fmt_age(Some(gone_for))),
-        xf.font(11.0),
-        c,
-    );
-}
-
-/// Diagonal hatching over `rect`: the mark of stale data.
-fn hatch(painter: &egui::Painter, rect: Rect, spacing: f32, color: Color32) {
-    let p = painter.with_clip_rect(rect.intersect(painter.clip_rect()));
-    let spacing = spacing.max(4.0);
-    let h = rect.height();
-    let mut x = rect.left() - h;
-    while x < rect.right() {
-        p.line_segment(
-            [pos2(x, rect.bottom()), pos2(x + h, rect.top())],
-            Stroke::new(1.0, color),
-        );
-        x += spacing;
-    }
-}
-
-/// The health ring: arcs for passing / warning / critical instances, by count.
-fn health_ring(painter: &egui::Painter, c: Pos2, r: f32, counts: &HealthCounts, theme: &Theme) {
-    let total = counts.passing + counts.warning + counts.critical;
-    if total == 0 {
-        painter.circle_stroke(c, r, Stroke::new(2.0, theme.lane_no_data));
-        return;
-    }
-    let mut a0 = -std::f32::consts::FRAC_PI_2;
-    for (n, h) in [
-        (counts.critical, Health::Critical),
-        (counts.warning, Health::Warning),
-        (counts.passing, Health::Passing),
-    ] {
-        if n == 0 {
-            continue;
-        }
-        let span = std::f32::consts::TAU * n as f32 / total as f32;
-        let steps = ((span / 0.2).ceil() as usize).max(2);
-        let pts: Vec<Pos2> = (0..=steps)
-            .map(|k| {
-                let a = a0 + span * k as f32 / steps as f32;
-                c + vec2(a.cos(), a.sin()) * r
-            })
-            .collect();
-        painter.add(egui::Shape::line(
-            pts,
-            Stroke::new((r * 0.45).max(2.0), theme.health_color(h)),
-        ));
-        a0 += span;
-    }
 }
 
 #[cfg(test)]
@@ -894,17 +889,19 @@ mod tests {
         view
     }
 
+    fn rect_of(view: &ViewState, name: &str) -> Rect {
+        world_rect(&view.placement, &view.pins, name).unwrap()
+    }
+
     #[test]
     fn fit_never_enlarges_and_centres() {
         let view = view_of(&["a", "b"], &[("a", "b")]);
-        let bounds = world_rect(&view, "a")
-            .unwrap()
-            .union(world_rect(&view, "b").unwrap());
+        let bounds = rect_of(&view, "a").union(rect_of(&view, "b"));
         let area = Rect::from_min_size(pos2(10.0, 20.0), vec2(2000.0, 1000.0));
         let xf = xform(fit(bounds, area), area);
         assert!((xf.scale - 1.0).abs() < f32::EPSILON);
-        let a = xf.rect(world_rect(&view, "a").unwrap());
-        let b = xf.rect(world_rect(&view, "b").unwrap());
+        let a = xf.rect(rect_of(&view, "a"));
+        let b = xf.rect(rect_of(&view, "b"));
         assert!(
             (f32::midpoint(a.left(), b.right()) - 1010.0).abs() < 0.5,
             "centred"
@@ -933,8 +930,8 @@ mod tests {
     fn a_pin_overrides_the_slot() {
         let mut view = view_of(&["a", "b"], &[("a", "b")]);
         view.pins.insert("b".into(), [5.0, 7.0]);
-        assert_eq!(world_rect(&view, "b").unwrap().center(), pos2(5.0, 7.0));
-        assert!(world_rect(&view, "a").unwrap().center().y.abs() < 1e-6);
+        assert_eq!(rect_of(&view, "b").center(), pos2(5.0, 7.0));
+        assert!(rect_of(&view, "a").center().y.abs() < 1e-6);
     }
 
     #[test]
@@ -943,5 +940,12 @@ mod tests {
         assert!((d - 3.0).abs() < 1e-6);
         let end = distance_to_segment(pos2(13.0, 4.0), pos2(0.0, 0.0), pos2(10.0, 0.0));
         assert!((end - 5.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn big_rates_read_in_thousands() {
+        assert_eq!(fmt_rps(Some(12_345.0)), "12 k rps");
+        assert_eq!(fmt_rps(Some(345.0)), "345 rps");
+        assert_eq!(fmt_rps(None), "no data");
     }
 }

@@ -4,15 +4,19 @@ pub mod audit;
 pub mod bars;
 pub mod charts;
 pub mod demo_panel;
+pub mod group;
 pub mod help;
 pub mod layout;
 pub mod map;
+pub mod paint;
 pub mod panel;
+mod roads;
 pub mod shift;
+mod stations;
 pub mod tape;
 pub mod theme;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::io::Command;
 use crate::model::Model;
 use crate::model::types::{LaneKey, WeightHundredths};
+use group::Grouping;
 use layout::Placement;
 use theme::{Theme, Thresholds};
 
@@ -55,6 +60,12 @@ pub struct ViewState {
     pub dark: bool,
     /// Moving particles along lanes.
     pub particles: bool,
+    /// Particles keep moving while the window does not have the focus.
+    pub particles_unfocused: bool,
+    /// Particles stop after this many seconds without input (0 = they never stop).
+    pub particles_idle_secs: u32,
+    /// Semantic zoom: grouping, expanded groups, the grouped map's slots and camera.
+    pub groups: GroupView,
     /// The breaker tape panel is open.
     pub tape_open: bool,
     /// Chart window of the inspector, seconds (60, 300, 900).
@@ -89,6 +100,81 @@ pub struct ViewState {
     pub plan_drafts: BTreeMap<String, shift::PlanDraft>,
     /// The audit panel is open.
     pub audit_open: bool,
+    /// What the map remembers between frames (input times, the last filter).
+    #[serde(skip)]
+    pub map_runtime: MapRuntime,
+}
+
+/// Semantic zoom (see [`group`]): how services are grouped, which groups the operator
+/// opened, and the grouped map's own kept slots, pins and camera (the two maps are laid
+/// out apart, so switching never moves a station of either).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupView {
+    /// Off, auto (large meshes) or always by name prefix.
+    pub mode: Grouping,
+    /// Groups drawn as their members (keys such as `payments-*`).
+    pub expanded: BTreeSet<String>,
+    /// Kept slots of the grouped map (groups and the services drawn on their own).
+    pub placement: Placement,
+    /// Stations dragged on the grouped map: world centre per key.
+    pub pins: BTreeMap<String, [f32; 2]>,
+    /// Pan / zoom of the grouped map; `None` = fit on the next frame.
+    pub camera: Option<Camera>,
+    /// Whether the last frame drew the grouped map.
+    #[serde(skip)]
+    pub active: bool,
+    /// The selected group node, if any.
+    #[serde(skip)]
+    pub selected: Option<String>,
+    /// A group just expanded: bring its members into view if none is on screen.
+    #[serde(skip)]
+    pub reveal: Option<String>,
+}
+
+impl GroupView {
+    /// Expands a collapsed group or collapses an expanded one.
+    pub fn toggle(&mut self, key: &str) {
+        if !self.expanded.remove(key) {
+            self.expanded.insert(key.to_owned());
+            self.reveal = Some(key.to_owned());
+        }
+    }
+}
+
+/// Per-run memory of the map (never persisted).
+#[derive(Debug, Clone, Default)]
+pub struct MapRuntime {
+    /// egui time (s) of the last input event or pointer move.
+    pub last_input_secs: Option<f64>,
+    /// Particle clock (s): follows egui time while particles move, stands still otherwise.
+    pub particle_secs: f64,
+    /// The filter text of the previous frame (a new filter brings its matches into view).
+    pub last_filter: String,
+    /// Whether the last frame asked for a repaint to move particles.
+    pub particles_moving: bool,
+    /// Benchmark peer: draw the map's geometry as individual egui shapes, not meshes.
+    pub individual_shapes: bool,
+    /// Vertices and indices of the road and station meshes last frame (this frame's
+    /// capacity).
+    pub mesh_sizes: [(usize, usize); 2],
+    /// The services the operator can see (on screen, alone or inside a group node), has
+    /// pinned or selected, sorted; see [`MapRuntime::take_focus_change`].
+    pub focus: Vec<String>,
+    /// Fingerprint of `focus`, to notice a change without rebuilding it every frame.
+    pub focus_hash: u64,
+    /// `focus` changed since [`MapRuntime::take_focus_change`] last took it.
+    pub focus_changed: bool,
+    /// Screen length of the lanes that could carry particles last frame (points).
+    pub particle_len: f32,
+}
+
+impl MapRuntime {
+    /// The set of services in view, once each time it changes (for the io layer, which
+    /// scrapes those sidecars at the normal pace and the others less often).
+    pub fn take_focus_change(&mut self) -> Option<Vec<String>> {
+        std::mem::take(&mut self.focus_changed).then(|| self.focus.clone())
+    }
 }
 
 impl Default for ViewState {
@@ -102,6 +188,9 @@ impl Default for ViewState {
             camera: None,
             dark: true,
             particles: true,
+            particles_unfocused: false,
+            particles_idle_secs: 60,
+            groups: GroupView::default(),
             tape_open: true,
             chart_window_secs: 300,
             help_open: false,
@@ -115,6 +204,7 @@ impl Default for ViewState {
             dismissed: BTreeMap::new(),
             plan_drafts: BTreeMap::new(),
             audit_open: false,
+            map_runtime: MapRuntime::default(),
         }
     }
 }
@@ -130,12 +220,45 @@ impl ViewState {
         }
     }
 
-    /// Selects a service (and forgets a lane of another service).
+    /// Selects a service (and forgets a lane of another service, and a selected group).
     pub fn select(&mut self, service: Option<String>) {
         if self.selected_lane.as_ref().map(|l| &l.service) != service.as_ref() {
             self.selected_lane = None;
         }
         self.selected = service;
+        self.groups.selected = None;
+    }
+
+    /// Selects a group node (and no service).
+    pub fn select_group(&mut self, key: Option<String>) {
+        self.select(None);
+        self.groups.selected = key;
+    }
+
+    /// Fits the map on screen on the next frame (`f`).
+    pub fn refit(&mut self) {
+        if self.groups.active {
+            self.groups.camera = None;
+        } else {
+            self.camera = None;
+        }
+    }
+
+    /// `e`: expands the selected group, or collapses the expanded group of the selected
+    /// service (and selects the group).
+    pub fn toggle_selected_group(&mut self) {
+        if let Some(key) = self.groups.selected.clone() {
+            self.groups.toggle(&key);
+        } else if let Some(key) = self
+            .selected
+            .as_deref()
+            .and_then(group::prefix_of)
+            .map(group::group_key)
+            .filter(|k| self.groups.expanded.contains(k))
+        {
+            self.groups.toggle(&key);
+            self.select_group(Some(key));
+        }
     }
 }
 
@@ -154,6 +277,14 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("↑ ↓", "previous / next station in the same column"),
     ("Space", "pause the display (collection continues)"),
     ("f", "fit the map to the window"),
+    (
+        "e",
+        "expand the selected group / collapse the selected service's group",
+    ),
+    (
+        "double-click",
+        "group: expand · expanded group's outline: collapse",
+    ),
     ("t", "dark / light theme"),
     ("p", "moving particles on / off"),
     ("b", "breaker tape on / off"),
@@ -201,7 +332,8 @@ pub fn keys_ui(ui: &egui::Ui, model: &Model, view: &mut ViewState) {
             '/' => view.focus_filter = true,
             '?' => view.help_open = !view.help_open,
             't' => view.dark = !view.dark,
-            'f' => view.camera = None,
+            'f' => view.refit(),
+            'e' => view.toggle_selected_group(),
             'p' => view.particles = !view.particles,
             'b' => view.tape_open = !view.tape_open,
             'a' => view.audit_open = !view.audit_open,
@@ -214,7 +346,7 @@ pub fn keys_ui(ui: &egui::Ui, model: &Model, view: &mut ViewState) {
         } else if !view.filter.is_empty() {
             view.filter.clear();
         } else {
-            view.select(None);
+            view.select_group(None);
         }
     }
     if space {
