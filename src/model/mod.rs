@@ -615,7 +615,9 @@ impl Model {
     #[must_use]
     pub fn slowest_sidecar_interval(&self) -> Duration {
         self.scrape_plan.as_ref().map_or(self.scrape_interval, |p| {
-            p.focused_interval.max(p.other_interval).max(self.scrape_interval)
+            p.focused_interval
+                .max(p.other_interval)
+                .max(self.scrape_interval)
         })
     }
 

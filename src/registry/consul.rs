@@ -1767,7 +1767,10 @@ mod tests {
     #[test]
     fn proxy_defaults_list_gives_globals_protocol() {
         let list = br#"[{"Kind":"proxy-defaults","Name":"global","Config":{"Protocol":" HTTP "},"ModifyIndex":7}]"#;
-        assert_eq!(parse_proxy_defaults_list(list).unwrap(), Some("http".into()));
+        assert_eq!(
+            parse_proxy_defaults_list(list).unwrap(),
+            Some("http".into())
+        );
         assert_eq!(parse_proxy_defaults_list(b"[]").unwrap(), None);
         let other = br#"[{"Kind":"proxy-defaults","Name":"other","Config":{"protocol":"http"}}]"#;
         assert_eq!(parse_proxy_defaults_list(other).unwrap(), None);

@@ -543,11 +543,16 @@ pub(super) fn group_ui(
     // A member's plan or marker (the first one, in name order), named: the breaker tag
     // takes the right of the top edge, this the left.
     if look.lod.names
-        && let Some((member, (badge, attention))) = node.members.iter().find_map(|m| {
-            super::shift::station_badge(look.model, m, look.now).map(|b| (*m, b))
-        })
+        && let Some((member, (badge, attention))) = node
+            .members
+            .iter()
+            .find_map(|m| super::shift::station_badge(look.model, m, look.now).map(|b| (*m, b)))
     {
-        look.plan_badge(rect, Align2::LEFT_BOTTOM, (format!("{member}: {badge}"), attention));
+        look.plan_badge(
+            rect,
+            Align2::LEFT_BOTTOM,
+            (format!("{member}: {badge}"), attention),
+        );
     }
     let pinned = world_pins_mut(view, grouped).contains_key(key);
     if pinned {
