@@ -4,7 +4,15 @@
 //! model are prepared on the tokio runtime; when ready they replace the old ones (whose
 //! tasks are aborted and demo spine shut down); if that fails the old ones stay and the
 //! error is a notice.
+//!
+//! Frames: io events wake the window through [`FramePacer`]. While the operator is there,
+//! a wake repaints at once and the status bar's ages tick every second; while they are
+//! away ([`crate::view::operator_away`]: unfocused, or no input for a minute), data
+//! redraws at most every `away_refresh_secs` (2 s by default) and each of those frames
+//! takes in more events, so an idle window costs a frame every few seconds.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +27,54 @@ use crate::view::{ViewState, root_ui};
 const VIEW_KEY: &str = "spine-dash.view";
 /// Most time `logic()` spends draining events in one frame.
 const DRAIN_BUDGET: Duration = Duration::from_millis(8);
+/// …and while the operator is away (fewer frames, each takes in more).
+const AWAY_DRAIN_BUDGET: Duration = Duration::from_millis(40);
+/// Shortest delay between an io wake and its repaint (wakes close together make one frame).
+const WAKE_DELAY: Duration = Duration::from_millis(10);
+
+/// Paces the repaints io events ask for: shared by the io layer's wake callback (any
+/// thread) and the app, which tells it after each frame how long data may wait.
+#[derive(Debug)]
+pub struct FramePacer {
+    origin: Instant,
+    /// The last frame, in ms since `origin`.
+    last_frame_ms: AtomicU64,
+    /// How long after the last frame a wake may repaint, in ms.
+    gap_ms: AtomicU64,
+}
+
+impl FramePacer {
+    /// A pacer that lets every wake repaint at once (until the app says otherwise).
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            last_frame_ms: AtomicU64::new(0),
+            gap_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long a wake at `now` waits before its repaint: [`WAKE_DELAY`], or until the gap
+    /// after the last frame is over.
+    #[must_use]
+    pub fn wake_delay(&self, now: Instant) -> Duration {
+        let due = self.last_frame_ms.load(Ordering::Relaxed) + self.gap_ms.load(Ordering::Relaxed);
+        Duration::from_millis(due.saturating_sub(self.ms(now))).max(WAKE_DELAY)
+    }
+
+    /// A frame ran at `now`; wakes until `now + gap` wait for its end.
+    pub fn frame(&self, now: Instant, gap: Duration) {
+        self.last_frame_ms.store(self.ms(now), Ordering::Relaxed);
+        self.gap_ms.store(
+            u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
 
 /// The dashboard.
 pub struct SpineApp {
@@ -34,6 +90,8 @@ pub struct SpineApp {
     io_tasks: Option<IoTasks>,
     /// Context switching, when the app was started from a config file.
     switching: Option<SwitchState>,
+    /// Paces the io layer's wakes (the window; tests drive frames themselves).
+    pacer: Option<Arc<FramePacer>>,
 }
 
 /// What a finished switch hands over: the new model, io and demo spine.
@@ -70,7 +128,15 @@ impl SpineApp {
             clock: None,
             io_tasks: Some(tasks),
             switching: None,
+            pacer: None,
         }
+    }
+
+    /// Lets the app pace the repaints its io layer's wake callback asks for.
+    #[must_use]
+    pub fn with_pacer(mut self, pacer: Arc<FramePacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
     }
 
     /// Lets the operator switch to another context of the config file (`switcher`);
@@ -206,6 +272,7 @@ impl SpineApp {
             clock: None,
             io_tasks: None,
             switching: None,
+            pacer: None,
         }
     }
 
@@ -239,12 +306,16 @@ impl SpineApp {
     /// Drains pending events into the model within a time budget, as one batch (the
     /// lanes they touched are refreshed once, at the end); `true` if some are left.
     pub fn drain_events(&mut self) -> bool {
+        self.drain_events_within(DRAIN_BUDGET)
+    }
+
+    fn drain_events_within(&mut self, budget: Duration) -> bool {
         let Some(rx) = self.events.as_mut() else {
             return false;
         };
         let start = Instant::now();
         let mut left = true;
-        while start.elapsed() < DRAIN_BUDGET {
+        while start.elapsed() < budget {
             match rx.try_recv() {
                 Ok(event) => self.model.apply_deferred(event, Instant::now()),
                 Err(mpsc::error::TryRecvError::Empty) => {
@@ -324,7 +395,24 @@ impl SpineApp {
 
 impl eframe::App for SpineApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        if self.poll_switch() | self.drain_events() {
+        let away = crate::view::operator_away(ctx, &self.view);
+        let refresh = if away {
+            Duration::from_secs(u64::from(self.view.away_refresh_secs.max(1)))
+        } else {
+            Duration::from_secs(1)
+        };
+        if let Some(pacer) = &self.pacer {
+            pacer.frame(Instant::now(), if away { refresh } else { Duration::ZERO });
+        }
+        let switched = self.poll_switch();
+        let budget = if away {
+            AWAY_DRAIN_BUDGET
+        } else {
+            DRAIN_BUDGET
+        };
+        // Events left over: at once while someone watches, with the next frame when away.
+        let left = self.drain_events_within(budget);
+        if (left && !away) || switched {
             ctx.request_repaint();
         }
         if self.tick_plans() {
@@ -332,7 +420,7 @@ impl eframe::App for SpineApp {
             ctx.request_repaint_after(Duration::from_millis(250));
         }
         // Ages in the status bar tick; nothing else repaints without an event.
-        ctx.request_repaint_after(Duration::from_secs(1));
+        ctx.request_repaint_after(refresh);
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use spine_dash::app::SpineApp;
+use spine_dash::app::{FramePacer, SpineApp};
 use spine_dash::config::file::{ConfigFile, default_config_path, known_list};
 use spine_dash::config::resolve::{Flags, resolve};
 use spine_dash::demo::synthetic::{SyntheticConfig, SyntheticSpine};
@@ -458,9 +458,12 @@ fn run_window(launch: Launch, switcher: Option<Switcher>) -> Result<()> {
         options,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
-            let wake: Wake = Arc::new(move || ctx.request_repaint_after(Duration::from_millis(10)));
+            let pacer = FramePacer::new();
+            let paced = Arc::clone(&pacer);
+            let wake: Wake =
+                Arc::new(move || ctx.request_repaint_after(paced.wake_delay(Instant::now())));
             let (model, io, demo) = launch.spawn(&wake);
-            let app = SpineApp::new(model, io, cc.storage);
+            let app = SpineApp::new(model, io, cc.storage).with_pacer(pacer);
             Ok(Box::new(match switcher {
                 Some(s) => app.with_switcher(s, demo, wake),
                 None => app,

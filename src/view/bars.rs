@@ -219,6 +219,18 @@ fn settings_ui(ui: &mut Ui, view: &mut ViewState) {
             .on_hover_text("0 = never stop");
         });
     });
+    ui.horizontal(|ui| {
+        let label = ui.label("away (unfocused, or no input as above): redraw data every");
+        ui.add(
+            egui::DragValue::new(&mut view.away_refresh_secs)
+                .range(1..=60)
+                .suffix(" s"),
+        )
+        .labelled_by(label.id)
+        .on_hover_text(
+            "breaker trips and health changes still show at this pace; 1 = every second",
+        );
+    });
     ui.checkbox(&mut view.dark, "dark theme (t)");
 }
 

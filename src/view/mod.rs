@@ -64,6 +64,9 @@ pub struct ViewState {
     pub particles_unfocused: bool,
     /// Particles stop after this many seconds without input (0 = they never stop).
     pub particles_idle_secs: u32,
+    /// While the operator is away (see [`operator_away`]), data redraws at most this often,
+    /// in seconds (1 = every second, as when someone is there).
+    pub away_refresh_secs: u32,
     /// Semantic zoom: grouping, expanded groups, the grouped map's slots and camera.
     pub groups: GroupView,
     /// The breaker tape panel is open.
@@ -190,6 +193,7 @@ impl Default for ViewState {
             particles: true,
             particles_unfocused: false,
             particles_idle_secs: 60,
+            away_refresh_secs: 2,
             groups: GroupView::default(),
             tape_open: true,
             chart_window_secs: 300,
@@ -298,6 +302,19 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("wheel", "zoom around the pointer"),
     ("right-click", "station: unpin"),
 ];
+
+/// Whether the operator is away: the window is not focused, or nothing was touched for
+/// `particles_idle_secs` (0 = never away by time; the map keeps the input clock). Away,
+/// particles stop and data redraws every `away_refresh_secs`.
+#[must_use]
+pub fn operator_away(ctx: &egui::Context, view: &ViewState) -> bool {
+    let (time, focused) = ctx.input(|i| (i.time, i.viewport().focused.unwrap_or(true)));
+    let idle_secs = view
+        .map_runtime
+        .last_input_secs
+        .map_or(0.0, |last| time - last);
+    !focused || (view.particles_idle_secs > 0 && idle_secs >= f64::from(view.particles_idle_secs))
+}
 
 /// Handles the global keys (when no text field has the keyboard).
 pub fn keys_ui(ui: &egui::Ui, model: &Model, view: &mut ViewState) {
