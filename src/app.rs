@@ -431,3 +431,27 @@ impl eframe::App for SpineApp {
         eframe::set_value(storage, VIEW_KEY, &self.view);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakes_repaint_at_once_until_the_app_asks_for_a_gap() {
+        let pacer = FramePacer::new();
+        let t0 = pacer.origin + Duration::from_secs(5);
+        assert_eq!(pacer.wake_delay(t0), WAKE_DELAY);
+        // Someone watching: no gap.
+        pacer.frame(t0, Duration::ZERO);
+        assert_eq!(pacer.wake_delay(t0 + Duration::from_millis(1)), WAKE_DELAY);
+        // Away: a wake waits for the end of the gap after the last frame…
+        pacer.frame(t0, Duration::from_secs(2));
+        let at = t0 + Duration::from_millis(500);
+        assert_eq!(pacer.wake_delay(at), Duration::from_millis(1500));
+        // …and after it, repaints at once again.
+        assert_eq!(pacer.wake_delay(t0 + Duration::from_secs(3)), WAKE_DELAY);
+        // Back: the next frame lifts the gap.
+        pacer.frame(at, Duration::ZERO);
+        assert_eq!(pacer.wake_delay(at), WAKE_DELAY);
+    }
+}

@@ -459,9 +459,9 @@ fn run_window(launch: Launch, switcher: Option<Switcher>) -> Result<()> {
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             let pacer = FramePacer::new();
-            let paced = Arc::clone(&pacer);
+            let frames = Arc::clone(&pacer);
             let wake: Wake =
-                Arc::new(move || ctx.request_repaint_after(paced.wake_delay(Instant::now())));
+                Arc::new(move || ctx.request_repaint_after(frames.wake_delay(Instant::now())));
             let (model, io, demo) = launch.spawn(&wake);
             let app = SpineApp::new(model, io, cc.storage).with_pacer(pacer);
             Ok(Box::new(match switcher {
