@@ -22,29 +22,8 @@ pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(30);
 /// Consul's largest `wait` (10 minutes).
 pub const MAX_BLOCKING_WAIT: Duration = Duration::from_mins(10);
 
-/// A secret text (ACL token). `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    #[must_use]
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret itself, for the one place that sends it (an HTTP header).
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A secret text (ACL token): one type for every secret, see [`crate::net::secrets`].
+pub use crate::net::Secret;
 
 /// A client certificate chain and its private key, PEM (the key is never shown).
 #[derive(Clone, PartialEq, Eq)]

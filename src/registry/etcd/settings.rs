@@ -13,9 +13,9 @@ use std::time::Duration;
 use super::wire::Secret;
 
 /// Default time allowed to open a TCP (and TLS) connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = crate::net::limits::REGISTRY_CONNECT_TIMEOUT;
 /// Default time allowed for one unary request, body included (and for a watch's first line).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = crate::net::limits::ETCD_REQUEST_TIMEOUT;
 
 /// A user and their password.
 #[derive(Debug, Clone, PartialEq, Eq)]
