@@ -79,7 +79,12 @@ pub(crate) async fn fetch_text_as(
     timeout: Duration,
     limit: usize,
 ) -> Result<String, FetchError> {
-    match tokio::time::timeout(timeout, fetch_inner(client, request_url, url, limit)).await {
+    match tokio::time::timeout(
+        timeout,
+        fetch_inner(client, request_url, url, timeout, limit),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout {
             deadline: timeout,
@@ -92,11 +97,23 @@ async fn fetch_inner(
     client: &reqwest::Client,
     request_url: &str,
     url: &str,
+    timeout: Duration,
     limit: usize,
 ) -> Result<String, FetchError> {
-    let transport = |e: &reqwest::Error| FetchError::Transport {
-        message: describe_transport(e),
-        url: shown(url),
+    // The client's own timeout (if it has one as long as ours) may fire first: the same
+    // deadline, the same text.
+    let transport = |e: &reqwest::Error| {
+        if e.is_timeout() && !e.is_connect() {
+            FetchError::Timeout {
+                deadline: timeout,
+                url: shown(url),
+            }
+        } else {
+            FetchError::Transport {
+                message: describe_transport(e),
+                url: shown(url),
+            }
+        }
     };
     let mut resp = client
         .get(request_url)

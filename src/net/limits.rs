@@ -30,8 +30,10 @@ pub const ETCD_MAX_BODY_BYTES: usize = 64 * MIB;
 /// Deadline of one etcd unary call, body included; also the time a watch has to confirm
 /// that it was created.
 pub const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest message (one line) of an etcd watch stream.
-pub const ETCD_MAX_MESSAGE_BYTES: usize = 64 * MIB;
+/// Largest message (one line) of an etcd watch stream: the events of one revision (etcd
+/// refuses requests over 1.5 MiB by default) or a batch of them; a watch holds one stream
+/// per watched prefix, each with a message buffer.
+pub const ETCD_MAX_MESSAGE_BYTES: usize = 16 * MIB;
 /// A watch message that has begun must be complete (its line ended) within this time. An
 /// idle stream (no message begun) may stay open: an idle watch is checked by a status call
 /// every heartbeat instead.
