@@ -15,8 +15,8 @@ pub mod consul;
 pub mod file;
 pub mod resolve;
 
-/// The registry the operator asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The registry the operator asked for. `Debug` shows URLs without user-info.
+#[derive(Clone, PartialEq, Eq)]
 pub enum RegistryChoice {
     /// Start and use the embedded demo spine.
     Demo,
@@ -27,6 +27,21 @@ pub enum RegistryChoice {
     /// A Consul agent used in KV mode (no Connect): the design's SDK layout under
     /// `services/` and splits under `mesh/splits/` (`consul+kv://host:port`).
     ConsulKv(String),
+}
+
+impl std::fmt::Debug for RegistryChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |u: &str| crate::net::strip_userinfo(u).into_owned();
+        match self {
+            Self::Demo => f.write_str("Demo"),
+            Self::Consul(u) => f.debug_tuple("Consul").field(&shown(u)).finish(),
+            Self::Etcd(list) => f
+                .debug_tuple("Etcd")
+                .field(&list.iter().map(|u| shown(u)).collect::<Vec<_>>())
+                .finish(),
+            Self::ConsulKv(u) => f.debug_tuple("ConsulKv").field(&shown(u)).finish(),
+        }
+    }
 }
 
 impl RegistryChoice {

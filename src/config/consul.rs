@@ -101,8 +101,9 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Everything a Consul client needs, files already read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything a Consul client needs, files already read. `Debug` shows the address
+/// without user-info, never the token or the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConsulSettings {
     /// Base URL, e.g. `https://consul.example:8501`.
     pub address: String,
@@ -122,6 +123,22 @@ pub struct ConsulSettings {
     pub datacenter: Option<String>,
     /// `wait` of the blocking queries.
     pub blocking_wait: Duration,
+}
+
+impl fmt::Debug for ConsulSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsulSettings")
+            .field("address", &crate::net::strip_userinfo(&self.address))
+            .field("kv_mode", &self.kv_mode)
+            .field("token", &self.token)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client_identity", &self.client_identity)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("verify_tls", &self.verify_tls)
+            .field("datacenter", &self.datacenter)
+            .field("blocking_wait", &self.blocking_wait)
+            .finish()
+    }
 }
 
 impl ConsulSettings {

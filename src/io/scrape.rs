@@ -391,6 +391,8 @@ impl Scheduler {
                 t.service.clone_from(service);
                 continue;
             }
+            // A `user:pass@` in a registered stats URL is a secret from now on.
+            crate::net::secrets::remember_url_secrets(url);
             self.targets.insert(
                 url.clone(),
                 Target {

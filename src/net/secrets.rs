@@ -82,6 +82,45 @@ pub fn remember(value: &str) {
     known.push(value.to_owned());
 }
 
+/// Remembers the password of a URL with user-info (`http://user:pass@host`), as written
+/// and percent-decoded, for [`scrub_known`]; a URL without one is left alone.
+pub fn remember_url_secrets(url: &str) {
+    let Ok(parsed) = reqwest::Url::parse(url.trim()) else {
+        return;
+    };
+    if let Some(password) = parsed.password() {
+        remember(password);
+        if let Ok(decoded) = percent_decode(password) {
+            remember(&decoded);
+        }
+    }
+}
+
+/// `%xx` escapes decoded (UTF-8).
+fn percent_decode(text: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+}
+
 /// `text` without URL user-info and without any of `secrets` (each replaced by
 /// [`REDACTED`]).
 #[must_use]

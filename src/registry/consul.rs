@@ -290,6 +290,7 @@ impl ConsulClient {
     /// name), datacenter and blocking-query wait.
     pub fn from_settings(settings: &ConsulSettings) -> Result<Self, RegistryError> {
         let shown = parse_base_url(&settings.address)?;
+        net::secrets::remember_url_secrets(shown.as_str());
         let tls = TlsSetup::from_settings(settings, &shown)?;
         let base = tls.request_base.clone().unwrap_or_else(|| shown.clone());
         let http = build_http(DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, &tls)?;
