@@ -130,16 +130,11 @@ struct EtcdArgs {
     #[arg(long = "etcd-key", global = true)]
     key: Option<PathBuf>,
     /// etcd: `user` or `user:password` when auth is on (else `ETCDCTL_USER`).
-    #[arg(long = "etcd-user", global = true, value_parser = secret_arg)]
+    #[arg(long = "etcd-user", global = true)]
     user: Option<Secret>,
     /// etcd: file whose first line is the user's password.
     #[arg(long = "password-file", global = true)]
     password_file: Option<PathBuf>,
-}
-
-/// A flag value that is (or may hold) a secret: never in `Debug` output.
-fn secret_arg(value: &str) -> Result<Secret, std::convert::Infallible> {
-    Ok(Secret::new(value))
 }
 
 impl Cli {
@@ -356,7 +351,7 @@ async fn run_sdk<S: ServiceSdk>(sdk: &S, cmd: Cmd) -> Result<()> {
                 }
             };
             sdk_cli::register(sdk, &registration, ctrl_c, |line| {
-                eprintln!("{}", scrub_known(&line));
+                eprintln!("{}", scrub_known(line));
             })
             .await
             .map_err(|e| anyhow::anyhow!("register: {e}"))?;

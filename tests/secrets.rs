@@ -354,6 +354,31 @@ async fn collect(io: &mut io::IoHandle, mut done: impl FnMut(&[IoEvent]) -> bool
     events
 }
 
+fn shapes(shape: &egui::Shape, out: &mut String) {
+    match shape {
+        egui::Shape::Text(t) => {
+            out.push_str(t.galley.text());
+            out.push('\n');
+        }
+        egui::Shape::Vec(v) => v.iter().for_each(|s| shapes(s, out)),
+        _ => {}
+    }
+}
+
+fn labels(node: egui_kittest::Node<'_>, out: &mut String) {
+    let a = node.accesskit_node();
+    for t in [a.label(), a.value(), a.description()]
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&t);
+        out.push('\n');
+    }
+    for child in node.children() {
+        labels(child, out);
+    }
+}
+
 /// All text the UI paints (shapes) and labels (AccessKit) after a few frames.
 fn ui_text(model: Model, events: Vec<IoEvent>) -> String {
     let (tx, rx) = tokio::sync::mpsc::channel(events.len() + 8);
@@ -371,31 +396,8 @@ fn ui_text(model: Model, events: Vec<IoEvent>) -> String {
         h.step();
     }
     let mut out = String::new();
-    fn shapes(shape: &egui::Shape, out: &mut String) {
-        match shape {
-            egui::Shape::Text(t) => {
-                out.push_str(t.galley.text());
-                out.push('\n');
-            }
-            egui::Shape::Vec(v) => v.iter().for_each(|s| shapes(s, out)),
-            _ => {}
-        }
-    }
     for clipped in &h.output().shapes {
         shapes(&clipped.shape, &mut out);
-    }
-    fn labels(node: egui_kittest::Node<'_>, out: &mut String) {
-        let a = node.accesskit_node();
-        for t in [a.label(), a.value(), a.description()]
-            .into_iter()
-            .flatten()
-        {
-            out.push_str(&t);
-            out.push('\n');
-        }
-        for child in node.children() {
-            labels(child, out);
-        }
     }
     labels(h.root(), &mut out);
     out
@@ -658,8 +660,6 @@ fn a_panic_message_holds_no_secret() {
     spine_dash::net::secrets::remember_url_secrets(&format!("http://u:{URL_PASSWORD}@h"));
     let captured = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&captured);
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap();
     let previous = std::panic::take_hook();
     spine_dash::net::secrets::install_panic_hook_with(move |text| {
         sink.lock().unwrap().push_str(text);
