@@ -60,13 +60,16 @@ impl RegistryChoice {
 /// `consul+kv+https://host:port`, `http(s)://host:port`, a bare `host:port` (as
 /// `CONSUL_HTTP_ADDR` often is), `etcd://h1:2379,h2:2379` or `etcd+https://h1:2379,…`.
 pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
-    let v = value.trim();
-    if v.is_empty() || v == "demo" {
+    let value = value.trim();
+    if value.is_empty() || value == "demo" {
         return Ok(RegistryChoice::Demo);
     }
-    let (scheme, rest) = match v.split_once("://") {
+    // Messages show the value without user-info.
+    let v = crate::net::strip_userinfo(value);
+    let v = v.as_ref();
+    let (scheme, rest) = match value.split_once("://") {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => ("http".to_owned(), v),
+        None => ("http".to_owned(), value),
     };
     let (http_scheme, kv) = match scheme.as_str() {
         "consul" | "http" => ("http", false),

@@ -315,6 +315,27 @@ async fn error_texts_and_log_hold_no_secret() {
         .to_string(),
     );
 
+    // Settings refused at start: addresses with credentials in them.
+    for bad in [
+        format!("consul://admin:{URL_PASSWORD}@127.0.0.1:8500/extra"),
+        format!("ftp://admin:{URL_PASSWORD}@127.0.0.1:8500"),
+        format!("etcd://admin:{URL_PASSWORD}@127.0.0.1:2379"),
+        format!("etcd://admin:{URL_PASSWORD}@127.0.0.1:99999"),
+        format!("admin:{URL_PASSWORD}@127.0.0.1:99999"),
+    ] {
+        let registry = bad.strip_prefix("etcd://").unwrap_or(&bad);
+        texts.push(format!("{:?}", spine_dash::config::parse_registry(&bad)));
+        texts.push(format!(
+            "{:?}",
+            spine_dash::registry::etcd::parse_endpoints(registry, "http")
+        ));
+    }
+    texts.push(
+        spine_dash::config::parse_metrics(&format!("prometheus://u:{URL_PASSWORD}@127.0.0.1:9090"))
+            .unwrap_err()
+            .to_string(),
+    );
+
     let all = texts.join("\n");
     println!("error texts ({} lines):\n{all}", texts.len());
     assert_clean("error texts", &all);
