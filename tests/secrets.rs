@@ -356,6 +356,7 @@ async fn error_texts_and_log_hold_no_secret() {
         assert!(raw.contains(secret), "the stubs never echoed {secret}");
     }
     let logged = log().text();
+    println!("log so far: {} lines", logged.lines().count());
     assert_clean("log", &logged);
 }
 
@@ -589,7 +590,13 @@ async fn io_events_ui_and_audit_log_hold_no_secret() {
     assert_clean("snapshot JSON", &json);
     assert!(json.contains("<redacted>"), "{json}");
 
-    assert_clean("log", &log().text());
+    let logged = log().text();
+    println!(
+        "audit log: {} lines; log so far: {} lines",
+        audit_text.lines().count(),
+        logged.lines().count()
+    );
+    assert_clean("log", &logged);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
