@@ -471,7 +471,8 @@ struct LineReader {
     buf: Vec<u8>,
     /// The start of `buf` searched for a line end already (not searched again).
     scanned: usize,
-    /// When the first byte of the message in `buf` arrived (`None`: `buf` is empty).
+    /// When the first byte of the message in `buf` arrived (`None`: `buf` holds nothing
+    /// but white space).
     begun: Option<Instant>,
 }
 
@@ -492,7 +493,7 @@ impl LineReader {
             if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
                 let line: Vec<u8> = self.buf.drain(..=self.scanned + pos).collect();
                 self.scanned = 0;
-                self.begun = (!self.buf.is_empty()).then(Instant::now);
+                self.begun = has_text(&self.buf).then(Instant::now);
                 let trimmed = line.trim_ascii();
                 if trimmed.is_empty() {
                     continue;
@@ -522,7 +523,7 @@ impl LineReader {
             };
             match chunk {
                 Ok(Some(chunk)) => {
-                    if self.buf.is_empty() && !chunk.is_empty() {
+                    if self.begun.is_none() && has_text(&chunk) {
                         self.begun = Some(Instant::now());
                     }
                     self.buf.extend_from_slice(&chunk);
@@ -536,6 +537,11 @@ impl LineReader {
             }
         }
     }
+}
+
+/// Whether `bytes` hold more than white space (a message has begun).
+fn has_text(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| !b.is_ascii_whitespace())
 }
 
 /// The first line of a streamed answer (lease keepalive), within `timeout`.
