@@ -15,8 +15,8 @@ pub mod consul;
 pub mod file;
 pub mod resolve;
 
-/// The registry the operator asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The registry the operator asked for. `Debug` shows URLs without user-info.
+#[derive(Clone, PartialEq, Eq)]
 pub enum RegistryChoice {
     /// Start and use the embedded demo spine.
     Demo,
@@ -27,6 +27,21 @@ pub enum RegistryChoice {
     /// A Consul agent used in KV mode (no Connect): the design's SDK layout under
     /// `services/` and splits under `mesh/splits/` (`consul+kv://host:port`).
     ConsulKv(String),
+}
+
+impl std::fmt::Debug for RegistryChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |u: &str| crate::net::strip_userinfo(u).into_owned();
+        match self {
+            Self::Demo => f.write_str("Demo"),
+            Self::Consul(u) => f.debug_tuple("Consul").field(&shown(u)).finish(),
+            Self::Etcd(list) => f
+                .debug_tuple("Etcd")
+                .field(&list.iter().map(|u| shown(u)).collect::<Vec<_>>())
+                .finish(),
+            Self::ConsulKv(u) => f.debug_tuple("ConsulKv").field(&shown(u)).finish(),
+        }
+    }
 }
 
 impl RegistryChoice {
@@ -45,13 +60,16 @@ impl RegistryChoice {
 /// `consul+kv+https://host:port`, `http(s)://host:port`, a bare `host:port` (as
 /// `CONSUL_HTTP_ADDR` often is), `etcd://h1:2379,h2:2379` or `etcd+https://h1:2379,…`.
 pub fn parse_registry(value: &str) -> Result<RegistryChoice, String> {
-    let v = value.trim();
-    if v.is_empty() || v == "demo" {
+    let value = value.trim();
+    if value.is_empty() || value == "demo" {
         return Ok(RegistryChoice::Demo);
     }
-    let (scheme, rest) = match v.split_once("://") {
+    // Messages show the value without user-info.
+    let v = crate::net::strip_userinfo(value);
+    let v = v.as_ref();
+    let (scheme, rest) = match value.split_once("://") {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => ("http".to_owned(), v),
+        None => ("http".to_owned(), value),
     };
     let (http_scheme, kv) = match scheme.as_str() {
         "consul" | "http" => ("http", false),

@@ -18,6 +18,8 @@ use spine_dash::demo::{DemoConfig, DemoSpine};
 use spine_dash::io::Wake;
 use spine_dash::launch::{Launch, PromptFn, RegistryClient, Switcher, no_wake};
 use spine_dash::model::snapshot::SnapshotDoc;
+use spine_dash::net::scrub_known;
+use spine_dash::net::secrets::{ScrubbingWriter, install_panic_hook};
 use spine_dash::registry::etcd::wire::Secret;
 use spine_dash::registry::sdk::{LookupError, Registration, ServiceSdk};
 use spine_dash::sdk_cli;
@@ -129,7 +131,7 @@ struct EtcdArgs {
     key: Option<PathBuf>,
     /// etcd: `user` or `user:password` when auth is on (else `ETCDCTL_USER`).
     #[arg(long = "etcd-user", global = true)]
-    user: Option<String>,
+    user: Option<Secret>,
     /// etcd: file whose first line is the user's password.
     #[arg(long = "password-file", global = true)]
     password_file: Option<PathBuf>,
@@ -147,7 +149,7 @@ impl Cli {
             etcd_cacert: self.etcd.cacert.clone(),
             etcd_cert: self.etcd.cert.clone(),
             etcd_key: self.etcd.key.clone(),
-            etcd_user: self.etcd.user.clone().map(Secret::new),
+            etcd_user: self.etcd.user.clone(),
             password_file: self.etcd.password_file.clone(),
         }
     }
@@ -159,20 +161,22 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", scrub_known(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
 fn run() -> Result<()> {
+    // Every log line and panic message passes the secrets filter (`net::secrets`).
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| ScrubbingWriter(std::io::stderr()))
         .init();
+    install_panic_hook();
     let cli = Cli::parse();
     let (config_path, required) = match &cli.config {
         Some(p) => (Some(p.clone()), true),
@@ -291,8 +295,14 @@ fn print_contexts(
             }
             [
                 c.name.clone(),
-                c.spec.registry.clone().unwrap_or_else(|| "-".into()),
-                c.spec.metrics.clone().unwrap_or_else(|| "-".into()),
+                c.spec
+                    .registry
+                    .as_deref()
+                    .map_or_else(|| "-".into(), scrub_known),
+                c.spec
+                    .metrics
+                    .as_deref()
+                    .map_or_else(|| "-".into(), scrub_known),
                 marks.join(", "),
             ]
         })
@@ -340,9 +350,11 @@ async fn run_sdk<S: ServiceSdk>(sdk: &S, cmd: Cmd) -> Result<()> {
                     std::future::pending::<()>().await;
                 }
             };
-            sdk_cli::register(sdk, &registration, ctrl_c, |line| eprintln!("{line}"))
-                .await
-                .map_err(|e| anyhow::anyhow!("register: {e}"))?;
+            sdk_cli::register(sdk, &registration, ctrl_c, |line| {
+                eprintln!("{}", scrub_known(line));
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("register: {e}"))?;
             Ok(())
         }
         Cmd::Lookup { name } => match sdk_cli::lookup(sdk, &name).await {
@@ -499,7 +511,7 @@ async fn snapshot(launch: Launch, json: bool) -> Result<()> {
     }
     let doc = SnapshotDoc::from_model(&model);
     if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", scrub_known(&serde_json::to_string_pretty(&doc)?));
     } else {
         print_table(&doc);
     }
@@ -508,7 +520,7 @@ async fn snapshot(launch: Launch, json: bool) -> Result<()> {
         .as_ref()
         .and_then(|p| p.status.last_error.as_ref())
     {
-        eprintln!("metrics: {e}");
+        eprintln!("metrics: {}", scrub_known(e));
     }
     if !doc.registry.ok {
         bail!(

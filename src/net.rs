@@ -1,5 +1,12 @@
 //! HTTP client helpers shared by the registry clients and the sidecar scrapers: a body
-//! read with a size limit, and short operator-facing texts for transport errors.
+//! read with a size limit (the one bounded reader every HTTP read goes through), the
+//! limits themselves ([`limits`]), short operator-facing texts for transport errors, and
+//! the redaction of secrets ([`secrets`]).
+
+pub mod limits;
+pub mod secrets;
+
+pub use secrets::{Secret, redact_url, scrub, scrub_known, strip_userinfo};
 
 /// Why a body could not be read.
 #[derive(Debug)]
@@ -10,8 +17,11 @@ pub enum BodyError {
     Transport(reqwest::Error),
 }
 
-/// Reads `resp`'s body, at most `limit` bytes. A longer body is [`BodyError::TooLarge`],
-/// or, with `truncate`, cut at the limit (for error texts that are shortened anyway).
+/// Reads `resp`'s body in chunks, at most `limit` bytes (memory stays within the limit
+/// plus one chunk). A longer body is [`BodyError::TooLarge`] — at once when its declared
+/// `Content-Length` is over the limit —, or, with `truncate`, cut at the limit (for error
+/// texts that are shortened anyway). Never `.bytes()` or `.text()` a response: they read
+/// without a limit. The deadline is the caller's (whole exchange, body included).
 pub async fn read_body(
     resp: &mut reqwest::Response,
     limit: usize,
@@ -71,11 +81,11 @@ fn has_io_kind(err: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind
 }
 
 /// The text of the deepest cause of an error (reqwest's own text carries the URL, which callers add
-/// themselves, last).
+/// themselves, last), without URL user-info should that cause name a URL.
 pub fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
     let mut last: &(dyn std::error::Error + 'static) = err;
     while let Some(next) = last.source() {
         last = next;
     }
-    last.to_string()
+    strip_userinfo(&last.to_string()).into_owned()
 }

@@ -623,13 +623,13 @@ async fn a_silent_server_times_out() {
     assert_eq!(
         err,
         RegistryError::Transport {
-            message: "no answer within 300 ms".into(),
+            message: "no complete answer within 300 ms".into(),
             url: format!("http://{addr}/v1/catalog/services"),
         }
     );
     assert_eq!(
         err.to_string(),
-        format!("no answer within 300 ms (http://{addr}/v1/catalog/services)")
+        format!("no complete answer within 300 ms (http://{addr}/v1/catalog/services)")
     );
 }
 
@@ -767,7 +767,7 @@ async fn an_endless_body_is_cut_off() {
     assert_eq!(
         err,
         RegistryError::Decode(format!(
-            "response body larger than 64 KiB (http://{addr}/v1/catalog/services)"
+            "answer larger than 64 KiB, cut off (http://{addr}/v1/catalog/services)"
         ))
     );
 }
@@ -788,7 +788,7 @@ async fn a_declared_oversized_body_is_refused_before_reading() {
     assert_eq!(
         err,
         RegistryError::Decode(format!(
-            "response body larger than 1000 bytes ({base}/v1/catalog/services)"
+            "answer larger than 1000 bytes, cut off ({base}/v1/catalog/services)"
         ))
     );
 }

@@ -22,29 +22,8 @@ pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(30);
 /// Consul's largest `wait` (10 minutes).
 pub const MAX_BLOCKING_WAIT: Duration = Duration::from_mins(10);
 
-/// A secret text (ACL token). `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    #[must_use]
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret itself, for the one place that sends it (an HTTP header).
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A secret text (ACL token): one type for every secret, see [`crate::net::secrets`].
+pub use crate::net::Secret;
 
 /// A client certificate chain and its private key, PEM (the key is never shown).
 #[derive(Clone, PartialEq, Eq)]
@@ -122,8 +101,9 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Everything a Consul client needs, files already read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything a Consul client needs, files already read. `Debug` shows the address
+/// without user-info, never the token or the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConsulSettings {
     /// Base URL, e.g. `https://consul.example:8501`.
     pub address: String,
@@ -143,6 +123,22 @@ pub struct ConsulSettings {
     pub datacenter: Option<String>,
     /// `wait` of the blocking queries.
     pub blocking_wait: Duration,
+}
+
+impl fmt::Debug for ConsulSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsulSettings")
+            .field("address", &crate::net::strip_userinfo(&self.address))
+            .field("kv_mode", &self.kv_mode)
+            .field("token", &self.token)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client_identity", &self.client_identity)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("verify_tls", &self.verify_tls)
+            .field("datacenter", &self.datacenter)
+            .field("blocking_wait", &self.blocking_wait)
+            .finish()
+    }
 }
 
 impl ConsulSettings {

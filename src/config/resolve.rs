@@ -68,8 +68,9 @@ impl<T> Sourced<T> {
     }
 }
 
-/// What the command line said, nothing from the environment folded in.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the command line said, nothing from the environment folded in. `Debug` shows
+/// the addresses without user-info and never the etcd user's password.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Flags {
     /// `--context`.
     pub context: Option<String>,
@@ -91,6 +92,27 @@ pub struct Flags {
     pub etcd_user: Option<EtcdSecret>,
     /// `--password-file`.
     pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |u: &Option<String>| {
+            u.as_deref()
+                .map(|u| crate::net::strip_userinfo(u).into_owned())
+        };
+        f.debug_struct("Flags")
+            .field("context", &self.context)
+            .field("registry", &shown(&self.registry))
+            .field("metrics", &shown(&self.metrics))
+            .field("datacenter", &self.datacenter)
+            .field("read_only", &self.read_only)
+            .field("etcd_cacert", &self.etcd_cacert)
+            .field("etcd_cert", &self.etcd_cert)
+            .field("etcd_key", &self.etcd_key)
+            .field("etcd_user", &self.etcd_user)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
 }
 
 /// The settings to use, each with its origin. Connection settings are filled only for the

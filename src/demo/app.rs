@@ -154,9 +154,15 @@ async fn work(State(app): State<Arc<AppCtx>>) -> Response {
     for up in &app.upstreams {
         let url = format!("{}/upstream/{}{}", app.sidecar_url, up.service, up.path);
         match app.client.get(&url).timeout(CALL_TIMEOUT).send().await {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status();
-                let body = resp.bytes().await.unwrap_or_default();
+                let body = crate::net::read_body(
+                    &mut resp,
+                    crate::net::limits::MAX_ERROR_BODY_BYTES,
+                    true,
+                )
+                .await
+                .unwrap_or_default();
                 if !status.is_success() {
                     let text = String::from_utf8_lossy(&body);
                     failures.push(format!(

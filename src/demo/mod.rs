@@ -588,9 +588,11 @@ async fn health_round(
 async fn check_http(client: &reqwest::Client, port: u16) -> (Health, String) {
     let url = format!("http://{LOOPBACK}:{port}/health");
     match client.get(&url).timeout(HEALTH_TIMEOUT).send().await {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let code = resp.status();
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = crate::net::read_body(&mut resp, MAX_OUTPUT, true)
+                .await
+                .unwrap_or_default();
             let mut text = String::from_utf8_lossy(&body).into_owned();
             if text.len() > MAX_OUTPUT {
                 let mut cut = MAX_OUTPUT;
@@ -662,8 +664,9 @@ async fn traffic_loop(client: reqwest::Client, urls: Vec<String>, period: Durati
         n = n.wrapping_add(1);
         let client = client.clone();
         in_flight.spawn(async move {
-            if let Ok(resp) = client.get(&url).timeout(TRAFFIC_TIMEOUT).send().await {
-                let _ = resp.bytes().await;
+            if let Ok(mut resp) = client.get(&url).timeout(TRAFFIC_TIMEOUT).send().await {
+                let limit = crate::net::limits::MAX_ERROR_BODY_BYTES;
+                let _ = crate::net::read_body(&mut resp, limit, true).await;
             }
         });
     }

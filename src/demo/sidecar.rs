@@ -562,10 +562,11 @@ impl Sidecar {
         let started = Instant::now();
         let result = self.client.get(&url).timeout(UPSTREAM_TIMEOUT).send().await;
         let (outcome, response) = match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let code = resp.status().as_u16();
                 let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-                match resp.bytes().await {
+                let limit = crate::net::limits::SIDECAR_MAX_BODY_BYTES;
+                match crate::net::read_body(&mut resp, limit, false).await {
                     Ok(body) => {
                         let mut r = Response::new(Body::from(body));
                         *r.status_mut() =
@@ -575,7 +576,9 @@ impl Sidecar {
                         }
                         (Outcome::Response(code), r)
                     }
-                    Err(e) if e.is_timeout() => (Outcome::Timeout, timeout_reply()),
+                    Err(crate::net::BodyError::Transport(e)) if e.is_timeout() => {
+                        (Outcome::Timeout, timeout_reply())
+                    }
                     Err(_) => (Outcome::Reset, reset_reply("connection termination")),
                 }
             }

@@ -142,6 +142,14 @@ impl AuditRecord {
         }
     }
 
+    /// Cuts secrets and URL user-info out of its texts (registry, reason, detail).
+    pub fn scrub(&mut self) {
+        use crate::net::secrets::scrub_in_place;
+        for text in [&mut self.registry, &mut self.reason, &mut self.detail] {
+            scrub_in_place(text);
+        }
+    }
+
     /// The record of a finished write: the outcome and detail follow from `result`.
     #[must_use]
     pub fn of_result(
@@ -206,7 +214,9 @@ impl AuditLog {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let mut line = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        let mut record = record.clone();
+        record.scrub();
+        let mut line = serde_json::to_string(&record).map_err(|e| e.to_string())?;
         line.push('\n');
         let write = || -> std::io::Result<()> {
             if let Some(dir) = path.parent() {

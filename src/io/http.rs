@@ -1,17 +1,19 @@
-//! One HTTP GET with a timeout and a maximum body size, for sidecar scrapes.
+//! One HTTP GET with a timeout and a maximum body size, for sidecar scrapes. Error texts
+//! name the URL without its user-info (a `metrics_url` may carry `user:pass@`).
 
 use std::time::Duration;
 
-use crate::net::{BodyError, describe_transport, read_body};
+use crate::net::limits::{format_bytes, format_duration};
+use crate::net::{BodyError, describe_transport, read_body, scrub_known, strip_userinfo};
 
 /// Why a fetch failed; the text is shown to the operator as is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FetchError {
-    /// No answer in time.
-    #[error("timed out after {secs:.1} s ({url})")]
+    /// No complete answer in time (no head, or the body did not end).
+    #[error("no complete answer within {} ({url})", format_duration(*deadline))]
     Timeout {
         /// The deadline.
-        secs: f64,
+        deadline: Duration,
         /// The URL.
         url: String,
     },
@@ -34,7 +36,7 @@ pub enum FetchError {
         url: String,
     },
     /// The body was larger than allowed; reading stopped.
-    #[error("response larger than {limit} bytes, cut off ({url})")]
+    #[error("answer larger than {}, cut off ({url})", format_bytes(*limit))]
     TooLarge {
         /// The limit in bytes.
         limit: usize,
@@ -63,6 +65,11 @@ pub async fn fetch_text(
     fetch_text_as(client, url, url, timeout, limit).await
 }
 
+/// How a URL is named in errors: without user-info.
+fn shown(url: &str) -> String {
+    strip_userinfo(url).into_owned()
+}
+
 /// [`fetch_text`] of `request_url`, with errors naming `url` (the address the operator
 /// knows, e.g. the registered stats URL without the query the scraper adds).
 pub(crate) async fn fetch_text_as(
@@ -72,11 +79,16 @@ pub(crate) async fn fetch_text_as(
     timeout: Duration,
     limit: usize,
 ) -> Result<String, FetchError> {
-    match tokio::time::timeout(timeout, fetch_inner(client, request_url, url, limit)).await {
+    match tokio::time::timeout(
+        timeout,
+        fetch_inner(client, request_url, url, timeout, limit),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout {
-            secs: timeout.as_secs_f64(),
-            url: url.to_owned(),
+            deadline: timeout,
+            url: shown(url),
         }),
     }
 }
@@ -85,11 +97,23 @@ async fn fetch_inner(
     client: &reqwest::Client,
     request_url: &str,
     url: &str,
+    timeout: Duration,
     limit: usize,
 ) -> Result<String, FetchError> {
-    let transport = |e: &reqwest::Error| FetchError::Transport {
-        message: describe_transport(e),
-        url: url.to_owned(),
+    // The client's own timeout (if it has one as long as ours) may fire first: the same
+    // deadline, the same text.
+    let transport = |e: &reqwest::Error| {
+        if e.is_timeout() && !e.is_connect() {
+            FetchError::Timeout {
+                deadline: timeout,
+                url: shown(url),
+            }
+        } else {
+            FetchError::Transport {
+                message: describe_transport(e),
+                url: shown(url),
+            }
+        }
     };
     let mut resp = client
         .get(request_url)
@@ -102,21 +126,19 @@ async fn fetch_inner(
         Err(BodyError::TooLarge) => {
             return Err(FetchError::TooLarge {
                 limit,
-                url: url.to_owned(),
+                url: shown(url),
             });
         }
         Err(BodyError::Transport(e)) => return Err(transport(&e)),
     };
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&body);
-        let text: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
+        let text = scrub_known(String::from_utf8_lossy(&body).trim());
+        let text: String = text.chars().take(ERROR_BODY_CHARS).collect();
         return Err(FetchError::Status {
             status: status.as_u16(),
             body: text,
-            url: url.to_owned(),
+            url: shown(url),
         });
     }
-    String::from_utf8(body).map_err(|_| FetchError::NotText {
-        url: url.to_owned(),
-    })
+    String::from_utf8(body).map_err(|_| FetchError::NotText { url: shown(url) })
 }

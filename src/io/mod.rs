@@ -148,6 +148,38 @@ pub enum IoEvent {
     },
 }
 
+impl IoEvent {
+    /// Cuts secrets and URL user-info out of the texts the event carries for the screen
+    /// (errors, audit lines): every event passes here on its way to the model. Keys (a
+    /// sidecar's URL) and registry data stay as they are.
+    pub fn scrub(&mut self) {
+        use crate::net::secrets::scrub_in_place;
+        fn err<T>(r: &mut Result<T, String>) {
+            if let Err(e) = r {
+                scrub_in_place(e);
+            }
+        }
+        match self {
+            Self::Registry { result, .. } => err(result),
+            Self::Scrape { result, .. } => err(result),
+            Self::LaneSamples { result, .. } => err(result),
+            Self::Clusters { result, .. } => err(result),
+            Self::WriteFinished { result, .. } => err(result),
+            Self::Audited(record) => record.scrub(),
+            Self::Driver {
+                state: DriverState::Failed(e),
+                ..
+            } => scrub_in_place(e),
+            Self::Datacenters { error, .. } | Self::DemoChanged { error, .. } => {
+                if let Some(e) = error {
+                    scrub_in_place(e);
+                }
+            }
+            Self::Driver { .. } | Self::ScrapePlan(_) => {}
+        }
+    }
+}
+
 /// What the operator asked for, from a widget.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {

@@ -7,10 +7,11 @@ use crate::metrics::prometheus::{
     LaneSamples, PrometheusSource, QueryAnswer, QueryKind, ResponseError, assemble, parse_response,
     promql,
 };
+use crate::net::limits::{self, format_bytes, format_duration};
 use crate::net::{BodyError, describe_transport, read_body};
 
 /// Largest answer read (a big mesh's bucket rates are a few MB).
-const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+const MAX_ANSWER_BYTES: usize = limits::PROMETHEUS_MAX_BODY_BYTES;
 
 /// Why a query failed; the text is shown to the operator as is (URL last, no credentials:
 /// the URL never holds any, `config::parse_metrics` refuses them).
@@ -38,18 +39,18 @@ pub enum PrometheusError {
         /// The query endpoint.
         url: String,
     },
-    /// No answer in time.
-    #[error("Prometheus {query} query: no answer within {secs:.1} s ({url})")]
+    /// No complete answer in time.
+    #[error("Prometheus {query} query: no complete answer within {} ({url})", format_duration(*deadline))]
     Timeout {
         /// Which query.
         query: &'static str,
         /// The deadline.
-        secs: f64,
+        deadline: Duration,
         /// The query endpoint.
         url: String,
     },
     /// The answer was larger than allowed; reading stopped.
-    #[error("Prometheus {query} query: answer larger than {limit} bytes, cut off ({url})")]
+    #[error("Prometheus {query} query: answer larger than {}, cut off ({url})", format_bytes(*limit))]
     TooLarge {
         /// Which query.
         query: &'static str,
@@ -82,9 +83,10 @@ pub fn client(connect_timeout: Duration) -> reqwest::Client {
 /// The deadline of one refresh's queries: the refresh interval, within 2–30 s.
 #[must_use]
 pub fn query_timeout(source: &PrometheusSource) -> Duration {
-    source
-        .interval
-        .clamp(Duration::from_secs(2), Duration::from_secs(30))
+    source.interval.clamp(
+        limits::PROMETHEUS_MIN_TIMEOUT,
+        limits::PROMETHEUS_MAX_TIMEOUT,
+    )
 }
 
 /// Runs one instant query (`query` names it in errors), evaluated at `time` (Unix seconds,
@@ -145,7 +147,7 @@ pub async fn run_query(
         Ok(result) => result,
         Err(_) => Err(PrometheusError::Timeout {
             query,
-            secs: timeout.as_secs_f64(),
+            deadline: timeout,
             url: endpoint.clone(),
         }),
     }

@@ -48,6 +48,7 @@ use super::http::fetch_text_as;
 use super::tasks::{IoConfig, Wake, clusters_url, emit};
 use super::{FetchError, IoEvent, fetch_text};
 use crate::metrics::{SidecarScrape, parse_clusters_json, parse_envoy_stats};
+use crate::net::strip_userinfo;
 
 /// Envoy `filter` regex sent with every scrape of an Envoy stats path: the stats
 /// `metrics::parse` folds, by their internal dotted names, and nothing else.
@@ -97,7 +98,7 @@ fn wake_period(focused_interval: Duration) -> Duration {
     focused_interval.clamp(MIN_WAKE_PERIOD, MAX_WAKE_PERIOD)
 }
 /// Largest sidecar stats (and clusters) body read.
-const MAX_STATS_BYTES: usize = 32 * 1024 * 1024;
+const MAX_STATS_BYTES: usize = crate::net::limits::SIDECAR_MAX_BODY_BYTES;
 
 /// The URL a scrape fetches: `metrics_url` plus `usedonly` and `filter=`
 /// [`ENVOY_STATS_FILTER`] (percent-encoded) when its path is Envoy's `…/stats/prometheus`
@@ -390,6 +391,8 @@ impl Scheduler {
                 t.service.clone_from(service);
                 continue;
             }
+            // A `user:pass@` in a registered stats URL is a secret from now on.
+            crate::net::secrets::remember_url_secrets(url);
             self.targets.insert(
                 url.clone(),
                 Target {
@@ -848,7 +851,8 @@ async fn scrape_once(
     let body = fetch_text_as(&http, &request_url, &url, timeout, MAX_STATS_BYTES).await;
     let at = std::time::Instant::now();
     let result = match body {
-        Ok(text) => parse_envoy_stats(&text).map_err(|e| format!("bad stats body: {e} ({url})")),
+        Ok(text) => parse_envoy_stats(&text)
+            .map_err(|e| format!("bad stats body: {e} ({})", strip_userinfo(&url))),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = &result {
@@ -893,10 +897,11 @@ async fn scrape_once(
     let at = std::time::Instant::now();
     let result = match body {
         Ok(text) => parse_clusters_json(text.as_bytes())
-            .map_err(|e| format!("bad clusters body: {e} ({curl})")),
+            .map_err(|e| format!("bad clusters body: {e} ({})", strip_userinfo(&curl))),
         Err(FetchError::Status { status: 404, .. }) => {
             tracing::debug!(
-                "no /clusters on this sidecar, asking again in {CLUSTERS_404_PAUSE:?} ({curl})"
+                "no /clusters on this sidecar, asking again in {CLUSTERS_404_PAUSE:?} ({})",
+                strip_userinfo(&curl)
             );
             clusters.paused_until = Some(Instant::now() + CLUSTERS_404_PAUSE);
             return Done {

@@ -66,7 +66,7 @@ impl Default for IoConfig {
         Self {
             registry_interval: Duration::from_secs(1),
             scrape_interval: Duration::from_secs(1),
-            scrape_timeout: Duration::from_secs(2),
+            scrape_timeout: crate::net::limits::SIDECAR_TIMEOUT,
             read_only: false,
             prometheus: None,
             audit_log: None,
@@ -103,8 +103,10 @@ impl Drop for IoTasks {
     }
 }
 
-/// Sends an event and wakes the UI; `false` when the UI is gone.
-pub(super) async fn emit(tx: &mpsc::Sender<IoEvent>, wake: &Wake, event: IoEvent) -> bool {
+/// Sends an event (its texts scrubbed of secrets, see [`IoEvent::scrub`]) and wakes the
+/// UI; `false` when the UI is gone.
+pub(super) async fn emit(tx: &mpsc::Sender<IoEvent>, wake: &Wake, mut event: IoEvent) -> bool {
+    event.scrub();
     let ok = tx.send(event).await.is_ok();
     wake();
     ok

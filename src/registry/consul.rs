@@ -62,23 +62,24 @@ use crate::model::types::{
     DEFAULT_VERSION, DRIVER_PREFIX, DriverMarker, Health, Instance, RegistrySnapshot, ServiceEntry,
     Split, SplitConfig, SplitEntry,
 };
-use crate::net::{self, BodyError};
+use crate::net::limits::{self, format_duration};
+use crate::net::{self, BodyError, redact_url};
 
 /// Default time allowed to open a TCP (and TLS) connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = limits::REGISTRY_CONNECT_TIMEOUT;
 
 /// Default time allowed for a whole request, body included. A blocking query gets
 /// `wait + wait/16` on top (API brief, gotcha 1; see [`blocking_deadline`]).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = limits::CONSUL_REQUEST_TIMEOUT;
 
 /// Default largest response body accepted (read in chunks, cut off beyond it).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: usize = limits::CONSUL_MAX_BODY_BYTES;
 
 /// How many HTTP requests a [`ConsulClient::snapshot`] keeps in flight at most.
 pub const MAX_CONCURRENT_REQUESTS: usize = 8;
 
 /// Error bodies are read up to this size (they are short text in Consul).
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+const MAX_ERROR_BODY_BYTES: usize = limits::MAX_ERROR_BODY_BYTES;
 
 /// Error bodies are shown truncated to this many characters.
 pub const MAX_ERROR_BODY_CHARS: usize = 500;
@@ -289,6 +290,7 @@ impl ConsulClient {
     /// name), datacenter and blocking-query wait.
     pub fn from_settings(settings: &ConsulSettings) -> Result<Self, RegistryError> {
         let shown = parse_base_url(&settings.address)?;
+        net::secrets::remember_url_secrets(shown.as_str());
         let tls = TlsSetup::from_settings(settings, &shown)?;
         let base = tls.request_base.clone().unwrap_or_else(|| shown.clone());
         let http = build_http(DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, &tls)?;
@@ -658,10 +660,7 @@ impl ConsulClient {
                     format_duration(self.connect_timeout)
                 )
             } else {
-                format!(
-                    "no answer within {}",
-                    format_duration(timeout.unwrap_or(self.request_timeout))
-                )
+                limits::timeout_text(timeout.unwrap_or(self.request_timeout))
             }
         } else {
             net::describe_transport(err)
@@ -797,7 +796,7 @@ impl Registry for ConsulClient {
             }),
             Err(_) => Err(RegistryError::Decode(format!(
                 "expected `true` or `false` from a config write, got {:?} ({})",
-                truncate_chars(String::from_utf8_lossy(&resp).trim(), 80),
+                excerpt(&resp, 80),
                 redact_url(&url)
             ))),
         }
@@ -898,43 +897,19 @@ async fn acquire(limit: &Semaphore) -> Result<tokio::sync::SemaphorePermit<'_>, 
 
 fn body_too_large(limit: usize, url: &Url) -> RegistryError {
     RegistryError::Decode(format!(
-        "response body larger than {} ({})",
-        format_bytes(limit),
+        "{} ({})",
+        limits::too_large_text(limit),
         redact_url(url)
     ))
 }
 
-/// A URL for messages: user-info removed.
-fn redact_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    if !shown.username().is_empty() || shown.password().is_some() {
-        // Cannot fail for http(s) URLs, which are the only ones accepted.
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-    }
-    shown.to_string()
-}
-
-/// `3 s`, `250 ms`.
-fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{} s", ms / 1000)
-    } else {
-        format!("{ms} ms")
-    }
-}
-
-/// `32 MiB`, `100 KiB`, `12 bytes`.
-fn format_bytes(n: usize) -> String {
-    const MIB: usize = 1024 * 1024;
-    if n >= MIB && n.is_multiple_of(MIB) {
-        format!("{} MiB", n / MIB)
-    } else if n >= 1024 && n.is_multiple_of(1024) {
-        format!("{} KiB", n / 1024)
-    } else {
-        format!("{n} bytes")
-    }
+/// An answer's body for a message: text, trimmed, secrets cut out, at most `max`
+/// characters.
+pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
+    truncate_chars(
+        net::scrub_known(String::from_utf8_lossy(body).trim()).as_str(),
+        max,
+    )
 }
 
 /// At most `max` characters of `s`, with `…` when cut.
@@ -949,11 +924,12 @@ fn truncate_chars(s: &str, max: usize) -> String {
 // Error statuses.
 
 /// Maps a non-2xx Consul answer to [`RegistryError::Http`]: the text body (trimmed,
-/// truncated to [`MAX_ERROR_BODY_CHARS`]) plus an operator hint where one helps (ACL,
-/// rate limit, no leader, protocol, unknown subset). Pure: usable on fixtures.
+/// truncated to [`MAX_ERROR_BODY_CHARS`], secrets the agent may echo cut out by
+/// [`net::scrub_known`]) plus an operator hint where one helps (ACL, rate limit, no
+/// leader, protocol, unknown subset). Usable on fixtures.
 #[must_use]
 pub fn error_from_response(status: u16, body: &[u8]) -> RegistryError {
-    let text = String::from_utf8_lossy(body);
+    let text = net::scrub_known(&String::from_utf8_lossy(body));
     let text = text.trim();
     RegistryError::Http {
         status,

@@ -338,7 +338,7 @@ fn sidecars_status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
                 ui.label(format!(
                     "{} ({}): {} — last ok {}",
                     s.instance_id,
-                    url,
+                    crate::net::strip_userinfo(url),
                     s.status.last_error.as_deref().unwrap_or("no answer yet"),
                     fmt_age(s.status.age(now))
                 ));

@@ -98,7 +98,7 @@ fn expect_bool(body: &[u8], what: &str) -> Result<bool, RegistryError> {
     serde_json::from_slice::<bool>(body).map_err(|_| {
         RegistryError::Decode(format!(
             "expected `true` or `false` from {what}, got {:?}",
-            super::truncate_chars(String::from_utf8_lossy(body).trim(), 80)
+            super::excerpt(body, 80)
         ))
     })
 }

@@ -483,7 +483,7 @@ impl Registry for ConsulKvClient {
             }
             Err(_) => Err(RegistryError::Decode(format!(
                 "expected `true` or `false` from a KV write, got {:?}",
-                super::truncate_chars(String::from_utf8_lossy(&resp).trim(), 80)
+                super::excerpt(&resp, 80)
             ))),
         }
     }

@@ -56,12 +56,13 @@ use super::{
 use crate::model::types::{
     DEFAULT_VERSION, DriverMarker, RegistryKind, RegistrySnapshot, Split, SplitConfig,
 };
+use crate::net::limits::{self, format_duration as fmt_duration};
 use crate::net::{self, BodyError};
 
 /// Largest response body accepted (a whole snapshot).
-pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = limits::ETCD_MAX_BODY_BYTES;
 /// Error bodies are read up to this size.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+const MAX_ERROR_BODY_BYTES: usize = limits::MAX_ERROR_BODY_BYTES;
 /// An idle watch still reports this often (a status call to the member in use): the
 /// freshness promise (`next_within`) of [`Registry::follow`].
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -318,10 +319,7 @@ impl EtcdClient {
                 .await
                 .map_err(|_| {
                     SendError::Unreachable(RegistryError::Transport {
-                        message: format!(
-                            "no answer within {}",
-                            fmt_duration(self.inner.request_timeout)
-                        ),
+                        message: limits::timeout_text(self.inner.request_timeout),
                         url: self.shown(index, path),
                     })
                 })?
@@ -354,8 +352,8 @@ impl EtcdClient {
             Ok(b) => Ok(b),
             Err(BodyError::TooLarge) => {
                 Err(SendError::Unreachable(RegistryError::Decode(format!(
-                    "answer larger than {} MiB ({})",
-                    MAX_BODY_BYTES / (1024 * 1024),
+                    "{} ({})",
+                    limits::too_large_text(MAX_BODY_BYTES),
                     self.shown(index, path)
                 ))))
             }
@@ -556,10 +554,7 @@ impl EtcdClient {
                     fmt_duration(self.inner.connect_timeout)
                 )
             } else {
-                format!(
-                    "no answer within {}",
-                    fmt_duration(self.inner.request_timeout)
-                )
+                limits::timeout_text(self.inner.request_timeout)
             }
         } else {
             net::describe_transport(err)
@@ -597,14 +592,6 @@ fn tls_hint(message: &str) -> Option<&'static str> {
         Some("is this endpoint plain http? use etcd:// instead of etcd+https://")
     } else {
         None
-    }
-}
-
-fn fmt_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{} ms", d.as_millis())
     }
 }
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 use super::wire::Secret;
 
 /// Default time allowed to open a TCP (and TLS) connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = crate::net::limits::REGISTRY_CONNECT_TIMEOUT;
 /// Default time allowed for one unary request, body included (and for a watch's first line).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = crate::net::limits::ETCD_REQUEST_TIMEOUT;
 
 /// A user and their password.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,14 +145,23 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 pub fn parse_endpoints(list: &str, default_scheme: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for raw in list.split(',') {
-        let entry = raw.trim();
-        if entry.is_empty() {
+        let raw = raw.trim();
+        if raw.is_empty() {
             continue;
         }
-        let full = if entry.contains("://") {
-            entry.to_owned()
+        let full = if raw.contains("://") {
+            raw.to_owned()
         } else {
-            format!("{default_scheme}://{entry}")
+            format!("{default_scheme}://{raw}")
+        };
+        // Messages show the entry without user-info.
+        let shown = crate::net::strip_userinfo(&full).into_owned();
+        let entry = if raw.contains("://") {
+            shown.as_str()
+        } else {
+            shown
+                .strip_prefix(&format!("{default_scheme}://"))
+                .unwrap_or(&shown)
         };
         let url = reqwest::Url::parse(&full)
             .map_err(|e| format!("not an etcd endpoint: {entry:?} ({e}); e.g. 127.0.0.1:2379"))?;

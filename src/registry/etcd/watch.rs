@@ -34,6 +34,7 @@ use super::EtcdClient;
 use super::layout::snapshot_from_kvs;
 use super::wire::{EventType, KeyValue, StreamLine, WatchResponse, decode, watch_create};
 use crate::model::types::RegistrySnapshot;
+use crate::net::limits;
 use crate::registry::{FollowContext, RegistryError, unit_random};
 
 /// Events arriving within this time after one another give one snapshot.
@@ -44,8 +45,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// A stream that lived this long resets the backoff when it breaks.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
-/// Longest line accepted from a stream.
-const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest line (message) accepted from a stream.
+const MAX_LINE_BYTES: usize = limits::ETCD_MAX_MESSAGE_BYTES;
+/// A message that has begun must end within this time (an idle stream may stay open).
+const LINE_TIMEOUT: Duration = limits::ETCD_MESSAGE_TIMEOUT;
 
 /// The local copy of the watched keys.
 struct View {
@@ -461,10 +464,16 @@ async fn pump(
     }
 }
 
-/// Splits a streamed body into lines.
+/// Splits a streamed body into lines, each at most [`MAX_LINE_BYTES`] long and complete
+/// within [`LINE_TIMEOUT`] of its first byte.
 struct LineReader {
     resp: reqwest::Response,
     buf: Vec<u8>,
+    /// The start of `buf` searched for a line end already (not searched again).
+    scanned: usize,
+    /// When the first byte of the message in `buf` arrived (`None`: `buf` holds nothing
+    /// but white space).
+    begun: Option<Instant>,
 }
 
 impl LineReader {
@@ -472,6 +481,8 @@ impl LineReader {
         Self {
             resp,
             buf: Vec::new(),
+            scanned: 0,
+            begun: None,
         }
     }
 
@@ -479,22 +490,44 @@ impl LineReader {
     /// only changed after a chunk arrived.
     async fn next_line(&mut self) -> Result<Option<Vec<u8>>, String> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
+                let line: Vec<u8> = self.buf.drain(..=self.scanned + pos).collect();
+                self.scanned = 0;
+                self.begun = has_text(&self.buf).then(Instant::now);
                 let trimmed = line.trim_ascii();
                 if trimmed.is_empty() {
                     continue;
                 }
                 return Ok(Some(trimmed.to_vec()));
             }
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_LINE_BYTES {
                 return Err(format!(
-                    "a streamed message is larger than {} MiB",
-                    MAX_LINE_BYTES / (1024 * 1024)
+                    "watch message larger than {}, cut off",
+                    limits::format_bytes(MAX_LINE_BYTES)
                 ));
             }
-            match self.resp.chunk().await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+            let chunk = match self.begun {
+                Some(begun) => {
+                    match tokio::time::timeout_at(begun + LINE_TIMEOUT, self.resp.chunk()).await {
+                        Ok(chunk) => chunk,
+                        Err(_) => {
+                            return Err(format!(
+                                "no complete watch message within {}",
+                                limits::format_duration(LINE_TIMEOUT)
+                            ));
+                        }
+                    }
+                }
+                None => self.resp.chunk().await,
+            };
+            match chunk {
+                Ok(Some(chunk)) => {
+                    if self.begun.is_none() && has_text(&chunk) {
+                        self.begun = Some(Instant::now());
+                    }
+                    self.buf.extend_from_slice(&chunk);
+                }
                 Ok(None) => {
                     let rest = std::mem::take(&mut self.buf);
                     let trimmed = rest.trim_ascii();
@@ -506,6 +539,11 @@ impl LineReader {
     }
 }
 
+/// Whether `bytes` hold more than white space (a message has begun).
+fn has_text(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| !b.is_ascii_whitespace())
+}
+
 /// The first line of a streamed answer (lease keepalive), within `timeout`.
 pub(super) async fn first_line(
     resp: reqwest::Response,
@@ -513,7 +551,7 @@ pub(super) async fn first_line(
 ) -> Result<Vec<u8>, String> {
     let mut lines = LineReader::new(resp);
     match tokio::time::timeout(timeout, lines.next_line()).await {
-        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+        Err(_) => Err(limits::timeout_text(timeout)),
         Ok(Err(e)) => Err(e),
         Ok(Ok(None)) => Err("empty answer".into()),
         Ok(Ok(Some(line))) => Ok(line),

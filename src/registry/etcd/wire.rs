@@ -3,8 +3,6 @@
 //! values and `false` omitted, PUT events without `type`), request bodies, and the error
 //! body mapped to a [`RegistryError`] with a hint. No I/O.
 
-use std::fmt;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Deserializer};
@@ -36,36 +34,8 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// A token or password. `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    #[must_use]
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the one place that sends it (a header or a request body).
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether the value is empty.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A token or password: one type for every secret, see [`crate::net::secrets`].
+pub use crate::net::Secret;
 
 /// int64 / uint64 fields come back as strings (and are accepted as numbers); absent = 0.
 fn de_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -341,16 +311,20 @@ pub fn decode<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result
     serde_json::from_slice(body).map_err(|e| {
         RegistryError::Decode(format!(
             "{what}: {e}: {}",
-            truncate(String::from_utf8_lossy(body).trim(), 120)
+            truncate(
+                &crate::net::scrub_known(String::from_utf8_lossy(body).trim()),
+                120
+            )
         ))
     })
 }
 
 /// Turns an error answer into a [`RegistryError::Http`]: the server's message (or its raw
-/// body when it is not the JSON error shape) and a hint where one helps.
+/// body when it is not the JSON error shape) and a hint where one helps. Secrets the
+/// server may echo are cut out ([`crate::net::scrub_known`]).
 #[must_use]
 pub fn error_from_response(status: u16, body: &[u8]) -> RegistryError {
-    let text = String::from_utf8_lossy(body);
+    let text = crate::net::scrub_known(&String::from_utf8_lossy(body));
     let parsed: Option<ErrorBody> = serde_json::from_str(&text).ok();
     // A streaming call (watch, keepalive) answers `{"error":{"message",…}}` instead.
     let streamed: Option<StreamLine<ErrorBody>> = serde_json::from_str(&text).ok();
