@@ -180,7 +180,10 @@ fn space_pauses_the_display_and_the_theme_toggles() {
 }
 
 fn ui_with(lanes: &[spine_dash::model::synthetic::LaneSpec]) -> Ui {
-    let m = model(&demo_services(), lanes, Instant::now());
+    ui_on(model(&demo_services(), lanes, Instant::now()))
+}
+
+fn ui_on(m: spine_dash::model::Model) -> Ui {
     let (events, event_rx) = mpsc::channel(16);
     let (cmd_tx, commands) = mpsc::channel(16);
     let mut app = SpineApp::with_channels(m, event_rx, cmd_tx);
@@ -239,4 +242,50 @@ fn clicking_a_tape_entry_selects_its_lane() {
     // b hides the tape.
     type_text(h, "b");
     assert!(h.query_by_label("gateway → photo v1").is_none());
+}
+
+#[test]
+fn a_station_that_joins_later_is_brought_into_view_until_the_operator_moves_the_camera() {
+    let without = |gone: &[&str]| {
+        demo_lanes()
+            .into_iter()
+            .filter(|l| !gone.contains(&l.service.as_str()) && !gone.contains(&l.caller.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let services = |gone: &[&str]| {
+        demo_services()
+            .into_iter()
+            .filter(|s| !gone.contains(&s.name.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let mut ui = ui_on(model(
+        &services(&["notification", "photo"]),
+        &without(&["notification", "photo"]),
+        Instant::now(),
+    ));
+    let h = &mut ui.harness;
+    assert!(h.query_by_label("station notification").is_none());
+    // notification (a layer further right) joins: the fitted map takes it in.
+    *h.state_mut().model_mut() = model(&services(&["photo"]), &without(&["photo"]), Instant::now());
+    h.run_steps(3);
+    let screen = egui::Rect::from_min_size(pos2(0.0, 0.0), egui::vec2(1280.0, 800.0));
+    assert!(
+        screen.contains_rect(station_rect(h, "notification")),
+        "notification off screen: {:?}",
+        station_rect(h, "notification")
+    );
+    // The operator zooms: a station joining now leaves the camera where they put it.
+    h.hover_at(station_rect(h, "gateway").center());
+    h.event(Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Point,
+        delta: egui::vec2(0.0, 120.0),
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Unknown,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.run_steps(60);
+    let gateway = station_rect(h, "gateway");
+    *h.state_mut().model_mut() = model(&demo_services(), &demo_lanes(), Instant::now());
+    h.run_steps(3);
+    assert_eq!(station_rect(h, "gateway"), gateway, "the camera stayed");
 }

@@ -401,7 +401,7 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             .collect();
         let placement = world_placement_mut(view, grouped);
         let was_settled = placement.slots.values().any(|s| !s.provisional);
-        placement.update_near(&keys, &node_roads, |name| {
+        let moved = placement.update_near(&keys, &node_roads, |name| {
             group::prefix_of(name)
                 .map(group::group_key)
                 .and_then(|k| groups.get_key_value(&k).map(|(k, _)| k.as_str()))
@@ -422,8 +422,13 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         for key in forget {
             placement.forget(&key);
         }
-        if !was_settled && settled {
-            // The first roads just laid the map out: fit it once (later refreshes never do).
+        let rt = &mut view.map_runtime;
+        let joined = model.services.len() > rt.services_seen;
+        rt.services_seen = model.services.len();
+        if (!was_settled && settled) || (moved && joined && rt.camera_fitted) {
+            // The first roads just laid the map out, or a service joined a map the operator
+            // has not panned or zoomed since its fit: fit it (again). Expanding a group
+            // moves nobody.
             *world_camera_mut(view, grouped) = None;
         }
     }
@@ -474,6 +479,9 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             .filter_map(|(_, r)| *r)
             .fold(Rect::NOTHING, Rect::union)
     };
+    if world_camera(view, grouped).is_none() {
+        view.map_runtime.camera_fitted = true;
+    }
     let mut cam = world_camera(view, grouped).unwrap_or_else(|| {
         let all = drawn_bounds(&|_| true);
         let all = placeholder_rects
@@ -515,9 +523,11 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         let factor = pinch * (scroll / 400.0).exp();
         if (factor - 1.0).abs() > 1e-4 {
             cam = zoom_at(cam, rect, p, factor);
+            view.map_runtime.camera_fitted = false;
         }
     }
     if bg.dragged() {
+        view.map_runtime.camera_fitted = false;
         let d = bg.drag_delta();
         cam.offset[0] += d.x;
         cam.offset[1] += d.y;

@@ -170,6 +170,10 @@ pub struct MapRuntime {
     pub focus_changed: bool,
     /// Screen length of the lanes that could carry particles last frame (points).
     pub particle_len: f32,
+    /// The camera is a fit the operator has not moved since (new stations refit it).
+    pub camera_fitted: bool,
+    /// How many services the model had last frame (a new one may refit the camera).
+    pub services_seen: usize,
 }
 
 impl MapRuntime {
