@@ -146,6 +146,17 @@ pub enum WriteState {
         /// The registry's or transport's message.
         error: String,
     },
+    /// Sent, but the answer was lost: it may or may not have been applied. The next
+    /// registry answer after `since` settles it (applied when the registry shows the split,
+    /// else failed).
+    Unknown {
+        /// The split asked for.
+        split: Split,
+        /// The transport's message.
+        error: String,
+        /// When the outcome became unknown.
+        since: Instant,
+    },
 }
 
 /// A line for the operator: write results and source failures, newest last.
@@ -324,6 +335,7 @@ impl Model {
                 Ok(None) => {
                     self.registry_interval = next_within;
                     self.registry_status.record_ok(at);
+                    self.settle_unknown_writes(at);
                 }
                 Ok(Some(snapshot)) => {
                     self.registry_interval = next_within;
@@ -341,6 +353,7 @@ impl Model {
                     self.sync_sidecars(&old);
                     self.services_replaced(&old);
                     self.mark_pending();
+                    self.settle_unknown_writes(at);
                 }
                 Err(error) => {
                     if self.registry_status.last_error.as_deref() != Some(error.as_str()) {
@@ -437,6 +450,21 @@ impl Model {
                             theirs,
                         }
                     }
+                    Ok(WriteOutcome::Unknown { error }) => {
+                        self.notice(
+                            now,
+                            true,
+                            format!(
+                                "{service}: split {} may or may not have been applied (answer lost) — re-read after the registry returns",
+                                split_text(&split)
+                            ),
+                        );
+                        WriteState::Unknown {
+                            split,
+                            error,
+                            since: now,
+                        }
+                    }
                     Err(error) => {
                         self.notice(now, true, format!("{service}: write failed: {error}"));
                         WriteState::Failed { split, error }
@@ -479,6 +507,43 @@ impl Model {
     /// Adds a notice (e.g. a context switch that failed), shown in the status bar.
     pub fn push_notice(&mut self, at: Instant, is_error: bool, text: String) {
         self.notice(at, is_error, text);
+    }
+
+    /// Settles writes whose answer was lost, on a registry answer that came at `at` (after
+    /// them): the split the registry shows says whether each was applied.
+    fn settle_unknown_writes(&mut self, at: Instant) {
+        let unknown: Vec<(String, Split)> = self
+            .writes
+            .iter()
+            .filter_map(|(service, state)| match state {
+                WriteState::Unknown { split, since, .. } if at > *since => {
+                    Some((service.clone(), split.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (service, split) in unknown {
+            let shown = self.services.get(&service).and_then(|s| s.split.as_ref());
+            let state = if shown.is_some_and(|c| guard::same_weights(&c.split, &split)) {
+                self.notice(
+                    at,
+                    false,
+                    format!(
+                        "{service}: re-read after the lost answer: the registry shows {}, the write was applied",
+                        split_text(&split)
+                    ),
+                );
+                WriteState::Applied { split }
+            } else {
+                let theirs = shown.map_or_else(|| "no split".into(), |c| split_text(&c.split));
+                let error = format!(
+                    "not applied: re-read after the lost answer, the registry shows {theirs}"
+                );
+                self.notice(at, true, format!("{service}: {error}"));
+                WriteState::Failed { split, error }
+            };
+            self.writes.insert(service, state);
+        }
     }
 
     /// Records that a write was sent (called when the view emits the command).
