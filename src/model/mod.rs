@@ -187,6 +187,8 @@ pub struct Model {
     pub writes: BTreeMap<String, WriteState>,
     /// Demo instances and whether they run (demo mode only).
     pub demo_instances: Vec<DemoInstanceState>,
+    /// Whether the demo registry's server runs (demo mode only, once reported).
+    pub demo_registry_running: Option<bool>,
     /// Hosts per sidecar from Envoy's `/clusters` (see [`hosts`]).
     pub hosts: hosts::HostsState,
     /// Recent notices, oldest first.
@@ -240,6 +242,7 @@ impl Model {
             lanes: BTreeMap::new(),
             writes: BTreeMap::new(),
             demo_instances: Vec::new(),
+            demo_registry_running: None,
             hosts: hosts::HostsState::default(),
             notices: VecDeque::new(),
             registry_interval,
@@ -485,6 +488,12 @@ impl Model {
                     );
                 }
                 self.shifting.drivers.insert(service, state);
+            }
+            IoEvent::DemoRegistry { running, error } => {
+                self.demo_registry_running = Some(running);
+                if let Some(error) = error {
+                    self.notice(now, true, format!("demo: {error}"));
+                }
             }
             IoEvent::DemoChanged { instances, error } => {
                 self.demo_instances = instances;
