@@ -127,6 +127,7 @@ impl axum::serve::Listener for KillableListener {
             killed: Box::pin(async move {
                 let _ = killed.wait_for(|k| *k).await;
             }),
+            dead: false,
         };
         (stream, addr)
     }
@@ -140,13 +141,18 @@ impl axum::serve::Listener for KillableListener {
 struct KillableStream {
     inner: TcpStream,
     killed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// `killed` completed (it must not be polled again).
+    dead: bool,
 }
 
 impl KillableStream {
     /// `Err(reset)` once killed; registers the waker otherwise, so a connection waiting
     /// for a read (idle, or a held blocking query) is woken and fails too.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.killed.as_mut().poll(cx).is_ready() {
+        if !self.dead && self.killed.as_mut().poll(cx).is_ready() {
+            self.dead = true;
+        }
+        if self.dead {
             return Err(io::ErrorKind::ConnectionReset.into());
         }
         Ok(())
