@@ -429,3 +429,189 @@ fn etcd_outage_keeps_drawing_says_stale_and_recovers() {
     assert!(figures.write.contains("registry unreachable — not applied"), "{figures:?}");
     drop(run);
 }
+
+/// A registry stand-in on 127.0.0.1 that answers Consul's read of the splitter and takes
+/// every other request whole, then closes the connection without an answer: "sent, answer
+/// lost". Returns its base URL.
+async fn answer_losing_stub() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: the head, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    if head.starts_with("get /v1/config/service-splitter/identity") {
+                        let body = r#"{"Kind":"service-splitter","Name":"identity","Splits":[{"Weight":80,"ServiceSubset":"v1"},{"Weight":20,"ServiceSubset":"v2"}],"CreateIndex":7,"ModifyIndex":7}"#;
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-consul-index: 7\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        // Taken whole, never answered.
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A port nothing listens on.
+fn closed_port_url() -> String {
+    format!("http://127.0.0.1:{}", common::free_port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_answer_is_lost_is_unknown_and_one_never_sent_is_not_applied() {
+    let split = Split::from_pairs([("v1", 5_000), ("v2", 5_000)]);
+    let stub = answer_losing_stub().await;
+
+    // Consul: the PUT was taken, the connection closed without an answer.
+    let consul = ConsulClient::new(&stub).unwrap();
+    let lost = consul.write_split("identity", &split, 7).await;
+    assert!(matches!(lost, Ok(WriteOutcome::Unknown { .. })), "{lost:?}");
+    // etcd: the txn was taken, no answer.
+    let etcd = EtcdClient::new(&EtcdSettings::new(vec![stub.clone()])).unwrap();
+    let lost = etcd.write_split("identity", &split, 7).await;
+    assert!(matches!(lost, Ok(WriteOutcome::Unknown { .. })), "{lost:?}");
+    // Nobody listening: never sent, an error (not applied).
+    let closed = closed_port_url();
+    for refused in [
+        ConsulClient::new(&closed)
+            .unwrap()
+            .write_split("identity", &split, 7)
+            .await,
+        EtcdClient::new(&EtcdSettings::new(vec![closed.clone()]))
+            .unwrap()
+            .write_split("identity", &split, 7)
+            .await,
+    ] {
+        assert!(
+            matches!(refused, Err(spine_dash::registry::RegistryError::Transport { .. })),
+            "{refused:?}"
+        );
+    }
+
+    // Through the writer: audited "unknown", the model says so, and the next registry
+    // answer settles it.
+    let audit_file = temp_audit("lost-answer");
+    let config = IoConfig {
+        audit_log: Some(audit_file.clone()),
+        ..IoConfig::default()
+    };
+    let wake: Wake = Arc::new(|| {});
+    let mut io = io::spawn(ConsulClient::new(&stub).unwrap(), None, &config, &wake);
+    io.commands
+        .send(Command::SetSplit(SplitWrite::by_operator(
+            "identity",
+            split.clone(),
+            7,
+        )))
+        .await
+        .unwrap();
+    let info = RegistryInfo {
+        kind: RegistryKind::Consul,
+        address: stub.clone(),
+        datacenter: None,
+        writable: true,
+    };
+    let mut model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !matches!(model.writes.get("identity"), Some(WriteState::Unknown { .. })) {
+        let event = tokio::time::timeout_at(deadline, io.events.recv())
+            .await
+            .expect("a write result")
+            .unwrap();
+        if !matches!(event, io::IoEvent::Registry { .. }) {
+            model.apply(event, Instant::now());
+        }
+    }
+    let text = std::fs::read_to_string(&audit_file).unwrap();
+    assert!(text.contains("\"outcome\":\"unknown\""), "{text}");
+    assert!(text.contains("may or may not have been applied"), "{text}");
+    assert!(
+        model
+            .notices
+            .back()
+            .is_some_and(|n| n.text.contains("may or may not have been applied")),
+        "{:?}",
+        model.notices.back()
+    );
+    drop(io);
+
+    // The registry answers again: it shows the split asked for → applied; another → failed.
+    let snapshot = |weights: [(&str, u32); 2]| spine_dash::model::types::RegistrySnapshot {
+        drivers: Vec::new(),
+        services: vec![spine_dash::model::types::ServiceEntry {
+            protocol: None,
+            name: "identity".into(),
+            instances: Vec::new(),
+            subsets: vec!["v1".into(), "v2".into()],
+            split: Some(spine_dash::model::types::SplitConfig {
+                split: Split::from_pairs(weights),
+                modify_index: 8,
+            }),
+        }],
+    };
+    let mut other = model.clone();
+    let later = Instant::now() + Duration::from_millis(1);
+    model.apply(
+        io::IoEvent::Registry {
+            at: later,
+            result: Ok(Some(snapshot([("v1", 5_000), ("v2", 5_000)]))),
+            next_within: Duration::from_secs(1),
+        },
+        later,
+    );
+    assert!(
+        matches!(model.writes.get("identity"), Some(WriteState::Applied { .. })),
+        "{:?}",
+        model.writes.get("identity")
+    );
+    other.apply(
+        io::IoEvent::Registry {
+            at: later,
+            result: Ok(Some(snapshot([("v1", 8_000), ("v2", 2_000)]))),
+            next_within: Duration::from_secs(1),
+        },
+        later,
+    );
+    let Some(WriteState::Failed { error, .. }) = other.writes.get("identity") else {
+        panic!("{:?}", other.writes.get("identity"));
+    };
+    assert!(error.starts_with("not applied"), "{error}");
+}
