@@ -26,6 +26,8 @@ pub struct AppRun {
     pub failures: Vec<Instant>,
     /// Most failed attempts that arrived between two frames (1 = one at a time).
     pub max_burst: u32,
+    /// Most io events waiting at the start of a frame.
+    pub max_queue: usize,
     last_failures: u32,
     next_frame: Instant,
 }
@@ -50,6 +52,7 @@ impl AppRun {
             longest: Duration::ZERO,
             failures: Vec::new(),
             max_burst: 0,
+            max_queue: 0,
             last_failures: 0,
             next_frame: Instant::now(),
         }
@@ -61,6 +64,7 @@ impl AppRun {
 
     /// One frame, then sleeps until the next one is due.
     pub fn frame(&mut self) {
+        self.max_queue = self.max_queue.max(self.h.state().queued_events());
         let start = Instant::now();
         self.h.step();
         let took = start.elapsed();
@@ -119,6 +123,7 @@ impl AppRun {
         self.longest = Duration::ZERO;
         self.failures.clear();
         self.max_burst = 0;
+        self.max_queue = 0;
     }
 
     /// Whether a widget's label contains `text` (what the operator sees).
