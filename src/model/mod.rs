@@ -48,7 +48,8 @@ pub struct RegistryInfo {
 /// Freshness and last error of one source (the registry or one sidecar).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceStatus {
-    /// When the source last answered well.
+    /// Until when the source's data was last known good: its last good answer — or, for a
+    /// registry watch that was connected, the moment it broke (see `Model::apply`).
     pub last_ok: Option<Instant>,
     /// When the source was last tried.
     pub last_attempt: Option<Instant>,
@@ -361,6 +362,15 @@ impl Model {
                 Err(error) => {
                     if self.registry_status.last_error.as_deref() != Some(error.as_str()) {
                         self.notice(at, true, format!("registry: {error}"));
+                    }
+                    if self.registry_status.last_error.is_none()
+                        && let Some(ok) = self.registry_status.last_ok
+                    {
+                        // A blocking query or watch answers only on change: until this first
+                        // failure it was connected (within its promise), so the data was
+                        // current until then, not only at its last answer.
+                        let until = at.min(ok + self.registry_interval).max(ok);
+                        self.registry_status.last_ok = Some(until);
                     }
                     self.registry_status.record_err(at, error);
                 }
@@ -997,6 +1007,29 @@ mod tests {
         );
         assert_eq!(m.services.len(), 3, "last good data kept");
         assert!(m.registry_status.is_stale(at, m.registry_interval));
+        // The watch was connected until the failure: the data's age counts from there
+        // (within the promised interval after the last answer), not from that answer.
+        let mut w = model();
+        let t0 = Instant::now();
+        let report = |at, result| IoEvent::Registry {
+            at,
+            result,
+            next_within: Duration::from_secs(40),
+        };
+        w.apply(report(t0, Ok(None)), t0);
+        let broke = t0 + Duration::from_secs(25);
+        w.apply(report(broke, Err("connection refused".into())), broke);
+        assert_eq!(w.registry_status.last_ok, Some(broke));
+        let later = broke + Duration::from_secs(30);
+        w.apply(report(later, Err("connection refused".into())), later);
+        assert_eq!(w.registry_status.last_ok, Some(broke), "only the first failure");
+        assert_eq!(w.registry_status.age(later), Some(Duration::from_secs(30)));
+        // A failure long after the promise: good until the promise ran out.
+        let mut q = model();
+        q.apply(report(t0, Ok(None)), t0);
+        let late = t0 + Duration::from_secs(100);
+        q.apply(report(late, Err("no answer within 41.9 s".into())), late);
+        assert_eq!(q.registry_status.last_ok, Some(t0 + Duration::from_secs(40)));
         assert_eq!(
             m.notices.back().map(|n| n.text.as_str()),
             Some("registry: HTTP 403: ACL not found")

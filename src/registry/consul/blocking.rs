@@ -847,6 +847,29 @@ mod tests {
     }
 
     #[test]
+    fn probes_start_fast_and_never_wait_more_than_a_second() {
+        let mut b = Backoff::new(FIRST_PROBE, MAX_BACKOFF);
+        let delays: Vec<Duration> = (0..20).map(|_| b.next_delay(0.999)).collect();
+        assert!(delays[0] <= Duration::from_millis(100), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)), "{delays:?}");
+        assert!(delays[19] >= Duration::from_millis(990));
+        assert!(is_outage(&RegistryError::Transport {
+            message: "connection refused".into(),
+            url: "http://x".into(),
+        }));
+        assert!(is_outage(&RegistryError::Http {
+            status: 500,
+            body: "No cluster leader".into(),
+            hint: None,
+        }));
+        assert!(!is_outage(&RegistryError::Http {
+            status: 403,
+            body: "ACL not found".into(),
+            hint: None,
+        }));
+    }
+
+    #[test]
     fn catalog_tags_drop_sidecars() {
         let body = br#"{"consul":[],"identity":["v2","v1","v1"],"identity-sidecar-proxy":["v1"],"x":null}"#;
         let map = parse_catalog_tags(body).unwrap();
