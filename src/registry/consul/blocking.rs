@@ -32,7 +32,7 @@
 //! layer). Failures back off exponentially with jitter ([`Backoff`], from the follow
 //! interval up to [`MAX_BACKOFF`]) and keep the index; a `400 Invalid index` resets it.
 //!
-//! Outage ([`is_outage`]: a transport failure — refused, reset, timed out — or a 5xx): the
+//! Outage ([`is_outage`]: a transport failure — refused, reset, timed out): the
 //! first such failure aborts every other query, and from then on **one** probe at a time
 //! (a non-blocking read of the endpoint that failed) goes out, after [`FIRST_PROBE`],
 //! doubling with jitter up to [`MAX_BACKOFF`]; each failed probe is one error report. When
@@ -460,15 +460,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// Whether a failed query means the agent is unreachable or not serving: a transport
-/// failure (refused, reset, no answer in time) or a 5xx (no leader, a proxy's 502/503/504).
+/// Whether a failed query means the agent is unreachable: a transport failure (refused,
+/// reset, no answer in time). An agent that answers with an error (`500 No cluster
+/// leader`, 403) is reachable: that query backs off on its own and keeps its index.
 #[must_use]
 pub fn is_outage(e: &RegistryError) -> bool {
-    match e {
-        RegistryError::Transport { .. } => true,
-        RegistryError::Http { status, .. } => *status >= 500,
-        RegistryError::Decode(_) | RegistryError::Invalid(_) => false,
-    }
+    matches!(e, RegistryError::Transport { .. })
 }
 
 fn is_invalid_index(e: &RegistryError) -> bool {
@@ -857,14 +854,9 @@ mod tests {
             message: "connection refused".into(),
             url: "http://x".into(),
         }));
-        assert!(is_outage(&RegistryError::Http {
+        assert!(!is_outage(&RegistryError::Http {
             status: 500,
             body: "No cluster leader".into(),
-            hint: None,
-        }));
-        assert!(!is_outage(&RegistryError::Http {
-            status: 403,
-            body: "ACL not found".into(),
             hint: None,
         }));
     }
