@@ -135,15 +135,12 @@ fn demo_registry_ui(ui: &mut Ui, model: &Model, theme: &Theme, commands: &mut Ve
         {
             commands.push(Command::DemoRegistry { running: false });
         }
-    } else {
-        ui.colored_label(theme.error, "registry stopped");
-        if ui
-            .small_button("start registry")
-            .on_hover_text("Serve the demo registry again, on the same port")
-            .clicked()
-        {
-            commands.push(Command::DemoRegistry { running: true });
-        }
+    } else if ui
+        .small_button(RichText::new("registry stopped: start").color(theme.error))
+        .on_hover_text("Serve the demo registry again, on the same port")
+        .clicked()
+    {
+        commands.push(Command::DemoRegistry { running: true });
     }
 }
 
