@@ -33,9 +33,9 @@ use spine_dash::view::bars::registry_status_text;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-mod common;
 #[path = "support/app_run.rs"]
 mod app_run;
+mod common;
 use app_run::{AppRun, gaps, median_max};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -100,9 +100,7 @@ struct Target<'a> {
 }
 
 fn fresh(model: &Model, now: Instant) -> bool {
-    !model
-        .registry_status
-        .is_stale(now, model.registry_interval)
+    !model.registry_status.is_stale(now, model.registry_interval)
 }
 
 /// The whole outage: down for `outage_len()`, a write in the middle, then back.
@@ -137,14 +135,21 @@ fn outage(
             commands.try_send(Command::SetSplit(w)).unwrap();
             write_sent = true;
         }
-        if matches!(run.model().writes.get(&service), Some(WriteState::Applied { .. })) {
+        if matches!(
+            run.model().writes.get(&service),
+            Some(WriteState::Applied { .. })
+        ) {
             applied_seen = true;
         }
         let check = (stale_ages.is_empty() && into >= first_check)
             || (stale_ages.len() == 1 && into >= len - Duration::from_secs(2));
         if check {
             let (stale, text) = registry_status_text(run.model(), now);
-            assert!(stale, "{}: not stale {into:?} into the outage: {text}", target.name);
+            assert!(
+                stale,
+                "{}: not stale {into:?} into the outage: {text}",
+                target.name
+            );
             let age = run.model().registry_status.age(now).unwrap();
             stale_ages.push((age, text));
             shown_stale |= run.shows("registry: STALE — showing the last good data from");
@@ -167,7 +172,10 @@ fn outage(
             break t;
         }
         run.frame();
-        assert!(current_at.elapsed() < DEADLINE, "the registry's return was not seen");
+        assert!(
+            current_at.elapsed() < DEADLINE,
+            "the registry's return was not seen"
+        );
     };
     let to_current = current_at.saturating_duration_since(back_at);
 
@@ -182,7 +190,11 @@ fn outage(
         "{}: {write}",
         target.name
     );
-    assert!(!applied_seen, "{}: a write while down was shown as applied", target.name);
+    assert!(
+        !applied_seen,
+        "{}: a write while down was shown as applied",
+        target.name
+    );
     let audited: Vec<_> = run
         .model()
         .shifting
@@ -192,17 +204,18 @@ fn outage(
         .map(|r| r.outcome)
         .collect();
     assert!(
-        audited
-            .iter()
-            .any(|o| matches!(o, AuditOutcome::Failed | AuditOutcome::Refused | AuditOutcome::Unknown))
-            && !audited.contains(&AuditOutcome::Applied),
+        audited.iter().any(|o| matches!(
+            o,
+            AuditOutcome::Failed | AuditOutcome::Refused | AuditOutcome::Unknown
+        )) && !audited.contains(&AuditOutcome::Applied),
         "{}: audit {audited:?}",
         target.name
     );
     let file = std::fs::read_to_string(audit_file).unwrap();
     assert!(
         file.lines()
-            .any(|l| l.contains(&format!("\"service\":\"{service}\"")) && l.contains("\"outcome\":\"failed\"")),
+            .any(|l| l.contains(&format!("\"service\":\"{service}\""))
+                && l.contains("\"outcome\":\"failed\"")),
         "{}: audit file {file}",
         target.name
     );
@@ -211,7 +224,11 @@ fn outage(
     assert_eq!(stored.split, target.split, "{}", target.name);
 
     // Stale, said on screen, with an age that grew.
-    assert!(shown_stale, "{}: the status bar never said STALE", target.name);
+    assert!(
+        shown_stale,
+        "{}: the status bar never said STALE",
+        target.name
+    );
     assert_eq!(stale_ages.len(), 2, "{}", target.name);
     assert!(
         stale_ages[1].0 > stale_ages[0].0,
@@ -227,10 +244,18 @@ fn outage(
         target.name,
         failures.len()
     );
-    assert!(gap_max <= MAX_RETRY_GAP, "{}: a retry gap of {gap_max:?}", target.name);
+    assert!(
+        gap_max <= MAX_RETRY_GAP,
+        "{}: a retry gap of {gap_max:?}",
+        target.name
+    );
     assert_eq!(max_burst, 1, "{}: failures came in bursts", target.name);
     // The UI never waited on io.
-    assert!(longest < FRAME_BOUND, "{}: a frame took {longest:?}", target.name);
+    assert!(
+        longest < FRAME_BOUND,
+        "{}: a frame took {longest:?}",
+        target.name
+    );
     assert!(
         to_current <= CURRENT_WITHIN,
         "{}: current again {to_current:?} after the registry's return",
@@ -269,9 +294,13 @@ fn outage(
 
 #[test]
 fn demo_registry_outage_keeps_drawing_says_stale_and_recovers() {
-    let _one = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let rt = runtime();
-    let demo = rt.block_on(DemoSpine::start(DemoConfig::default())).unwrap();
+    let demo = rt
+        .block_on(DemoSpine::start(DemoConfig::default()))
+        .unwrap();
     let address = demo.registry_url();
     let client = ConsulClient::new(&address).unwrap();
     let audit_file = temp_audit("outage-demo");
@@ -294,13 +323,21 @@ fn demo_registry_outage_keeps_drawing_says_stale_and_recovers() {
     };
     let commands = io.commands.clone();
     let mut run = AppRun::new(SpineApp::new(model, io, None));
-    run.until("the demo's services and identity's split", DEADLINE, |m, now| {
-        fresh(m, now)
-            && m.services.len() == 6
-            && m.services["identity"].split.is_some()
-            && m.demo_registry_running == Some(true)
-    });
-    let split = run.model().services["identity"].split.clone().unwrap().split;
+    run.until(
+        "the demo's services and identity's split",
+        DEADLINE,
+        |m, now| {
+            fresh(m, now)
+                && m.services.len() == 6
+                && m.services["identity"].split.is_some()
+                && m.demo_registry_running == Some(true)
+        },
+    );
+    let split = run.model().services["identity"]
+        .split
+        .clone()
+        .unwrap()
+        .split;
 
     let stop_demo = demo.clone();
     let stop_rt = &rt;
@@ -333,14 +370,19 @@ fn demo_registry_outage_keeps_drawing_says_stale_and_recovers() {
             current: Box::new(photo_critical),
         },
     );
-    assert!(figures.write.contains("registry unreachable — not applied"), "{figures:?}");
+    assert!(
+        figures.write.contains("registry unreachable — not applied"),
+        "{figures:?}"
+    );
     drop(run);
     demo.shutdown();
 }
 
 #[test]
 fn etcd_outage_keeps_drawing_says_stale_and_recovers() {
-    let _one = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let rt = runtime();
     let mut etcd = rt.block_on(common::single());
     let base = etcd.client_url.clone();
@@ -426,7 +468,10 @@ fn etcd_outage_keeps_drawing_says_stale_and_recovers() {
             current: Box::new(|_| true),
         },
     );
-    assert!(figures.write.contains("registry unreachable — not applied"), "{figures:?}");
+    assert!(
+        figures.write.contains("registry unreachable — not applied"),
+        "{figures:?}"
+    );
     drop(run);
 }
 
@@ -521,7 +566,10 @@ async fn a_write_whose_answer_is_lost_is_unknown_and_one_never_sent_is_not_appli
             .await,
     ] {
         assert!(
-            matches!(refused, Err(spine_dash::registry::RegistryError::Transport { .. })),
+            matches!(
+                refused,
+                Err(spine_dash::registry::RegistryError::Transport { .. })
+            ),
             "{refused:?}"
         );
     }
@@ -551,7 +599,10 @@ async fn a_write_whose_answer_is_lost_is_unknown_and_one_never_sent_is_not_appli
     };
     let mut model = Model::new(info, Duration::from_secs(1), Duration::from_secs(1));
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !matches!(model.writes.get("identity"), Some(WriteState::Unknown { .. })) {
+    while !matches!(
+        model.writes.get("identity"),
+        Some(WriteState::Unknown { .. })
+    ) {
         let event = tokio::time::timeout_at(deadline, io.events.recv())
             .await
             .expect("a write result")
@@ -598,7 +649,10 @@ async fn a_write_whose_answer_is_lost_is_unknown_and_one_never_sent_is_not_appli
         later,
     );
     assert!(
-        matches!(model.writes.get("identity"), Some(WriteState::Applied { .. })),
+        matches!(
+            model.writes.get("identity"),
+            Some(WriteState::Applied { .. })
+        ),
         "{:?}",
         model.writes.get("identity")
     );

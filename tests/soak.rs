@@ -161,9 +161,7 @@ fn mark_seen(run: &AppRun, injected: &mut [Injected]) {
             }
             None => {
                 let failed = run.failures.iter().find(|t| **t >= f.at);
-                let fresh = !model
-                    .registry_status
-                    .is_stale(now, model.registry_interval);
+                let fresh = !model.registry_status.is_stale(now, model.registry_interval);
                 if let Some(t) = failed
                     && fresh
                     && model.registry_status.last_ok.is_some_and(|ok| ok > *t)

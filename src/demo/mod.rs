@@ -368,10 +368,8 @@ impl DemoSpine {
             leader: format!("{LOOPBACK}:{registry_port}"),
             requests: Arc::clone(&requests),
         });
-        let registry_server = net::spawn_killable_server(
-            registry_listener,
-            consul_api::router(Arc::clone(&api)),
-        );
+        let registry_server =
+            net::spawn_killable_server(registry_listener, consul_api::router(Arc::clone(&api)));
 
         let mut instances = BTreeMap::new();
         for (svc, spec, latency_ms, app_listener, sidecar_listener) in planned {

@@ -235,7 +235,15 @@ pub fn spawn<R: Registry + 'static>(
             };
             if emit(&tx, &wake, event).await {
                 let running = demo.registry_running();
-                emit(&tx, &wake, IoEvent::DemoRegistry { running, error: None }).await;
+                emit(
+                    &tx,
+                    &wake,
+                    IoEvent::DemoRegistry {
+                        running,
+                        error: None,
+                    },
+                )
+                .await;
             }
         }));
     }

@@ -1022,14 +1022,21 @@ mod tests {
         assert_eq!(w.registry_status.last_ok, Some(broke));
         let later = broke + Duration::from_secs(30);
         w.apply(report(later, Err("connection refused".into())), later);
-        assert_eq!(w.registry_status.last_ok, Some(broke), "only the first failure");
+        assert_eq!(
+            w.registry_status.last_ok,
+            Some(broke),
+            "only the first failure"
+        );
         assert_eq!(w.registry_status.age(later), Some(Duration::from_secs(30)));
         // A failure long after the promise: good until the promise ran out.
         let mut q = model();
         q.apply(report(t0, Ok(None)), t0);
         let late = t0 + Duration::from_secs(100);
         q.apply(report(late, Err("no answer within 41.9 s".into())), late);
-        assert_eq!(q.registry_status.last_ok, Some(t0 + Duration::from_secs(40)));
+        assert_eq!(
+            q.registry_status.last_ok,
+            Some(t0 + Duration::from_secs(40))
+        );
         assert_eq!(
             m.notices.back().map(|n| n.text.as_str()),
             Some("registry: HTTP 403: ACL not found")

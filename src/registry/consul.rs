@@ -486,8 +486,7 @@ impl ConsulClient {
             let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
                 (
                     RegistryError::Invalid(
-                        "the Consul token contains characters not allowed in an HTTP header"
-                            .into(),
+                        "the Consul token contains characters not allowed in an HTTP header".into(),
                     ),
                     false,
                 )

@@ -848,7 +848,10 @@ mod tests {
         let mut b = Backoff::new(FIRST_PROBE, MAX_BACKOFF);
         let delays: Vec<Duration> = (0..20).map(|_| b.next_delay(0.999)).collect();
         assert!(delays[0] <= Duration::from_millis(100), "{delays:?}");
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(1)),
+            "{delays:?}"
+        );
         assert!(delays[19] >= Duration::from_millis(990));
         assert!(is_outage(&RegistryError::Transport {
             message: "connection refused".into(),

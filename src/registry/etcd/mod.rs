@@ -697,7 +697,11 @@ impl Registry for EtcdClient {
         let key = split_key(service);
         let value = encode_split(service, split).map_err(RegistryError::Invalid)?;
         let txn: TxnResponse = match self
-            .call_tracked("/v3/kv/txn", &txn_cas_put(&key, &value, expected_index), "txn")
+            .call_tracked(
+                "/v3/kv/txn",
+                &txn_cas_put(&key, &value, expected_index),
+                "txn",
+            )
             .await
         {
             Ok(txn) => txn,
