@@ -366,50 +366,50 @@ pub(crate) async fn follow_with<V: MeshView>(
                     let delay = probe_backoff.next_delay(unit_random());
                     spawn_query(&mut set, client, &specs[probe], probe, epoch, 0, delay);
                 } else {
-                if down.take().is_some() {
-                    // The agent is back: read every other endpoint once, at once.
-                    probe_backoff.reset();
-                    for (j, spec) in specs.iter().enumerate() {
-                        if j != i {
-                            spawn_query(&mut set, client, spec, j, epoch, 0, Duration::ZERO);
+                    if down.take().is_some() {
+                        // The agent is back: read every other endpoint once, at once.
+                        probe_backoff.reset();
+                        for (j, spec) in specs.iter().enumerate() {
+                            if j != i {
+                                spawn_query(&mut set, client, spec, j, epoch, 0, Duration::ZERO);
+                            }
                         }
                     }
-                }
-                let w = &mut watches[i];
-                w.last_start = Some(started);
-                let delay = match result {
-                    Ok(answer) => {
-                        w.backoff.reset();
-                        w.failing = false;
-                        match w.tracker.observe(answer.index) {
-                            IndexStep::Unchanged => report_none = true,
-                            IndexStep::Changed | IndexStep::Reset => {
-                                match view.update(i, answer.index, &answer.body) {
-                                    Ok(()) => {
-                                        w.loaded = true;
-                                        dirty = true;
-                                    }
-                                    Err(e) => {
-                                        w.failing = true;
-                                        errors.push(e);
+                    let w = &mut watches[i];
+                    w.last_start = Some(started);
+                    let delay = match result {
+                        Ok(answer) => {
+                            w.backoff.reset();
+                            w.failing = false;
+                            match w.tracker.observe(answer.index) {
+                                IndexStep::Unchanged => report_none = true,
+                                IndexStep::Changed | IndexStep::Reset => {
+                                    match view.update(i, answer.index, &answer.body) {
+                                        Ok(()) => {
+                                            w.loaded = true;
+                                            dirty = true;
+                                        }
+                                        Err(e) => {
+                                            w.failing = true;
+                                            errors.push(e);
+                                        }
                                     }
                                 }
                             }
+                            // Our own rate limit: starts at least `gap` apart.
+                            gap.saturating_sub(started.elapsed())
                         }
-                        // Our own rate limit: starts at least `gap` apart.
-                        gap.saturating_sub(started.elapsed())
-                    }
-                    Err(e) => {
-                        if is_invalid_index(&e) {
-                            w.tracker.reset();
+                        Err(e) => {
+                            if is_invalid_index(&e) {
+                                w.tracker.reset();
+                            }
+                            w.failing = true;
+                            errors.push(e);
+                            w.backoff.next_delay(unit_random())
                         }
-                        w.failing = true;
-                        errors.push(e);
-                        w.backoff.next_delay(unit_random())
-                    }
-                };
-                let index = w.tracker.index();
-                spawn_query(&mut set, client, &specs[i], i, epoch, index, delay);
+                    };
+                    let index = w.tracker.index();
+                    spawn_query(&mut set, client, &specs[i], i, epoch, index, delay);
                 }
             }
         }
