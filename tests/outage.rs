@@ -12,7 +12,7 @@
 //! during the outage). Measured figures are printed (`-- --nocapture`).
 //!
 //! The demo spine's registry is stopped as if its process died (`DemoSpine::stop_registry`:
-//! every open connection fails at once); etcd is SIGKILLed and started again.
+//! every open connection fails at once); etcd is killed (`SIGKILL`) and started again.
 //! One test at a time (`SERIAL`): each runs a registry, the io and the UI on 2 cores.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -142,7 +142,7 @@ fn outage(
             applied_seen = true;
         }
         let check = (stale_ages.is_empty() && into >= first_check)
-            || (stale_ages.len() == 1 && into >= len - Duration::from_secs(2));
+            || (stale_ages.len() == 1 && into >= len.saturating_sub(Duration::from_secs(2)));
         if check {
             let (stale, text) = registry_status_text(run.model(), now);
             assert!(

@@ -13,7 +13,7 @@
 //! SOAK_SECS=600 cargo test --release --test soak -- --ignored --nocapture
 //! ```
 //!
-//! asserts VmRSS at the end within 10 % of its value after the first minute. The demo spine
+//! asserts `VmRSS` at the end within 10 % of its value after the first minute. The demo spine
 //! runs on its own tokio runtime, so task counts are the dashboard's alone. Figures are
 //! printed.
 
@@ -146,29 +146,26 @@ fn mark_seen(run: &AppRun, injected: &mut [Injected]) {
     let model = run.model();
     let now = Instant::now();
     for f in injected.iter_mut().filter(|f| f.seen.is_none()) {
-        match f.kind.lane() {
-            Some(lane) => {
-                if let Some(e) = model
-                    .tape()
-                    .iter()
-                    .rev()
-                    .take_while(|e| e.at >= f.at)
-                    .find(|e| e.lane == lane && e.to != BreakerState::Closed)
-                {
-                    f.seen = Some(e.at.duration_since(f.at));
-                    f.shown_as = format!("{} → {}", e.lane.caller, e.to.label());
-                }
+        if let Some(lane) = f.kind.lane() {
+            if let Some(e) = model
+                .tape()
+                .iter()
+                .rev()
+                .take_while(|e| e.at >= f.at)
+                .find(|e| e.lane == lane && e.to != BreakerState::Closed)
+            {
+                f.seen = Some(e.at.duration_since(f.at));
+                f.shown_as = format!("{} → {}", e.lane.caller, e.to.label());
             }
-            None => {
-                let failed = run.failures.iter().find(|t| **t >= f.at);
-                let fresh = !model.registry_status.is_stale(now, model.registry_interval);
-                if let Some(t) = failed
-                    && fresh
-                    && model.registry_status.last_ok.is_some_and(|ok| ok > *t)
-                {
-                    f.seen = Some(t.duration_since(f.at));
-                    f.shown_as = "registry STALE, then fresh".into();
-                }
+        } else {
+            let failed = run.failures.iter().find(|t| **t >= f.at);
+            let fresh = !model.registry_status.is_stale(now, model.registry_interval);
+            if let Some(t) = failed
+                && fresh
+                && model.registry_status.last_ok.is_some_and(|ok| ok > *t)
+            {
+                f.seen = Some(t.duration_since(f.at));
+                f.shown_as = "registry STALE, then fresh".into();
             }
         }
     }
@@ -265,7 +262,7 @@ fn soak(secs: u64) -> Figures {
             registry_back_due = None;
             apply(&demo_rt, &demo, Kind::RegistryRestart, false);
         }
-        if rss_1min_kib.is_none() && now.duration_since(start) >= Duration::from_secs(60) {
+        if rss_1min_kib.is_none() && now.duration_since(start) >= Duration::from_mins(1) {
             rss_1min_kib = Some(rss_kib());
         }
         run.frame();

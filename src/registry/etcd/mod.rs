@@ -400,7 +400,7 @@ impl EtcdClient {
         let n = self.inner.endpoints.len();
         let start = self.inner.current.load(Ordering::Relaxed) % n;
         let mut last: Option<RegistryError> = None;
-        let mut lost = false;
+        let mut maybe_sent = false;
         for step in 0..n {
             let index = (start + step) % n;
             let mut reauthenticated = false;
@@ -412,7 +412,7 @@ impl EtcdClient {
                         break;
                     }
                     Err(SendError::Status(status, body)) => {
-                        return Err((self.auth_error(status, &body), lost));
+                        return Err((self.auth_error(status, &body), maybe_sent));
                     }
                 };
                 match self
@@ -430,7 +430,7 @@ impl EtcdClient {
                     }
                     Err(SendError::Lost(e)) => {
                         tracing::debug!("etcd: {e}");
-                        lost = true;
+                        maybe_sent = true;
                         last = Some(e);
                         break;
                     }
@@ -445,7 +445,7 @@ impl EtcdClient {
                             continue;
                         }
                         self.use_endpoint(index);
-                        return Err((error_from_response(status, &resp_body), lost));
+                        return Err((error_from_response(status, &resp_body), maybe_sent));
                     }
                 }
             }
@@ -458,7 +458,7 @@ impl EtcdClient {
             },
             other => other,
         };
-        Err((error, lost))
+        Err((error, maybe_sent))
     }
 
     /// A failed authenticate: the server's text, and a hint naming the user (never the
