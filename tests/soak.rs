@@ -187,6 +187,8 @@ struct Figures {
     rss_start_kib: u64,
     rss_1min_kib: Option<u64>,
     rss_end_kib: u64,
+    /// VmRSS at the end of each minute.
+    rss_per_min_kib: Vec<u64>,
     frames: u64,
     longest_frame: Duration,
     tape_entries: usize,
@@ -231,6 +233,7 @@ fn soak(secs: u64) -> Figures {
     let start = Instant::now();
     let mut tasks_max = tasks_start;
     let mut rss_1min_kib = None;
+    let mut rss_per_min_kib = Vec::new();
     let mut injected: Vec<Injected> = Vec::new();
     let mut active: Option<Kind> = None;
     let mut registry_back_due: Option<Instant> = None;
@@ -262,8 +265,9 @@ fn soak(secs: u64) -> Figures {
             registry_back_due = None;
             apply(&demo_rt, &demo, Kind::RegistryRestart, false);
         }
-        if rss_1min_kib.is_none() && now.duration_since(start) >= Duration::from_mins(1) {
-            rss_1min_kib = Some(rss_kib());
+        if now.duration_since(start) >= Duration::from_mins(rss_per_min_kib.len() as u64 + 1) {
+            rss_per_min_kib.push(rss_kib());
+            rss_1min_kib = rss_per_min_kib.first().copied();
         }
         run.frame();
         mark_seen(&run, &mut injected);
@@ -302,6 +306,7 @@ fn soak(secs: u64) -> Figures {
         rss_start_kib,
         rss_1min_kib,
         rss_end_kib,
+        rss_per_min_kib,
         frames: run.frames,
         longest_frame: run.longest,
         tape_entries: run.model().tape().len(),
