@@ -187,7 +187,7 @@ struct Figures {
     rss_start_kib: u64,
     rss_1min_kib: Option<u64>,
     rss_end_kib: u64,
-    /// VmRSS at the end of each minute.
+    /// `VmRSS` at the end of each minute.
     rss_per_min_kib: Vec<u64>,
     frames: u64,
     longest_frame: Duration,
