@@ -276,6 +276,12 @@ impl SpineApp {
         }
     }
 
+    /// Events waiting in the io channel (soak tests watch that it stays short).
+    #[must_use]
+    pub fn queued_events(&self) -> usize {
+        self.events.as_ref().map_or(0, mpsc::Receiver::len)
+    }
+
     /// The model (for tests).
     #[must_use]
     pub fn model(&self) -> &Model {

@@ -66,6 +66,15 @@ pub fn describe_transport(err: &reqwest::Error) -> String {
     }
 }
 
+/// Whether a failed request may have reached the server, by the error's kind (never its
+/// text): anything but a failure to connect (refused, DNS, TLS handshake, connect timeout)
+/// or to build the request. A write that failed so has an unknown outcome: it may have
+/// been applied and only the answer was lost (reset after sending, timeout, broken body).
+#[must_use]
+pub fn may_have_been_sent(err: &reqwest::Error) -> bool {
+    !(err.is_connect() || err.is_builder() || err.is_redirect())
+}
+
 /// Whether an `io::Error` of `kind` is somewhere in the error's source chain.
 fn has_io_kind(err: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);

@@ -192,3 +192,25 @@ fn next_command(
         }
     }
 }
+
+#[test]
+fn the_header_stops_and_starts_the_demo_registry() {
+    let (mut app, mut commands) = demo_app();
+    app.model_mut().demo_registry_running = Some(true);
+    let mut h = harness(app);
+    settle(&mut h);
+    h.get_by_label("stop registry").click();
+    settle(&mut h);
+    assert_eq!(
+        next_command(&mut commands).unwrap(),
+        Command::DemoRegistry { running: false }
+    );
+    h.state_mut().model_mut().demo_registry_running = Some(false);
+    settle(&mut h);
+    h.get_by_label("registry stopped: start").click();
+    settle(&mut h);
+    assert_eq!(
+        next_command(&mut commands).unwrap(),
+        Command::DemoRegistry { running: true }
+    );
+}

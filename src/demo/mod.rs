@@ -206,6 +206,13 @@ struct InstanceRuntime {
 
 struct Inner {
     registry_url: String,
+    registry_port: u16,
+    /// The registry's HTTP server (`None` while stopped, see [`DemoSpine::stop_registry`]);
+    /// the registry's state lives on in `registry_api` either way.
+    registry_server: Mutex<Option<ServerHandle>>,
+    registry_api: Arc<consul_api::ApiState>,
+    /// Serializes stop / start of the registry.
+    registry_op: tokio::sync::Mutex<()>,
     requests: Arc<consul_api::RequestCounter>,
     instances: BTreeMap<String, InstanceRuntime>,
     servers: Mutex<Vec<ServerHandle>>,
@@ -220,6 +227,9 @@ impl Inner {
             task.abort();
         }
         for mut server in lock(&self.servers).drain(..) {
+            server.kill();
+        }
+        if let Some(mut server) = lock(&self.registry_server).take() {
             server.kill();
         }
         for rt in self.instances.values() {
@@ -358,10 +368,8 @@ impl DemoSpine {
             leader: format!("{LOOPBACK}:{registry_port}"),
             requests: Arc::clone(&requests),
         });
-        servers.push(net::spawn_server(
-            registry_listener,
-            consul_api::router(api),
-        ));
+        let registry_server =
+            net::spawn_killable_server(registry_listener, consul_api::router(Arc::clone(&api)));
 
         let mut instances = BTreeMap::new();
         for (svc, spec, latency_ms, app_listener, sidecar_listener) in planned {
@@ -452,6 +460,10 @@ impl DemoSpine {
             inner: Arc::new(Inner {
                 requests,
                 registry_url: format!("http://{LOOPBACK}:{registry_port}"),
+                registry_port,
+                registry_server: Mutex::new(Some(registry_server)),
+                registry_api: api,
+                registry_op: tokio::sync::Mutex::new(()),
                 instances,
                 servers: Mutex::new(servers),
                 tasks: Mutex::new(tasks),
@@ -464,6 +476,52 @@ impl DemoSpine {
     #[must_use]
     pub fn registry_url(&self) -> String {
         self.inner.registry_url.clone()
+    }
+
+    /// Kills the registry's HTTP server as if its process died: the port refuses
+    /// connections, every open connection fails at once (a blocking query in flight gets
+    /// no answer). Its state — services, checks, config entries, KV — lives on, and health
+    /// checks go on updating it. Stopping a stopped registry is a no-op.
+    pub async fn stop_registry(&self) -> Result<(), DemoError> {
+        if self.inner.shut_down.load(Ordering::SeqCst) {
+            return Err(DemoError::ShutDown);
+        }
+        let _op = self.inner.registry_op.lock().await;
+        let server = lock(&self.inner.registry_server).take();
+        if let Some(server) = server {
+            server.stop().await;
+            tracing::info!("demo registry stopped ({})", self.inner.registry_url);
+        }
+        Ok(())
+    }
+
+    /// Serves the registry again on the same port, with the state it had (and what the
+    /// health checks changed meanwhile). Starting a running registry is a no-op.
+    pub async fn start_registry(&self) -> Result<(), DemoError> {
+        if self.inner.shut_down.load(Ordering::SeqCst) {
+            return Err(DemoError::ShutDown);
+        }
+        let _op = self.inner.registry_op.lock().await;
+        if lock(&self.inner.registry_server).is_some() {
+            return Ok(());
+        }
+        let listener = net::bind(self.inner.registry_port).await?;
+        let server = net::spawn_killable_server(
+            listener,
+            consul_api::router(Arc::clone(&self.inner.registry_api)),
+        );
+        if self.inner.shut_down.load(Ordering::SeqCst) {
+            return Err(DemoError::ShutDown);
+        }
+        *lock(&self.inner.registry_server) = Some(server);
+        tracing::info!("demo registry started again ({})", self.inner.registry_url);
+        Ok(())
+    }
+
+    /// Whether the registry's HTTP server runs (see [`DemoSpine::stop_registry`]).
+    #[must_use]
+    pub fn registry_running(&self) -> bool {
+        lock(&self.inner.registry_server).is_some()
     }
 
     /// Answers the registry sent so far, per path (what a dashboard costs it).

@@ -1,5 +1,6 @@
 //! The audit trail of weight changes: one JSON line per write attempt (applied, conflict,
-//! failed, refused in read-only mode, superseded by a newer draft before it was sent),
+//! failed, refused in read-only mode, superseded by a newer draft before it was sent,
+//! unknown: sent but the answer was lost),
 //! appended to `audit.jsonl` in the platform data directory (Linux:
 //! `~/.local/share/spine-dash/audit.jsonl`), and shown in the audit panel.
 //!
@@ -33,6 +34,9 @@ pub enum AuditOutcome {
     Refused,
     /// A newer change of the same service replaced it before it was sent.
     Superseded,
+    /// Sent, but the answer was lost (reset after sending, timeout): it may or may not
+    /// have been applied; the dashboard re-reads the split when the registry answers.
+    Unknown,
 }
 
 impl AuditOutcome {
@@ -45,6 +49,7 @@ impl AuditOutcome {
             Self::Failed => "failed",
             Self::Refused => "refused",
             Self::Superseded => "superseded",
+            Self::Unknown => "unknown",
         }
     }
 }
@@ -173,6 +178,12 @@ impl AuditRecord {
                             t.modify_index
                         )
                     },
+                ),
+            ),
+            Ok(WriteOutcome::Unknown { error }) => (
+                AuditOutcome::Unknown,
+                format!(
+                    "answer lost ({error}): may or may not have been applied — re-read after the registry returns"
                 ),
             ),
             Err(e) if refused => (AuditOutcome::Refused, e.clone()),

@@ -139,6 +139,14 @@ pub enum IoEvent {
     /// The sidecar scrape intervals changed (at start, and when the view's focus or the
     /// number of sidecars moves them): the model's freshness rules follow them.
     ScrapePlan(ScrapePlan),
+    /// The demo registry's HTTP server was stopped or started (demo mode only; also once
+    /// at start).
+    DemoRegistry {
+        /// Whether it serves now.
+        running: bool,
+        /// Error text if the control failed.
+        error: Option<String>,
+    },
     /// A demo-spine control finished (demo mode only).
     DemoChanged {
         /// Instances of the demo spine and whether each is running.
@@ -170,7 +178,9 @@ impl IoEvent {
                 state: DriverState::Failed(e),
                 ..
             } => scrub_in_place(e),
-            Self::Datacenters { error, .. } | Self::DemoChanged { error, .. } => {
+            Self::Datacenters { error, .. }
+            | Self::DemoChanged { error, .. }
+            | Self::DemoRegistry { error, .. } => {
                 if let Some(e) = error {
                     scrub_in_place(e);
                 }
@@ -222,6 +232,12 @@ pub enum Command {
         instance_id: String,
         /// The faults it should have from now on.
         fault: DemoFault,
+    },
+    /// Stop (`false`, as if its process died) or start again (`true`) the demo spine's
+    /// registry server; its state lives on.
+    DemoRegistry {
+        /// Whether it should serve.
+        running: bool,
     },
     /// Poll the registry now.
     RefreshNow,

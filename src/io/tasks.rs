@@ -235,7 +235,18 @@ pub fn spawn<R: Registry + 'static>(
                 instances: demo.instances(),
                 error: None,
             };
-            emit(&tx, &wake, event).await;
+            if emit(&tx, &wake, event).await {
+                let running = demo.registry_running();
+                emit(
+                    &tx,
+                    &wake,
+                    IoEvent::DemoRegistry {
+                        running,
+                        error: None,
+                    },
+                )
+                .await;
+            }
         }));
     }
     IoHandle {
@@ -435,6 +446,7 @@ async fn handle_commands<R: Registry>(
             Command::DemoFault { instance_id, fault } => {
                 demo_fault(demo.as_ref(), &instance_id, fault)
             }
+            Command::DemoRegistry { running } => demo_registry(demo.as_ref(), running).await,
             Command::RefreshNow => {
                 refresh.notify_one();
                 continue;
@@ -489,6 +501,24 @@ async fn demo_control(demo: Option<&DemoSpine>, id: &str, start: bool) -> IoEven
     IoEvent::DemoChanged {
         instances,
         error: result.err().map(|e| format!("{id}: {e}")),
+    }
+}
+
+async fn demo_registry(demo: Option<&DemoSpine>, running: bool) -> IoEvent {
+    let Some(demo) = demo else {
+        return IoEvent::DemoRegistry {
+            running: false,
+            error: Some("not in demo mode".into()),
+        };
+    };
+    let result = if running {
+        demo.start_registry().await
+    } else {
+        demo.stop_registry().await
+    };
+    IoEvent::DemoRegistry {
+        running: demo.registry_running(),
+        error: result.err().map(|e| format!("registry: {e}")),
     }
 }
 

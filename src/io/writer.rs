@@ -1,7 +1,9 @@
 //! The split writer: one task that sends compare-and-set writes one at a time. Writes that
 //! queue up while one is in flight are coalesced per service (the latest wins; the others
 //! are audited as superseded, never sent). Every attempt — applied, conflict, failed,
-//! refused in read-only mode — becomes one audit line and one [`IoEvent::WriteFinished`].
+//! refused in read-only mode, unknown (sent, answer lost) — becomes one audit line and one
+//! [`IoEvent::WriteFinished`]. A write while the registry is unreachable is not queued: it
+//! fails at once, "registry unreachable — not applied".
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,7 +14,7 @@ use super::audit::{AuditLog, AuditOutcome, AuditRecord, Operator};
 use super::tasks::{Wake, emit};
 use super::{IoEvent, SplitWrite};
 use crate::model::split_text;
-use crate::registry::{Registry, WriteOutcome};
+use crate::registry::{Registry, RegistryError, WriteOutcome};
 
 /// What the writer needs besides the registry.
 pub(super) struct Writer {
@@ -118,8 +120,18 @@ impl Writer {
         let result = registry
             .write_split(service, &write.after, write.expected_index)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| match e {
+                // Never left (refused, DNS, TLS, connect timeout) or failed before the
+                // write itself: certainly not applied.
+                RegistryError::Transport { .. } => {
+                    format!("registry unreachable — not applied ({e})")
+                }
+                e => e.to_string(),
+            });
         match &result {
+            Ok(WriteOutcome::Unknown { error }) => tracing::warn!(
+                "split write for {service}: answer lost ({error}); it may or may not have been applied"
+            ),
             Ok(outcome) => tracing::info!("split write for {service}: {outcome:?}"),
             Err(e) => tracing::warn!("split write for {service} failed: {e}"),
         }

@@ -48,7 +48,8 @@ pub struct RegistryInfo {
 /// Freshness and last error of one source (the registry or one sidecar).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceStatus {
-    /// When the source last answered well.
+    /// Until when the source's data was last known good: its last good answer — or, for a
+    /// registry watch that was connected, the moment it broke (see `Model::apply`).
     pub last_ok: Option<Instant>,
     /// When the source was last tried.
     pub last_attempt: Option<Instant>,
@@ -146,6 +147,17 @@ pub enum WriteState {
         /// The registry's or transport's message.
         error: String,
     },
+    /// Sent, but the answer was lost: it may or may not have been applied. The next
+    /// registry answer after `since` settles it (applied when the registry shows the split,
+    /// else failed).
+    Unknown {
+        /// The split asked for.
+        split: Split,
+        /// The transport's message.
+        error: String,
+        /// When the outcome became unknown.
+        since: Instant,
+    },
 }
 
 /// A line for the operator: write results and source failures, newest last.
@@ -176,6 +188,8 @@ pub struct Model {
     pub writes: BTreeMap<String, WriteState>,
     /// Demo instances and whether they run (demo mode only).
     pub demo_instances: Vec<DemoInstanceState>,
+    /// Whether the demo registry's server runs (demo mode only, once reported).
+    pub demo_registry_running: Option<bool>,
     /// Hosts per sidecar from Envoy's `/clusters` (see [`hosts`]).
     pub hosts: hosts::HostsState,
     /// Recent notices, oldest first.
@@ -229,6 +243,7 @@ impl Model {
             lanes: BTreeMap::new(),
             writes: BTreeMap::new(),
             demo_instances: Vec::new(),
+            demo_registry_running: None,
             hosts: hosts::HostsState::default(),
             notices: VecDeque::new(),
             registry_interval,
@@ -324,6 +339,7 @@ impl Model {
                 Ok(None) => {
                     self.registry_interval = next_within;
                     self.registry_status.record_ok(at);
+                    self.settle_unknown_writes(at);
                 }
                 Ok(Some(snapshot)) => {
                     self.registry_interval = next_within;
@@ -341,10 +357,20 @@ impl Model {
                     self.sync_sidecars(&old);
                     self.services_replaced(&old);
                     self.mark_pending();
+                    self.settle_unknown_writes(at);
                 }
                 Err(error) => {
                     if self.registry_status.last_error.as_deref() != Some(error.as_str()) {
                         self.notice(at, true, format!("registry: {error}"));
+                    }
+                    if self.registry_status.last_error.is_none()
+                        && let Some(ok) = self.registry_status.last_ok
+                    {
+                        // A blocking query or watch answers only on change: until this first
+                        // failure it was connected (within its promise), so the data was
+                        // current until then, not only at its last answer.
+                        let until = at.min(ok + self.registry_interval).max(ok);
+                        self.registry_status.last_ok = Some(until);
                     }
                     self.registry_status.record_err(at, error);
                 }
@@ -437,6 +463,21 @@ impl Model {
                             theirs,
                         }
                     }
+                    Ok(WriteOutcome::Unknown { error }) => {
+                        self.notice(
+                            now,
+                            true,
+                            format!(
+                                "{service}: split {} may or may not have been applied (answer lost) — re-read after the registry returns",
+                                split_text(&split)
+                            ),
+                        );
+                        WriteState::Unknown {
+                            split,
+                            error,
+                            since: now,
+                        }
+                    }
                     Err(error) => {
                         self.notice(now, true, format!("{service}: write failed: {error}"));
                         WriteState::Failed { split, error }
@@ -457,6 +498,12 @@ impl Model {
                     );
                 }
                 self.shifting.drivers.insert(service, state);
+            }
+            IoEvent::DemoRegistry { running, error } => {
+                self.demo_registry_running = Some(running);
+                if let Some(error) = error {
+                    self.notice(now, true, format!("demo: {error}"));
+                }
             }
             IoEvent::DemoChanged { instances, error } => {
                 self.demo_instances = instances;
@@ -479,6 +526,43 @@ impl Model {
     /// Adds a notice (e.g. a context switch that failed), shown in the status bar.
     pub fn push_notice(&mut self, at: Instant, is_error: bool, text: String) {
         self.notice(at, is_error, text);
+    }
+
+    /// Settles writes whose answer was lost, on a registry answer that came at `at` (after
+    /// them): the split the registry shows says whether each was applied.
+    fn settle_unknown_writes(&mut self, at: Instant) {
+        let unknown: Vec<(String, Split)> = self
+            .writes
+            .iter()
+            .filter_map(|(service, state)| match state {
+                WriteState::Unknown { split, since, .. } if at > *since => {
+                    Some((service.clone(), split.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (service, split) in unknown {
+            let shown = self.services.get(&service).and_then(|s| s.split.as_ref());
+            let state = if shown.is_some_and(|c| guard::same_weights(&c.split, &split)) {
+                self.notice(
+                    at,
+                    false,
+                    format!(
+                        "{service}: re-read after the lost answer: the registry shows {}, the write was applied",
+                        split_text(&split)
+                    ),
+                );
+                WriteState::Applied { split }
+            } else {
+                let theirs = shown.map_or_else(|| "no split".into(), |c| split_text(&c.split));
+                let error = format!(
+                    "not applied: re-read after the lost answer, the registry shows {theirs}"
+                );
+                self.notice(at, true, format!("{service}: {error}"));
+                WriteState::Failed { split, error }
+            };
+            self.writes.insert(service, state);
+        }
     }
 
     /// Records that a write was sent (called when the view emits the command).
@@ -923,6 +1007,36 @@ mod tests {
         );
         assert_eq!(m.services.len(), 3, "last good data kept");
         assert!(m.registry_status.is_stale(at, m.registry_interval));
+        // The watch was connected until the failure: the data's age counts from there
+        // (within the promised interval after the last answer), not from that answer.
+        let mut w = model();
+        let t0 = Instant::now();
+        let report = |at, result| IoEvent::Registry {
+            at,
+            result,
+            next_within: Duration::from_secs(40),
+        };
+        w.apply(report(t0, Ok(None)), t0);
+        let broke = t0 + Duration::from_secs(25);
+        w.apply(report(broke, Err("connection refused".into())), broke);
+        assert_eq!(w.registry_status.last_ok, Some(broke));
+        let later = broke + Duration::from_secs(30);
+        w.apply(report(later, Err("connection refused".into())), later);
+        assert_eq!(
+            w.registry_status.last_ok,
+            Some(broke),
+            "only the first failure"
+        );
+        assert_eq!(w.registry_status.age(later), Some(Duration::from_secs(30)));
+        // A failure long after the promise: good until the promise ran out.
+        let mut q = model();
+        q.apply(report(t0, Ok(None)), t0);
+        let late = t0 + Duration::from_secs(100);
+        q.apply(report(late, Err("no answer within 41.9 s".into())), late);
+        assert_eq!(
+            q.registry_status.last_ok,
+            Some(t0 + Duration::from_secs(40))
+        );
         assert_eq!(
             m.notices.back().map(|n| n.text.as_str()),
             Some("registry: HTTP 403: ACL not found")

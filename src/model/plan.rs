@@ -449,6 +449,9 @@ impl Plan {
                     .as_ref()
                     .map_or_else(|| "no split".into(), |t| split_text(&t.split))
             )),
+            Ok(WriteOutcome::Unknown { error }) => Some(format!(
+                "outcome unknown (answer lost: {error}): may or may not have been applied — check the split once the registry answers"
+            )),
             Err(e) => Some(format!("write failed: {e}")),
         };
         match (self.phase.clone(), failure) {

@@ -55,7 +55,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::{
-    Datacenters, DriverClaim, DriverLease, FollowContext, Registry, RegistryError, WriteOutcome,
+    Datacenters, DriverClaim, DriverLease, FollowContext, Registry, RegistryError, WriteFailure,
+    WriteOutcome,
 };
 use crate::config::consul::{ConsulSettings, MAX_BLOCKING_WAIT, Secret};
 use crate::model::types::{
@@ -445,14 +446,51 @@ impl ConsulClient {
         body: Option<Vec<u8>>,
         timeout: Option<Duration>,
     ) -> Result<Answer, RegistryError> {
+        self.send(method, url, body, timeout)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// A write request: a transport failure after the request may have reached the agent
+    /// (by the error's kind, see [`net::may_have_been_sent`]) is an
+    /// [`WriteFailure::AnswerLost`]; everything else, error statuses included, is
+    /// returned as the agent answered or as [`WriteFailure::NotApplied`].
+    pub(crate) async fn write_request(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, WriteFailure> {
+        self.send(method, url, body, None)
+            .await
+            .map_err(|(e, sent)| {
+                if sent {
+                    WriteFailure::AnswerLost(e)
+                } else {
+                    WriteFailure::NotApplied(e)
+                }
+            })
+    }
+
+    /// [`Self::request`], the error with whether the request may have been sent.
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<Answer, (RegistryError, bool)> {
         let mut req = self.http.request(method, url.clone());
         if let Some(timeout) = timeout {
             req = req.timeout(timeout);
         }
         if let Some(token) = &self.token {
             let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
-                RegistryError::Invalid(
-                    "the Consul token contains characters not allowed in an HTTP header".into(),
+                (
+                    RegistryError::Invalid(
+                        "the Consul token contains characters not allowed in an HTTP header".into(),
+                    ),
+                    false,
                 )
             })?;
             value.set_sensitive(true);
@@ -463,10 +501,13 @@ impl ConsulClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e, url, timeout))?;
+        let failed = |e: &reqwest::Error| {
+            (
+                self.transport_error(e, url, timeout),
+                net::may_have_been_sent(e),
+            )
+        };
+        let mut resp = req.send().await.map_err(|e| failed(&e))?;
         let status = resp.status();
         let index = resp
             .headers()
@@ -481,10 +522,9 @@ impl ConsulClient {
         };
         let buf = match net::read_body(&mut resp, limit, truncate).await {
             Ok(buf) => buf,
-            Err(BodyError::TooLarge) => return Err(body_too_large(limit, url)),
-            Err(BodyError::Transport(e)) => {
-                return Err(self.transport_error(&e, url, timeout));
-            }
+            // The agent answered: whatever it did, it did.
+            Err(BodyError::TooLarge) => return Err((body_too_large(limit, url), true)),
+            Err(BodyError::Transport(e)) => return Err(failed(&e)),
         };
         Ok(Answer {
             status,
@@ -783,7 +823,10 @@ impl Registry for ConsulClient {
         };
         let cas = expected_index.to_string();
         let url = self.endpoint(&["v1", "config"], &[("cas", &cas)]);
-        let answer = self.request(Method::PUT, &url, Some(body), None).await?;
+        let answer = match self.write_request(Method::PUT, &url, Some(body)).await {
+            Ok(answer) => answer,
+            Err(failure) => return failure.into_outcome(),
+        };
         let (status, resp) = (answer.status, answer.body);
         if !status.is_success() {
             return Err(error_from_response(status.as_u16(), &resp));

@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::model::types::{DriverMarker, RegistrySnapshot, Split, SplitConfig};
 
-/// Result of a compare-and-set split write that reached the registry.
+/// Result of a compare-and-set split write that was sent to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
     /// The registry took the write.
@@ -25,6 +25,42 @@ pub enum WriteOutcome {
         /// snapshot shows it).
         theirs: Option<SplitConfig>,
     },
+    /// The write was sent but its answer was lost (connection reset after sending, no
+    /// answer in time, body broken): it may or may not have been applied. Re-read the
+    /// split once the registry answers again. (A write that never left — connection
+    /// refused — is an `Err` instead: certainly not applied.)
+    Unknown {
+        /// What went wrong, as the transport said it.
+        error: String,
+    },
+}
+
+/// How a write request failed: certainly not applied, or sent with its answer lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WriteFailure {
+    /// Not applied: it never reached the registry, or the registry refused it.
+    NotApplied(RegistryError),
+    /// It may have reached the registry; the answer was lost.
+    AnswerLost(RegistryError),
+}
+
+impl WriteFailure {
+    /// The error, whichever kind.
+    pub(crate) fn into_error(self) -> RegistryError {
+        match self {
+            Self::NotApplied(e) | Self::AnswerLost(e) => e,
+        }
+    }
+
+    /// The write's result: `Unknown` for a lost answer, the error otherwise.
+    pub(crate) fn into_outcome(self) -> Result<WriteOutcome, RegistryError> {
+        match self {
+            Self::NotApplied(e) => Err(e),
+            Self::AnswerLost(e) => Ok(WriteOutcome::Unknown {
+                error: e.to_string(),
+            }),
+        }
+    }
 }
 
 /// A claim on the advisory "who is driving" marker of one service, held while a plan runs.

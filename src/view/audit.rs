@@ -62,7 +62,9 @@ pub fn audit_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme)
                         let color = match r.outcome {
                             AuditOutcome::Applied => theme.success,
                             AuditOutcome::Superseded => theme.text_dim,
-                            AuditOutcome::Conflict | AuditOutcome::Refused => theme.lane_degraded,
+                            AuditOutcome::Conflict
+                            | AuditOutcome::Refused
+                            | AuditOutcome::Unknown => theme.lane_degraded,
                             AuditOutcome::Failed => theme.error,
                         };
                         ui.colored_label(color, r.outcome.as_str());

@@ -45,6 +45,7 @@ pub fn header_ui(
                     .strong(),
             );
             ui.label(format!("embedded, Consul API at {}", reg.address));
+            demo_registry_ui(ui, model, theme, commands);
         } else {
             ui.label(
                 RichText::new(" PRODUCTION ")
@@ -116,6 +117,60 @@ pub fn header_ui(
             }
         });
     });
+}
+
+/// Demo mode: stop the demo registry's server (an outage on purpose) or start it again.
+fn demo_registry_ui(ui: &mut Ui, model: &Model, theme: &Theme, commands: &mut Vec<Command>) {
+    let Some(running) = model.demo_registry_running else {
+        return;
+    };
+    if running {
+        if ui
+            .small_button("stop registry")
+            .on_hover_text(
+                "Kill the demo registry's server as if its process died (its state lives on): \
+                 the map keeps the last good data, drawn stale, and the dashboard retries",
+            )
+            .clicked()
+        {
+            commands.push(Command::DemoRegistry { running: false });
+        }
+    } else if ui
+        .small_button(RichText::new("registry stopped: start").color(theme.error))
+        .on_hover_text("Serve the demo registry again, on the same port")
+        .clicked()
+    {
+        commands.push(Command::DemoRegistry { running: true });
+    }
+}
+
+/// The registry's part of the status bar: fresh, or stale with the age of the last good
+/// data and the retries so far.
+#[must_use]
+pub fn registry_status_text(model: &Model, now: Instant) -> (bool, String) {
+    let reg = &model.registry_status;
+    let stale = reg.is_stale(now, model.registry_interval);
+    let retrying = match reg.consecutive_failures {
+        0 => String::new(),
+        1 => "; retrying (1 failed attempt)".to_owned(),
+        n => format!("; retrying ({n} failed attempts)"),
+    };
+    let text = match reg.age(now) {
+        None => format!("registry: no answer yet{retrying}"),
+        Some(age) if stale => format!(
+            "registry: STALE — showing the last good data from {}{retrying}",
+            fmt_age(Some(age))
+        ),
+        // A blocking query or watch answers only on change (or at its wait): say it is
+        // live and when it last spoke, so a quiet age does not read as a problem.
+        Some(age) if model.registry_interval > std::time::Duration::from_secs(2) => format!(
+            "registry: live (watching; last answer {}, next within {:.0} s)",
+            fmt_age(Some(age)),
+            model.registry_interval.as_secs_f64()
+        ),
+        Some(age) => format!("registry: ok {}", fmt_age(Some(age))),
+    };
+    (stale, text)
 }
 
 /// The config file's context in use; a picker when the file has others (choosing one
@@ -238,19 +293,7 @@ fn settings_ui(ui: &mut Ui, view: &mut ViewState) {
 pub fn status_ui(ui: &mut Ui, model: &Model, theme: &Theme, now: Instant) {
     ui.horizontal(|ui| {
         let reg = &model.registry_status;
-        let stale = reg.is_stale(now, model.registry_interval);
-        let reg_text = match reg.age(now) {
-            None => "registry: no answer yet".to_owned(),
-            Some(age) if stale => format!("registry: STALE, last answer {}", fmt_age(Some(age))),
-            // A blocking query or watch answers only on change (or at its wait): say it is
-            // live and when it last spoke, so a quiet age does not read as a problem.
-            Some(age) if model.registry_interval > std::time::Duration::from_secs(2) => format!(
-                "registry: live (watching; last answer {}, next within {:.0} s)",
-                fmt_age(Some(age)),
-                model.registry_interval.as_secs_f64()
-            ),
-            Some(age) => format!("registry: ok {}", fmt_age(Some(age))),
-        };
+        let (stale, reg_text) = registry_status_text(model, now);
         ui.colored_label(if stale { theme.error } else { theme.success }, reg_text);
         if let Some(e) = &reg.last_error {
             ui.colored_label(theme.error, e);

@@ -333,6 +333,15 @@ fn write_state_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, name: &str, 
         Some(WriteState::Failed { error, .. }) => {
             ui.colored_label(theme.error, format!("Write failed: {error}"));
         }
+        Some(WriteState::Unknown { split, error, .. }) => {
+            ui.colored_label(
+                theme.lane_degraded,
+                format!(
+                    "Outcome unknown: {} may or may not have been applied (the answer was lost: {error}) — re-read after the registry returns",
+                    split_text(split)
+                ),
+            );
+        }
         None => {}
     }
 }

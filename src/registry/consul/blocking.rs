@@ -31,6 +31,13 @@
 //! blocking again); an answer with the same index is "nothing new" (`Ok(None)` to the io
 //! layer). Failures back off exponentially with jitter ([`Backoff`], from the follow
 //! interval up to [`MAX_BACKOFF`]) and keep the index; a `400 Invalid index` resets it.
+//!
+//! Outage ([`is_outage`]: a transport failure — refused, reset, timed out): the
+//! first such failure aborts every other query, and from then on **one** probe at a time
+//! (a non-blocking read of the endpoint that failed) goes out, after [`FIRST_PROBE`],
+//! doubling with jitter up to [`MAX_BACKOFF`]; each failed probe is one error report. When
+//! a probe answers, every other endpoint is read once without blocking (indexes kept), so
+//! the data is current — and reported — one round trip after the agent's return.
 //! Two queries of one endpoint start at least the follow interval apart (our own rate
 //! limit; a query that blocked for that long goes again at once). The HTTP deadline of a
 //! blocking query is `wait + wait/16` plus the request timeout.
@@ -55,8 +62,13 @@ use crate::model::types::{
 };
 use crate::registry::{FollowContext, RegistryError, unit_random};
 
-/// Longest pause between retries of a failing query.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest pause between retries of a failing query (and between probes while the agent
+/// is unreachable): an agent that comes back is seen within about a second.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// First pause before probing an agent that just became unreachable (doubled per failed
+/// probe, with jitter, up to [`MAX_BACKOFF`]).
+pub const FIRST_PROBE: Duration = Duration::from_millis(100);
 
 /// How long a catalog change nobody can be blamed for waits for the checks query to
 /// explain it before every service is read again.
@@ -281,6 +293,9 @@ pub(crate) async fn follow_with<V: MeshView>(
     let mut last: Option<RegistrySnapshot> = None;
     let mut build_backoff = Backoff::new(gap, MAX_BACKOFF);
     let mut retry_build: Option<Instant> = None;
+    // While the agent is unreachable: the endpoint probed (the only query in flight).
+    let mut down: Option<usize> = None;
+    let mut probe_backoff = Backoff::new(FIRST_PROBE, MAX_BACKOFF);
     loop {
         let mut report_none = false;
         let mut errors: Vec<RegistryError> = Vec::new();
@@ -303,17 +318,22 @@ pub(crate) async fn follow_with<V: MeshView>(
                 dirty = false;
                 last = None;
                 retry_build = None;
+                down = None;
+                probe_backoff.reset();
                 for (i, spec) in specs.iter().enumerate() {
                     spawn_query(&mut set, client, spec, i, epoch, 0, Duration::ZERO);
                 }
                 continue;
             }
             () = ctx.refresh.notified() => {
-                // Read every endpoint once without blocking, keeping the indexes.
+                // Read every endpoint once without blocking, keeping the indexes (while
+                // the agent is unreachable: probe now, still one request).
                 epoch += 1;
                 set.abort_all();
                 for (i, spec) in specs.iter().enumerate() {
-                    spawn_query(&mut set, client, spec, i, epoch, 0, Duration::ZERO);
+                    if down.is_none_or(|d| d == i) {
+                        spawn_query(&mut set, client, spec, i, epoch, 0, Duration::ZERO);
+                    }
                 }
                 continue;
             }
@@ -327,41 +347,70 @@ pub(crate) async fn follow_with<V: MeshView>(
                 if ep != epoch {
                     continue;
                 }
-                let w = &mut watches[i];
-                w.last_start = Some(started);
-                let delay = match result {
-                    Ok(answer) => {
-                        w.backoff.reset();
-                        w.failing = false;
-                        match w.tracker.observe(answer.index) {
-                            IndexStep::Unchanged => report_none = true,
-                            IndexStep::Changed | IndexStep::Reset => {
-                                match view.update(i, answer.index, &answer.body) {
-                                    Ok(()) => {
-                                        w.loaded = true;
-                                        dirty = true;
-                                    }
-                                    Err(e) => {
-                                        w.failing = true;
-                                        errors.push(e);
+                if let Err(e) = &result
+                    && is_outage(e)
+                {
+                    if down.is_none() {
+                        // Stop everything else; from now on one probe at a time.
+                        epoch += 1;
+                        set.abort_all();
+                        down = Some(i);
+                        for w in &mut watches {
+                            w.failing = true;
+                        }
+                    }
+                    let probe = down.unwrap_or(i);
+                    if let Err(e) = result {
+                        errors.push(e);
+                    }
+                    let delay = probe_backoff.next_delay(unit_random());
+                    spawn_query(&mut set, client, &specs[probe], probe, epoch, 0, delay);
+                } else {
+                    if down.take().is_some() {
+                        // The agent is back: read every other endpoint once, at once.
+                        probe_backoff.reset();
+                        for (j, spec) in specs.iter().enumerate() {
+                            if j != i {
+                                spawn_query(&mut set, client, spec, j, epoch, 0, Duration::ZERO);
+                            }
+                        }
+                    }
+                    let w = &mut watches[i];
+                    w.last_start = Some(started);
+                    let delay = match result {
+                        Ok(answer) => {
+                            w.backoff.reset();
+                            w.failing = false;
+                            match w.tracker.observe(answer.index) {
+                                IndexStep::Unchanged => report_none = true,
+                                IndexStep::Changed | IndexStep::Reset => {
+                                    match view.update(i, answer.index, &answer.body) {
+                                        Ok(()) => {
+                                            w.loaded = true;
+                                            dirty = true;
+                                        }
+                                        Err(e) => {
+                                            w.failing = true;
+                                            errors.push(e);
+                                        }
                                     }
                                 }
                             }
+                            // Our own rate limit: starts at least `gap` apart.
+                            gap.saturating_sub(started.elapsed())
                         }
-                        // Our own rate limit: starts at least `gap` apart.
-                        gap.saturating_sub(started.elapsed())
-                    }
-                    Err(e) => {
-                        if is_invalid_index(&e) {
-                            w.tracker.reset();
+                        Err(e) => {
+                            if is_invalid_index(&e) {
+                                w.tracker.reset();
+                            }
+                            w.failing = true;
+                            errors.push(e);
+                            w.backoff.next_delay(unit_random())
                         }
-                        w.failing = true;
-                        errors.push(e);
-                        w.backoff.next_delay(unit_random())
-                    }
-                };
-                let index = w.tracker.index();
-                spawn_query(&mut set, client, &specs[i], i, epoch, index, delay);
+                    };
+                    let index = w.tracker.index();
+                    spawn_query(&mut set, client, &specs[i], i, epoch, index, delay);
+                }
             }
         }
         for e in errors {
@@ -409,6 +458,14 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether a failed query means the agent is unreachable: a transport failure (refused,
+/// reset, no answer in time). An agent that answers with an error (`500 No cluster
+/// leader`, 403) is reachable: that query backs off on its own and keeps its index.
+#[must_use]
+pub fn is_outage(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Transport { .. })
 }
 
 fn is_invalid_index(e: &RegistryError) -> bool {
@@ -784,6 +841,27 @@ mod tests {
         b.reset();
         assert_eq!(b.failures(), 0);
         assert!(b.next_delay(0.5) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn probes_start_fast_and_never_wait_more_than_a_second() {
+        let mut b = Backoff::new(FIRST_PROBE, MAX_BACKOFF);
+        let delays: Vec<Duration> = (0..20).map(|_| b.next_delay(0.999)).collect();
+        assert!(delays[0] <= Duration::from_millis(100), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(1)),
+            "{delays:?}"
+        );
+        assert!(delays[19] >= Duration::from_millis(990));
+        assert!(is_outage(&RegistryError::Transport {
+            message: "connection refused".into(),
+            url: "http://x".into(),
+        }));
+        assert!(!is_outage(&RegistryError::Http {
+            status: 500,
+            body: "No cluster leader".into(),
+            hint: None,
+        }));
     }
 
     #[test]

@@ -465,7 +465,21 @@ impl Registry for ConsulKvClient {
         let body = kv_split_body(service, split, stored_json.as_ref())?;
         let cas = expected_index.to_string();
         let url = self.key_url(&key, &[("cas", &cas)]);
-        let resp = self.consul.put_ok(&url, Some(body)).await?;
+        let answer = match self
+            .consul
+            .write_request(Method::PUT, &url, Some(body))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(failure) => return failure.into_outcome(),
+        };
+        if !answer.status.is_success() {
+            return Err(super::error_from_response(
+                answer.status.as_u16(),
+                &answer.body,
+            ));
+        }
+        let resp = answer.body;
         match serde_json::from_slice::<bool>(&resp) {
             Ok(true) => Ok(WriteOutcome::Applied),
             // Someone wrote between our read and our write: read theirs back.

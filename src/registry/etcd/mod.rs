@@ -50,8 +50,8 @@ use self::wire::{
 };
 use super::sdk::{Candidate, Registered, Registration, ServiceSdk};
 use super::{
-    DriverClaim, DriverLease, FollowContext, Registry, RegistryError, RegistryTarget, WriteOutcome,
-    marker_from_value, renew_interval,
+    DriverClaim, DriverLease, FollowContext, Registry, RegistryError, RegistryTarget, WriteFailure,
+    WriteOutcome, marker_from_value, renew_interval,
 };
 use crate::model::types::{
     DEFAULT_VERSION, DriverMarker, RegistryKind, RegistrySnapshot, Split, SplitConfig,
@@ -113,6 +113,10 @@ impl fmt::Debug for EtcdClient {
 enum SendError {
     /// Could not reach it (or it is not serving): try the next endpoint.
     Unreachable(RegistryError),
+    /// The request may have reached it, the answer was lost (reset after sending, no
+    /// answer in time, body broken; by the error's kind): handled as `Unreachable`, but a
+    /// write's outcome is unknown.
+    Lost(RegistryError),
     /// It answered with an error status.
     Status(u16, Vec<u8>),
 }
@@ -326,8 +330,14 @@ impl EtcdClient {
         } else {
             req.timeout(self.inner.request_timeout).send().await
         };
-        let mut resp =
-            sent.map_err(|e| SendError::Unreachable(self.transport_error(&e, index, path)))?;
+        let mut resp = sent.map_err(|e| {
+            let error = self.transport_error(&e, index, path);
+            if net::may_have_been_sent(&e) {
+                SendError::Lost(error)
+            } else {
+                SendError::Unreachable(error)
+            }
+        })?;
         let status = resp.status().as_u16();
         if status == 200 {
             return Ok(resp);
@@ -357,9 +367,10 @@ impl EtcdClient {
                     self.shown(index, path)
                 ))))
             }
-            Err(BodyError::Transport(e)) => Err(SendError::Unreachable(
-                self.transport_error(&e, index, path),
-            )),
+            // The member answered 200: the request was processed, the answer is lost.
+            Err(BodyError::Transport(e)) => {
+                Err(SendError::Lost(self.transport_error(&e, index, path)))
+            }
         }
     }
 
@@ -371,21 +382,35 @@ impl EtcdClient {
         body: &Value,
         stream: bool,
     ) -> Result<(usize, reqwest::Response), RegistryError> {
+        self.post_tracked(path, body, stream)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`Self::post`]; the error comes with whether the request may have reached a member
+    /// (then a write's outcome is unknown).
+    async fn post_tracked(
+        &self,
+        path: &str,
+        body: &Value,
+        stream: bool,
+    ) -> Result<(usize, reqwest::Response), (RegistryError, bool)> {
         let n = self.inner.endpoints.len();
         let start = self.inner.current.load(Ordering::Relaxed) % n;
         let mut last: Option<RegistryError> = None;
+        let mut maybe_sent = false;
         for step in 0..n {
             let index = (start + step) % n;
             let mut reauthenticated = false;
             loop {
                 let token = match self.token_for(index).await {
                     Ok(t) => t,
-                    Err(SendError::Unreachable(e)) => {
+                    Err(SendError::Unreachable(e) | SendError::Lost(e)) => {
                         last = Some(e);
                         break;
                     }
                     Err(SendError::Status(status, body)) => {
-                        return Err(self.auth_error(status, &body));
+                        return Err((self.auth_error(status, &body), maybe_sent));
                     }
                 };
                 match self
@@ -401,6 +426,12 @@ impl EtcdClient {
                         last = Some(e);
                         break;
                     }
+                    Err(SendError::Lost(e)) => {
+                        tracing::debug!("etcd: {e}");
+                        maybe_sent = true;
+                        last = Some(e);
+                        break;
+                    }
                     Err(SendError::Status(status, resp_body)) => {
                         let invalid_token = status == 401
                             || serde_json::from_slice::<ErrorBody>(&resp_body)
@@ -412,19 +443,20 @@ impl EtcdClient {
                             continue;
                         }
                         self.use_endpoint(index);
-                        return Err(error_from_response(status, &resp_body));
+                        return Err((error_from_response(status, &resp_body), maybe_sent));
                     }
                 }
             }
         }
         let last = last.unwrap_or_else(|| RegistryError::Invalid("no etcd endpoint".into()));
-        Err(match last {
+        let error = match last {
             RegistryError::Transport { message, url } if n > 1 => RegistryError::Transport {
                 message: format!("none of the {n} etcd endpoints answers; last: {message}"),
                 url,
             },
             other => other,
-        })
+        };
+        Err((error, maybe_sent))
     }
 
     /// A failed authenticate: the server's text, and a hint naming the user (never the
@@ -457,15 +489,39 @@ impl EtcdClient {
         body: &Value,
         what: &str,
     ) -> Result<T, RegistryError> {
-        let (index, resp) = self.post(path, body, false).await?;
+        self.call_tracked(path, body, what)
+            .await
+            .map_err(WriteFailure::into_error)
+    }
+
+    /// [`Self::call`] for a write: a request that may have reached a member without an
+    /// answer is [`WriteFailure::AnswerLost`].
+    async fn call_tracked<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+        what: &str,
+    ) -> Result<T, WriteFailure> {
+        let (index, resp) = self
+            .post_tracked(path, body, false)
+            .await
+            .map_err(|(e, lost)| {
+                if lost {
+                    WriteFailure::AnswerLost(e)
+                } else {
+                    WriteFailure::NotApplied(e)
+                }
+            })?;
         let bytes = self
             .read_unary(index, path, resp)
             .await
             .map_err(|e| match e {
-                SendError::Unreachable(e) => e,
-                SendError::Status(s, b) => error_from_response(s, &b),
+                SendError::Unreachable(e) => WriteFailure::NotApplied(e),
+                SendError::Lost(e) => WriteFailure::AnswerLost(e),
+                SendError::Status(s, b) => WriteFailure::NotApplied(error_from_response(s, &b)),
             })?;
-        decode(what, &bytes)
+        // Answered: a body that does not decode is not a lost answer.
+        decode(what, &bytes).map_err(WriteFailure::NotApplied)
     }
 
     /// The prefixes read and watched: [`PREFIXES`], without the markers' when the user
@@ -513,7 +569,7 @@ impl EtcdClient {
     async fn status_at(&self, index: usize) -> Result<StatusResponse, RegistryError> {
         let path = "/v3/maintenance/status";
         let unwrap = |e: SendError| match e {
-            SendError::Unreachable(e) => e,
+            SendError::Unreachable(e) | SendError::Lost(e) => e,
             SendError::Status(s, b) => error_from_response(s, &b),
         };
         let resp = self
@@ -627,7 +683,17 @@ impl Registry for EtcdClient {
         check_service_name(service).map_err(RegistryError::Invalid)?;
         let key = split_key(service);
         let value = encode_split(service, split).map_err(RegistryError::Invalid)?;
-        let txn = self.txn(&txn_cas_put(&key, &value, expected_index)).await?;
+        let txn: TxnResponse = match self
+            .call_tracked(
+                "/v3/kv/txn",
+                &txn_cas_put(&key, &value, expected_index),
+                "txn",
+            )
+            .await
+        {
+            Ok(txn) => txn,
+            Err(failure) => return failure.into_outcome(),
+        };
         if txn.succeeded {
             return Ok(WriteOutcome::Applied);
         }

@@ -39,8 +39,9 @@ use crate::registry::{FollowContext, RegistryError, unit_random};
 
 /// Events arriving within this time after one another give one snapshot.
 pub const FLUSH_DELAY: Duration = Duration::from_millis(20);
-/// Longest wait between two reconnection attempts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Longest wait between two reconnection attempts: a member that comes back is seen
+/// within about a second (each attempt is one request: the first watch of the reopen).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// First wait after a failed reconnection (doubled each time, with jitter).
 pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// A stream that lived this long resets the backoff when it breaks.
