@@ -422,13 +422,18 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         for key in forget {
             placement.forget(&key);
         }
+        let expanded = if grouped {
+            view.groups.expanded.len()
+        } else {
+            0
+        };
         let rt = &mut view.map_runtime;
-        let joined = model.services.len() > rt.services_seen;
-        rt.services_seen = model.services.len();
-        if (!was_settled && settled) || (moved && joined && rt.camera_fitted) {
-            // The first roads just laid the map out, or a service joined a map the operator
-            // has not panned or zoomed since its fit: fit it (again). Expanding a group
-            // moves nobody.
+        let expanding = expanded != rt.expanded_seen;
+        rt.expanded_seen = expanded;
+        if (!was_settled && settled) || (moved && !expanding && rt.camera_fitted) {
+            // The first roads just laid the map out, or stations joined or took their
+            // place on a map the operator has not panned or zoomed since its fit: fit it
+            // (again). Expanding a group moves nobody.
             *world_camera_mut(view, grouped) = None;
         }
     }

@@ -172,8 +172,8 @@ pub struct MapRuntime {
     pub particle_len: f32,
     /// The camera is a fit the operator has not moved since (new stations refit it).
     pub camera_fitted: bool,
-    /// How many services the model had last frame (a new one may refit the camera).
-    pub services_seen: usize,
+    /// How many groups were expanded last frame (an expansion never refits the camera).
+    pub expanded_seen: usize,
 }
 
 impl MapRuntime {
