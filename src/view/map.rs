@@ -23,7 +23,7 @@ use super::paint::MeshPainter;
 use super::roads::{self, Geom, Hit, RoadView};
 use super::stations::{self, Lod, NodeLook, NodeStats};
 use super::theme::Theme;
-use super::{Camera, ViewState};
+use super::{Camera, CameraBy, ViewState};
 use crate::model::filter::Filter;
 use crate::model::types::LaneKey;
 use crate::model::{LaneState, Model};
@@ -430,7 +430,7 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         let rt = &mut view.map_runtime;
         let expanding = expanded != rt.expanded_seen;
         rt.expanded_seen = expanded;
-        if (!was_settled && settled) || (moved && !expanding && rt.camera_fitted) {
+        if (!was_settled && settled) || (moved && !expanding && rt.camera_by == CameraBy::Fit) {
             // The first roads just laid the map out, or stations joined or took their
             // place on a map the operator has not panned or zoomed since its fit: fit it
             // (again). Expanding a group moves nobody.
@@ -485,7 +485,7 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
             .fold(Rect::NOTHING, Rect::union)
     };
     if world_camera(view, grouped).is_none() {
-        view.map_runtime.camera_fitted = true;
+        view.map_runtime.camera_by = CameraBy::Fit;
     }
     let mut cam = world_camera(view, grouped).unwrap_or_else(|| {
         let all = drawn_bounds(&|_| true);
@@ -528,11 +528,11 @@ pub fn map_ui(ui: &mut Ui, model: &Model, view: &mut ViewState, theme: &Theme, n
         let factor = pinch * (scroll / 400.0).exp();
         if (factor - 1.0).abs() > 1e-4 {
             cam = zoom_at(cam, rect, p, factor);
-            view.map_runtime.camera_fitted = false;
+            view.map_runtime.camera_by = CameraBy::Operator;
         }
     }
     if bg.dragged() {
-        view.map_runtime.camera_fitted = false;
+        view.map_runtime.camera_by = CameraBy::Operator;
         let d = bg.drag_delta();
         cam.offset[0] += d.x;
         cam.offset[1] += d.y;

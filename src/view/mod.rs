@@ -170,10 +170,21 @@ pub struct MapRuntime {
     pub focus_changed: bool,
     /// Screen length of the lanes that could carry particles last frame (points).
     pub particle_len: f32,
-    /// The camera is a fit the operator has not moved since (new stations refit it).
-    pub camera_fitted: bool,
+    /// Who placed the camera last: a fit the operator has not moved since is refitted when
+    /// stations join.
+    pub camera_by: CameraBy,
     /// How many groups were expanded last frame (an expansion never refits the camera).
     pub expanded_seen: usize,
+}
+
+/// Who placed the map's camera last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CameraBy {
+    /// The operator panned or zoomed (or a restored view).
+    #[default]
+    Operator,
+    /// A fit.
+    Fit,
 }
 
 impl MapRuntime {
