@@ -4,6 +4,7 @@
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod fuzzing;
 pub mod io;
 pub mod launch;
 pub mod metrics;

@@ -236,6 +236,7 @@ fn identity_v1_t0_whole_struct() {
     let mut buckets: Vec<(f64, u64)> = les.into_iter().zip(counts).collect();
     buckets.push((f64::INFINITY, 1_184_230));
     let want = ClusterCounters {
+        bad_values: 0,
         id,
         rq_total: 1_184_233,
         rq_completed: 1_184_230,

@@ -775,11 +775,11 @@ impl RegistryState {
                 )));
             }
         }
-        let sum: u32 = sp.splits.iter().map(|s| s.weight).sum();
+        let sum: u64 = sp.splits.iter().map(|s| u64::from(s.weight)).sum();
         if sum != 10_000 {
             return Err(ApiError::invalid(format!(
                 "the sum of all split weights must be 100, not {:.6}",
-                f64::from(sum) / 100.0
+                sum as f64 / 100.0
             )));
         }
         let protocol = self.protocol_of(&sp.name);

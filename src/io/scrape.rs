@@ -232,9 +232,12 @@ fn interval_of(rate_per_sec: f64) -> Duration {
     Duration::from_millis(stepped.max(1)).min(MAX_INTERVAL)
 }
 
-/// What the host-list fetch of one sidecar remembers between scrapes.
+/// What the scrape of one sidecar (its host-list fetch above all) remembers between scrapes.
 #[derive(Debug, Clone, Default)]
 struct ClustersMemo {
+    /// Whether this sidecar's lies (repeated series, counter values that are not counters)
+    /// were logged already: once per sidecar, not once per scrape.
+    lies_logged: bool,
     /// Membership / ejection gauges at the last good fetch.
     signature: Option<u64>,
     /// When the last good fetch was made.
@@ -855,8 +858,22 @@ async fn scrape_once(
             .map_err(|e| format!("bad stats body: {e} ({})", strip_userinfo(&url))),
         Err(e) => Err(e.to_string()),
     };
-    if let Err(e) = &result {
-        tracing::debug!("scrape failed: {e}");
+    match &result {
+        Err(e) => tracing::debug!("scrape failed: {e}"),
+        Ok(scrape) if !clusters.lies_logged => {
+            let bad: u32 = scrape.clusters.iter().map(|c| c.bad_values).sum();
+            if scrape.duplicate_series > 0 || bad > 0 {
+                clusters.lies_logged = true;
+                tracing::warn!(
+                    "sidecar {}: {} repeated series (the first of each counts), {bad} counter \
+                     values that are not counters (NaN, negative, infinite or too large: those \
+                     windows are gaps); logged once for this sidecar",
+                    strip_userinfo(&url),
+                    scrape.duplicate_series
+                );
+            }
+        }
+        Ok(_) => {}
     }
     let ok = result.is_ok();
     let signature = result.as_ref().ok().map(membership_signature);

@@ -2,7 +2,10 @@
 //!
 //! A window is the difference between two cumulative scrapes of the same cluster of the same
 //! sidecar. A counter that went down (Envoy restarted, `/reset_counters`) makes the window a
-//! gap (`None`), never a negative rate. Windows of several sidecars of the same caller are
+//! gap (`None`), never a negative rate; so does a scrape with a counter value that cannot be
+//! a counter ([`ClusterCounters::bad_values`]). Latency buckets that contradict each other
+//! (one went down or vanished while the counters did not) leave the rates alone and make
+//! the window's percentiles unknown ([`LaneWindow::latency_unknown`]). Windows of several sidecars of the same caller are
 //! merged (deltas and rates added, buckets added per `le`) before percentiles are computed:
 //! percentiles are never averaged.
 
@@ -30,6 +33,9 @@ pub struct LaneWindow {
     pub buckets: Vec<(f64, f64)>,
     /// Breaker state at the end of the window, worst over the merged sidecars.
     pub breaker: BreakerState,
+    /// The latency histogram of a merged sidecar contradicted itself between the two
+    /// scrapes: the percentiles of this window are unknown (not computed from the others).
+    pub latency_unknown: bool,
 }
 
 /// Stats of a lane over one window, as shown on the map and in `snapshot --json`.
@@ -98,7 +104,7 @@ fn bucket_deltas(a: &[(f64, u64)], b: &[(f64, u64)]) -> Option<Vec<(f64, f64)>> 
 /// missing from `a` (Envoy's `usedonly`) can be passed as zero counters.
 #[must_use]
 pub fn window(a: &ClusterCounters, b: &ClusterCounters, dt_secs: f64) -> Option<LaneWindow> {
-    if !(dt_secs.is_finite() && dt_secs > 0.0) {
+    if !(dt_secs.is_finite() && dt_secs > 0.0) || a.bad_values > 0 || b.bad_values > 0 {
         return None;
     }
     let completed = delta(a.rq_completed, b.rq_completed)?;
@@ -110,7 +116,8 @@ pub fn window(a: &ClusterCounters, b: &ClusterCounters, dt_secs: f64) -> Option<
     for ((d, &xa), &xb) in xx.iter_mut().zip(&a.rq_xx).zip(&b.rq_xx) {
         *d = delta(xa, xb)? as f64;
     }
-    let buckets = bucket_deltas(&a.rq_time.buckets, &b.rq_time.buckets)?;
+    let buckets = bucket_deltas(&a.rq_time.buckets, &b.rq_time.buckets);
+    let latency_unknown = buckets.is_none();
     let overflow = pending_overflow.saturating_add(cx_overflow);
     Some(LaneWindow {
         rps_completed: completed as f64 / dt_secs,
@@ -119,8 +126,9 @@ pub fn window(a: &ClusterCounters, b: &ClusterCounters, dt_secs: f64) -> Option<
         xx,
         pending_overflow_per_s: pending_overflow as f64 / dt_secs,
         overflow: overflow as f64,
-        buckets,
+        buckets: buckets.unwrap_or_default(),
         breaker: breaker_state(b, overflow > 0),
+        latency_unknown,
     })
 }
 
@@ -243,6 +251,7 @@ impl LaneWindow {
             self.buckets = merge_buckets(&self.buckets, &other.buckets);
         }
         self.breaker = self.breaker.worst(other.breaker);
+        self.latency_unknown |= other.latency_unknown;
     }
 
     /// Adds the window between cluster scrapes `a` and `b` exactly as
@@ -255,7 +264,7 @@ impl LaneWindow {
         b: &ClusterCounters,
         dt_secs: f64,
     ) -> MergeOutcome {
-        if !(dt_secs.is_finite() && dt_secs > 0.0) {
+        if !(dt_secs.is_finite() && dt_secs > 0.0) || a.bad_values > 0 || b.bad_values > 0 {
             return MergeOutcome::NoWindow;
         }
         let (Some(completed), Some(total), Some(pending_overflow), Some(cx_overflow), Some(_)) = (
@@ -277,9 +286,9 @@ impl LaneWindow {
         let (ab, bb) = (&a.rq_time.buckets, &b.rq_time.buckets);
         let ascending = |v: &[(f64, u64)]| v.windows(2).all(|w| w[0].0 < w[1].0);
         if bb.is_empty() {
-            // `bucket_deltas`: a non-empty bucket that vanished is a reset.
+            // `bucket_deltas`: a non-empty bucket that vanished contradicts the histogram.
             if ab.iter().any(|&(_, n)| n > 0) {
-                return MergeOutcome::NoWindow;
+                return MergeOutcome::Slow;
             }
         } else {
             let same_as_b = |v: &[(f64, u64)]| {
@@ -296,7 +305,7 @@ impl LaneWindow {
                 return MergeOutcome::Slow;
             }
             if ab.iter().zip(bb.iter()).any(|(x, y)| y.1 < x.1) {
-                return MergeOutcome::NoWindow;
+                return MergeOutcome::Slow;
             }
             for (i, (mine, y)) in self.buckets.iter_mut().zip(bb.iter()).enumerate() {
                 let earlier = ab.get(i).map_or(0, |x| x.1);
@@ -322,12 +331,19 @@ impl LaneWindow {
     pub fn stats(&self) -> WindowStats {
         let answered: f64 = self.xx.iter().sum();
         let err5xx_ratio = (answered > 0.0).then(|| self.xx[4] / answered);
+        let quantile = |q| {
+            if self.latency_unknown {
+                None
+            } else {
+                quantile_ms(&self.buckets, q)
+            }
+        };
         WindowStats {
             rps: self.rps_completed,
             err5xx_ratio,
-            p50_ms: quantile_ms(&self.buckets, 0.5),
-            p95_ms: quantile_ms(&self.buckets, 0.95),
-            p99_ms: quantile_ms(&self.buckets, 0.99),
+            p50_ms: quantile(0.5),
+            p95_ms: quantile(0.95),
+            p99_ms: quantile(0.99),
             breaker: self.breaker,
         }
     }
@@ -511,12 +527,36 @@ mod tests {
         let mut cx_before = a.clone();
         cx_before.cx_overflow = 1;
         assert_eq!(window(&cx_before, &a, 10.0), None);
+        // A latency bucket that went down or vanished while the counters did not: rates
+        // stay, percentiles are unknown.
         let mut bucket_down = a.clone();
         bucket_down.rq_time.buckets[0].1 -= 1;
-        assert_eq!(window(&a, &bucket_down, 10.0), None);
         let mut bucket_gone = a.clone();
         bucket_gone.rq_time.buckets.remove(0);
-        assert_eq!(window(&a, &bucket_gone, 10.0), None);
+        for lying in [&bucket_down, &bucket_gone] {
+            let w = window(&a, lying, 10.0).unwrap();
+            assert!(w.latency_unknown);
+            assert_eq!(w.stats().p50_ms, None);
+            assert_eq!(w.stats().rps, 0.0);
+            let mut merged = window(&counters(0, [0, 0, 0], 0), &a, 10.0).unwrap();
+            assert!(merged.stats().p50_ms.is_some());
+            assert_eq!(merged.merge_window(&a, lying, 10.0), MergeOutcome::Slow);
+            merged.merge(&w);
+            assert_eq!(
+                merged.stats().p50_ms,
+                None,
+                "one lying sidecar: lane percentiles unknown"
+            );
+        }
+        // A counter value that could not be a counter: a gap.
+        let mut bad = a.clone();
+        bad.bad_values = 1;
+        assert_eq!(window(&a, &bad, 10.0), None);
+        assert_eq!(window(&bad, &a, 10.0), None);
+        assert_eq!(
+            LaneWindow::default().merge_window(&a, &bad, 10.0),
+            MergeOutcome::NoWindow
+        );
         let mut count_down = a.clone();
         count_down.rq_time.count -= 1;
         assert_eq!(window(&a, &count_down, 10.0), None);
@@ -626,10 +666,12 @@ mod tests {
         let mut new_b = counters(10, [10, 10, 10], 0);
         new_b.id = id("b");
         let a = SidecarScrape {
+            duplicate_series: 0,
             clusters: vec![old],
             uptime_secs: Some(100.0),
         };
         let mut b = SidecarScrape {
+            duplicate_series: 0,
             clusters: vec![new_a, new_b],
             uptime_secs: Some(110.0),
         };

@@ -80,6 +80,10 @@ pub struct ClusterCounters {
     pub cb_rq_pending_open: u64,
     /// `envoy_cluster_circuit_breakers_default_cx_open` (0/1).
     pub cb_cx_open: u64,
+    /// Samples of a counter of this cluster (requests, classes, overflows, latency buckets
+    /// and count) whose value cannot be a counter: `NaN`, infinite, negative, or beyond
+    /// `u64`. Their counter is unknown, so every window touching this scrape is a gap.
+    pub bad_values: u32,
 }
 
 /// One parsed scrape of one sidecar's `/stats/prometheus`.
@@ -89,6 +93,9 @@ pub struct SidecarScrape {
     pub clusters: Vec<ClusterCounters>,
     /// `envoy_server_uptime` in seconds, when present (a decrease means a restart).
     pub uptime_secs: Option<f64>,
+    /// Series written twice with the same name and the same label set (in any order): the
+    /// first one counts, the repeats are counted here (the scraper logs them once).
+    pub duplicate_series: u32,
 }
 
 impl SidecarScrape {

@@ -23,12 +23,24 @@
 //!   samples, the body is rejected with the first malformed line. Lines of families the
 //!   dashboard does not use are only checked for a metric name followed by `{` or a blank.
 //!
-//! # Values
+//! # Values (a sidecar can lie; none of it may reach the screen as a number)
 //!
-//! Counters and gauges are `u64`. A sample whose value is `NaN`, infinite or negative is
-//! skipped (its series counts as absent); a finite value beyond `u64::MAX` saturates; a
-//! fractional value is truncated. A histogram bucket with a `NaN` `le` is skipped. Series that
-//! fold into the same [`ClusterId`] are added (saturating).
+//! Counters and gauges are `u64`; a fractional value is truncated.
+//!
+//! - A **counter** sample (requests, response classes, overflows, latency buckets and count)
+//!   whose value is `NaN`, infinite, negative or beyond `u64::MAX` cannot be a counter: it
+//!   is counted in [`ClusterCounters::bad_values`], and every window touching that scrape is
+//!   a gap (`derive::window`), not a rate computed from a made-up value.
+//! - A **gauge** sample (membership, ejections, breaker gauges) with such a value is
+//!   skipped: the gauge counts as absent. A bad `_sum` or uptime is skipped (neither makes
+//!   a rate).
+//! - A latency bucket whose `le` is `NaN` or negative is skipped (no latency is below 0);
+//!   `le="-0"` is 0.
+//! - A series written twice (same name, same labels in any order) counts once: the first
+//!   one wins and the repeat is counted in [`SidecarScrape::duplicate_series`]. Different
+//!   series that fold into the same [`ClusterId`] (labels the dashboard does not key on)
+//!   are added (saturating).
+//! - Labels are found by name, in any order.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -50,7 +62,7 @@ pub enum StatsError {
 
 /// Parses an Envoy `/stats/prometheus` body (see the module docs for what is an error).
 pub fn parse_envoy_stats(text: &str) -> Result<SidecarScrape, StatsError> {
-    let mut folder = Folder::default();
+    let mut folder = Folder::new(text);
     let mut samples = 0usize;
     let mut bad = 0usize;
     let mut first_bad: Option<(usize, &'static str, &str)> = None;
@@ -61,7 +73,7 @@ pub fn parse_envoy_stats(text: &str) -> Result<SidecarScrape, StatsError> {
             continue;
         }
         let outcome = if samples == 0 && bad == 0 {
-            parse_sample(line).and_then(|sample| folder.fold(&sample))
+            parse_sample(line).and_then(|sample| folder.fold(&sample, line))
         } else {
             folder.line(line)
         };
@@ -209,6 +221,9 @@ enum Number {
     Float(f64),
 }
 
+/// 2^64: the first `f64` beyond `u64::MAX`.
+const U64_END: f64 = 18_446_744_073_709_551_616.0;
+
 impl Number {
     fn parse(token: &str) -> Option<Self> {
         if !token.is_empty()
@@ -220,12 +235,12 @@ impl Number {
         token.parse::<f64>().ok().map(Self::Float)
     }
 
-    /// As a counter or gauge: `None` for `NaN`, infinities and negatives.
+    /// As a counter or gauge: `None` for `NaN`, infinities, negatives and values beyond
+    /// `u64::MAX`; fractions are truncated.
     fn count(self) -> Option<u64> {
         match self {
             Self::Int(n) => Some(n),
-            // `as` saturates at u64::MAX and truncates fractions.
-            Self::Float(f) if f.is_finite() && f >= 0.0 => Some(f as u64),
+            Self::Float(f) if (0.0..U64_END).contains(&f) => Some(f as u64),
             Self::Float(_) => None,
         }
     }
@@ -329,13 +344,41 @@ fn label_value(line: &str, start: usize) -> Result<(Cow<'_, str>, usize), &'stat
 
 /// Parses one non-blank, non-comment line completely.
 fn parse_sample(line: &str) -> Result<Sample<'_>, &'static str> {
+    let mut labels = Labels::default();
+    let (name, value) = parse_line_with(line, |name, value| labels.set(name, value))?;
+    Ok(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// A line's labels as a set: sorted `(name, value)` pairs, empty values left out (an empty
+/// value is an absent label). `None` when the line does not parse.
+fn label_set(line: &str) -> Option<Vec<(&str, Cow<'_, str>)>> {
+    let mut set = Vec::new();
+    parse_line_with(line, |name, value| {
+        if !value.is_empty() {
+            set.push((name, value));
+        }
+    })
+    .ok()?;
+    set.sort_unstable();
+    Some(set)
+}
+
+/// Parses one non-blank, non-comment line completely: its metric name and value; each
+/// label goes to `label`, in the order written.
+fn parse_line_with<'a>(
+    line: &'a str,
+    mut label: impl FnMut(&'a str, Cow<'a, str>),
+) -> Result<(&'a str, Number), &'static str> {
     let bytes = line.as_bytes();
     let name_end = metric_name_end(bytes);
     if name_end == 0 {
         return Err("expected a metric name");
     }
     let name = line.get(..name_end).ok_or("expected a metric name")?;
-    let mut labels = Labels::default();
     let mut i = skip_blanks(bytes, name_end);
 
     if bytes.get(i) == Some(&b'{') {
@@ -350,7 +393,7 @@ fn parse_sample(line: &str) -> Result<Sample<'_>, &'static str> {
             if label_end == i {
                 return Err("expected a label name or `}`");
             }
-            let label = line.get(i..label_end).ok_or("expected a label name")?;
+            let label_name = line.get(i..label_end).ok_or("expected a label name")?;
             i = skip_blanks(bytes, label_end);
             if bytes.get(i) != Some(&b'=') {
                 return Err("expected `=` after a label name");
@@ -360,7 +403,7 @@ fn parse_sample(line: &str) -> Result<Sample<'_>, &'static str> {
                 return Err("expected a quoted label value");
             }
             let (value, after) = label_value(line, i + 1)?;
-            labels.set(label, value);
+            label(label_name, value);
             i = skip_blanks(bytes, after);
             match bytes.get(i) {
                 Some(b',') => i += 1,
@@ -388,20 +431,76 @@ fn parse_sample(line: &str) -> Result<Sample<'_>, &'static str> {
     if tokens.next().is_some() {
         return Err("unexpected text after the timestamp");
     }
-    Ok(Sample {
-        name,
-        labels,
-        value,
-    })
+    Ok((name, value))
 }
 
 /// Up to this many clusters, a sample's cluster is found by a scan, not a hash lookup.
 const SCAN_CLUSTERS: usize = 16;
 
-/// Accumulates clusters while the body is read.
+/// Series slots of one cluster that are not latency buckets: one per family, one per
+/// response class.
+const FIXED_SLOTS: usize = 17;
+
+/// Where each series of one cluster was first written: a line start in the body + 1
+/// (0: not yet), to tell a repeated series from a different one folding into the same slot.
 #[derive(Debug, Default)]
-struct Folder {
+struct FirstLines {
+    fixed: [usize; FIXED_SLOTS],
+    /// Parallel to the cluster's `rq_time.buckets` (in the order they were pushed).
+    buckets: Vec<usize>,
+}
+
+/// The slot of a family that is not a latency bucket (`class`: response class index).
+fn fixed_slot(family: Family, class: usize) -> usize {
+    match family {
+        Family::RqTotal => 0,
+        Family::RqCompleted => 1,
+        Family::RqXx => 2 + class.min(4),
+        Family::RqPendingOverflow => 7,
+        Family::CxOverflow => 8,
+        Family::RqTimeSum => 9,
+        Family::RqTimeCount => 10,
+        Family::MembershipHealthy => 11,
+        Family::MembershipTotal => 12,
+        Family::EjectionsActive => 13,
+        Family::CbRqOpen => 14,
+        Family::CbRqPendingOpen => 15,
+        Family::CbCxOpen | Family::RqTimeBucket | Family::Uptime => 16,
+    }
+}
+
+/// Whether `line` (a slice of `text`) repeats the series first written at `first` (a line
+/// start in `text` + 1, see [`FirstLines`]): same name, same label set. Records `line` as the
+/// first when `first` is 0. Only called for samples of one slot, so a repeat is rare and
+/// checked in full.
+fn repeats(text: &str, first: &mut usize, line: &str) -> bool {
+    let start = (line.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    if *first == 0 {
+        *first = start.saturating_add(1);
+        return false;
+    }
+    let Some(rest) = text.get(*first - 1..) else {
+        return false;
+    };
+    let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+    let Some(earlier) = rest.get(..end) else {
+        return false;
+    };
+    let earlier = earlier.trim_ascii();
+    earlier.get(..metric_name_end(earlier.as_bytes()))
+        == line.get(..metric_name_end(line.as_bytes()))
+        && label_set(earlier).is_some_and(|a| label_set(line).is_some_and(|b| a == b))
+}
+
+/// Accumulates clusters while the body is read.
+#[derive(Debug)]
+struct Folder<'t> {
+    /// The whole body (lines are located in it by offset).
+    text: &'t str,
     clusters: Vec<ClusterCounters>,
+    /// Parallel to `clusters`.
+    first_lines: Vec<FirstLines>,
+    duplicates: u32,
     index: HashMap<ClusterId, usize>,
     /// Reused lookup key (keeps its capacity: no allocation per sample).
     scratch: ClusterId,
@@ -414,7 +513,20 @@ fn id_is(id: &ClusterId, source: &str, service: &str, subset: &str) -> bool {
     id.service == service && id.subset == subset && id.source == source
 }
 
-impl Folder {
+impl<'t> Folder<'t> {
+    fn new(text: &'t str) -> Self {
+        Self {
+            text,
+            clusters: Vec::new(),
+            first_lines: Vec::new(),
+            duplicates: 0,
+            index: HashMap::new(),
+            scratch: ClusterId::default(),
+            last: None,
+            uptime_secs: None,
+        }
+    }
+
     /// A line after the first: cheap check, full parse only for the families we fold.
     fn line(&mut self, line: &str) -> Result<(), &'static str> {
         let bytes = line.as_bytes();
@@ -431,11 +543,12 @@ impl Folder {
             return Ok(());
         }
         let sample = parse_sample(line)?;
-        self.fold(&sample)
+        self.fold(&sample, line)
     }
 
-    /// Adds one sample to its cluster (or ignores it when its family is not needed).
-    fn fold(&mut self, sample: &Sample<'_>) -> Result<(), &'static str> {
+    /// Adds one sample (parsed from `line`, a slice of the body) to its cluster, or ignores
+    /// it when its family is not needed.
+    fn fold(&mut self, sample: &Sample<'_>, line: &str) -> Result<(), &'static str> {
         let Some(family) = family(sample.name) else {
             return Ok(());
         };
@@ -487,26 +600,61 @@ impl Folder {
             let Ok(le) = le.parse::<f64>() else {
                 return Err("`le` is not a number");
             };
-            if le.is_nan() {
+            // No latency is below 0 ms; `+ 0.0` makes `-0` the bucket `0`.
+            if le.is_nan() || le < 0.0 {
                 return Ok(());
             }
-            le
+            le + 0.0
         } else {
             0.0
         };
 
         let idx = self.cluster_index(source, service, subset);
-        let Some(c) = self.clusters.get_mut(idx) else {
+        let (Some(c), Some(lines)) = (self.clusters.get_mut(idx), self.first_lines.get_mut(idx))
+        else {
             return Ok(());
         };
+        // The slot's first line; a latency bucket is created (count 0) when new, in both
+        // parallel vectors.
+        let first = if family == Family::RqTimeBucket {
+            let buckets = &mut c.rq_time.buckets;
+            // Envoy writes a cluster's buckets in order: usually a push.
+            let at = if let Some(at) = buckets.iter().rposition(|b| b.0.total_cmp(&le).is_eq()) {
+                at
+            } else {
+                buckets.push((le, 0));
+                lines.buckets.push(0);
+                buckets.len() - 1
+            };
+            lines.buckets.get_mut(at)
+        } else {
+            lines.fixed.get_mut(fixed_slot(family, class))
+        };
+        // A repeated series counts once (the first wins).
+        if first.is_some_and(|first| repeats(self.text, first, line)) {
+            self.duplicates = self.duplicates.saturating_add(1);
+            return Ok(());
+        }
         if family == Family::RqTimeSum {
             let sum = sample.value.float();
-            if sum.is_finite() {
+            if sum.is_finite() && sum >= 0.0 {
                 c.rq_time.sum += sum;
             }
             return Ok(());
         }
         let Some(n) = sample.value.count() else {
+            let gauge = matches!(
+                family,
+                Family::MembershipHealthy
+                    | Family::MembershipTotal
+                    | Family::EjectionsActive
+                    | Family::CbRqOpen
+                    | Family::CbRqPendingOpen
+                    | Family::CbCxOpen
+            );
+            if !gauge {
+                c.bad_values = c.bad_values.saturating_add(1);
+            }
             return Ok(());
         };
         let add = |slot: &mut u64| *slot = slot.saturating_add(n);
@@ -529,13 +677,14 @@ impl Folder {
             Family::CbRqPendingOpen => add(&mut c.cb_rq_pending_open),
             Family::CbCxOpen => add(&mut c.cb_cx_open),
             Family::RqTimeBucket => {
-                let buckets = &mut c.rq_time.buckets;
-                let same = |b: &&mut (f64, u64)| b.0.total_cmp(&le).is_eq();
-                // Envoy writes a cluster's buckets in order: usually a push.
-                if let Some(bucket) = buckets.iter_mut().rev().find(same) {
+                if let Some(bucket) = c
+                    .rq_time
+                    .buckets
+                    .iter_mut()
+                    .rev()
+                    .find(|b| b.0.total_cmp(&le).is_eq())
+                {
                     bucket.1 = bucket.1.saturating_add(n);
-                } else {
-                    buckets.push((le, n));
                 }
             }
             Family::RqTimeSum | Family::Uptime => {}
@@ -575,6 +724,7 @@ impl Folder {
                 id: self.scratch.clone(),
                 ..ClusterCounters::default()
             });
+            self.first_lines.push(FirstLines::default());
             self.index.insert(self.scratch.clone(), idx);
             idx
         };
@@ -590,6 +740,7 @@ impl Folder {
         SidecarScrape {
             clusters: self.clusters,
             uptime_secs: self.uptime_secs,
+            duplicate_series: self.duplicates,
         }
     }
 }
@@ -709,15 +860,18 @@ mod tests {
         );
         assert!((c.rq_time.sum - 12.25).abs() < 1e-12);
         assert_eq!(c.rq_time.count, 9);
-        // NaN / negative counters are skipped; huge ones saturate; fractions truncate.
+        // NaN / infinite / negative / beyond-u64 counters are bad values (the cluster's
+        // windows are gaps); such gauges are absent; fractions truncate; u64::MAX is a u64.
         assert_eq!(c.rq_completed, 0);
         assert_eq!(c.rq_total, 0);
         assert_eq!(c.rq_pending_overflow, 0);
-        assert_eq!(c.cx_overflow, u64::MAX);
-        assert_eq!(c.membership_total, Some(u64::MAX));
+        assert_eq!(c.cx_overflow, 0);
+        assert_eq!(c.bad_values, 4);
+        assert_eq!(c.membership_total, None);
         assert_eq!(c.membership_healthy, Some(2));
         assert_eq!(c.rq_xx, [0, 0, 0, 0, u64::MAX]);
         assert_eq!(c.ejections_active, None);
+        assert_eq!(s.duplicate_series, 0);
     }
 
     #[test]

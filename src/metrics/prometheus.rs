@@ -605,6 +605,7 @@ pub fn assemble(
                     BreakerState::Closed
                 };
                 LaneWindow {
+                    latency_unknown: false,
                     rps_completed: completed,
                     rps_upstream_total: acc.upstream_total,
                     completed: completed * window_secs,
@@ -867,6 +868,7 @@ mod tests {
         assert_eq!(
             w,
             LaneWindow {
+                latency_unknown: false,
                 rps_completed: 10.0,
                 rps_upstream_total: 9.0,
                 completed: 300.0,

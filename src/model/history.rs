@@ -114,6 +114,27 @@ impl HistoryPoint {
         }
     }
 
+    /// Drops values a chart cannot show and that no window can give: not finite, negative,
+    /// or beyond `f32` (stored as `f32`, they would be infinite). Without its rate the point
+    /// is a gap.
+    fn keep_plottable(&mut self) {
+        let plottable = |v: &mut Option<f64>| {
+            *v = v.filter(|v| v.is_finite() && (0.0..=f64::from(f32::MAX)).contains(v));
+        };
+        for v in [
+            &mut self.rps,
+            &mut self.err_pct,
+            &mut self.p50_ms,
+            &mut self.p95_ms,
+            &mut self.p99_ms,
+        ] {
+            plottable(v);
+        }
+        if self.rps.is_none() {
+            *self = Self::gap(self.at);
+        }
+    }
+
     /// Whether this point is a gap (no data in its window).
     #[must_use]
     pub fn is_gap(&self) -> bool {
@@ -470,6 +491,7 @@ impl Series {
     /// replaces the newest point, except that a gap never replaces data. Times never go
     /// backwards in the ring.
     pub fn record(&mut self, mut point: HistoryPoint) {
+        point.keep_plottable();
         let Some(last) = self.fine.points.back().copied() else {
             // The first point anchors the slot grid half an interval before it.
             self.origin = point.at.checked_sub(self.interval / 2).unwrap_or(point.at);

@@ -716,6 +716,7 @@ mod tests {
             clusters.sort_by(|a, b| a.id.cmp(&b.id));
             clusters.dedup_by(|a, b| a.id == b.id);
             SidecarScrape {
+                duplicate_series: 0,
                 clusters,
                 uptime_secs: Some(if rng.chance(3) { 1.0 } else { 1e6 }),
             }
@@ -930,6 +931,7 @@ mod tests {
             let at = t0 + Duration::from_secs(1) * k;
             let n = 100 + 10 * u64::from(k);
             let scrape = SidecarScrape {
+                duplicate_series: 0,
                 clusters: vec![ClusterCounters {
                     id: ClusterId {
                         source: "portal".into(),

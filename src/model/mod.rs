@@ -848,6 +848,7 @@ mod tests {
 
     fn scrape(m: &mut Model, url: &str, at: Instant, clusters: Vec<ClusterCounters>) {
         let result = Ok(SidecarScrape {
+            duplicate_series: 0,
             clusters,
             uptime_secs: None,
         });

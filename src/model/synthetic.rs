@@ -131,6 +131,7 @@ fn counters(lane: &LaneSpec, subset: &str, step: u64, end: u64) -> ClusterCounte
         _ => (0, 2),
     };
     ClusterCounters {
+        bad_values: 0,
         id: ClusterId {
             source: lane.caller.clone(),
             service: lane.service.clone(),
@@ -277,6 +278,7 @@ pub fn model_over(
                 url: stats_url(&s.name),
                 at,
                 result: Ok(SidecarScrape {
+                    duplicate_series: 0,
                     clusters,
                     uptime_secs: Some(100.0 + k as f64),
                 }),
@@ -706,6 +708,7 @@ impl LargeSpine {
             .collect();
         clusters.sort_by(|a, b| a.id.cmp(&b.id));
         SidecarScrape {
+            duplicate_series: 0,
             clusters,
             uptime_secs: Some(secs as f64),
         }

@@ -142,10 +142,12 @@ impl Split {
         }
     }
 
-    /// Sum of the weights in hundredths.
+    /// Sum of the weights in hundredths (saturating: a registry can hold any number).
     #[must_use]
     pub fn total(&self) -> WeightHundredths {
-        self.entries.iter().map(|e| e.weight).sum()
+        self.entries
+            .iter()
+            .fold(0, |sum: WeightHundredths, e| sum.saturating_add(e.weight))
     }
 
     /// Weight of one subset, `None` if the split does not name it.

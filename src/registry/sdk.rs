@@ -144,18 +144,19 @@ pub fn choose(
                 .filter(|e| e.weight > 0 && healthy.iter().any(|c| c.version == e.subset))
                 .map(|e| (e.subset.as_str(), e.weight))
                 .collect();
-            let total: u32 = weighted.iter().map(|(_, w)| w).sum();
+            // u64: a registry may hold any weights, their sum must not overflow.
+            let total: u64 = weighted.iter().map(|(_, w)| u64::from(*w)).sum();
             if total == 0 {
                 healthy
             } else {
-                let mut point = (version_roll.clamp(0.0, 1.0) * f64::from(total)) as u32;
+                let mut point = (version_roll.clamp(0.0, 1.0) * total as f64) as u64;
                 let mut version = weighted[weighted.len() - 1].0;
                 for (v, w) in &weighted {
-                    if point < *w {
+                    if point < u64::from(*w) {
                         version = v;
                         break;
                     }
-                    point -= w;
+                    point -= u64::from(*w);
                 }
                 healthy
                     .into_iter()

@@ -173,7 +173,9 @@ pub fn weights_ui(
         view.drafts.insert(name.to_owned(), weights.clone());
         view.draft_fixed = i;
     }
-    let total: WeightHundredths = weights.iter().map(|(_, w)| *w).sum();
+    let total = weights
+        .iter()
+        .fold(0, |sum: WeightHundredths, (_, w)| sum.saturating_add(*w));
     let draft_open = view.drafts.contains_key(name);
     if total != FULL_WEIGHT {
         let text = if total < FULL_WEIGHT {

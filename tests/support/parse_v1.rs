@@ -533,6 +533,8 @@ impl Folder {
         SidecarScrape {
             clusters: self.clusters,
             uptime_secs: self.uptime_secs,
+            // Added after v1: v1 never tells repeated series apart (see `parse_equivalence`).
+            duplicate_series: 0,
         }
     }
 }

@@ -24,6 +24,7 @@
 //! - Secrets (password, token, key) are never in `Debug`, logs or error texts.
 
 pub mod layout;
+pub mod lines;
 pub mod settings;
 mod watch;
 pub mod wire;

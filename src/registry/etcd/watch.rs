@@ -32,7 +32,8 @@ use tokio::time::Instant;
 
 use super::EtcdClient;
 use super::layout::snapshot_from_kvs;
-use super::wire::{EventType, KeyValue, StreamLine, WatchResponse, decode, watch_create};
+use super::lines::{LineBuf, TooLong};
+use super::wire::{EventType, KeyValue, WatchResponse, parse_watch_line, watch_create};
 use crate::model::types::RegistrySnapshot;
 use crate::net::limits;
 use crate::registry::{FollowContext, RegistryError, unit_random};
@@ -307,7 +308,7 @@ async fn open(
                 url: client.shown(index, "/v3/watch"),
             }));
         };
-        let msg = parse_line(&created).map_err(End::Broken)?;
+        let msg = parse_watch_line(&created).map_err(End::Broken)?;
         if msg.canceled {
             if msg.compact_revision > 0 {
                 return Err(End::Compacted);
@@ -349,26 +350,11 @@ fn is_auth_reason(reason: &str) -> bool {
         || r.contains("permission denied")
 }
 
-/// Decodes one stream line: a watch message, or the gateway's stream error.
-fn parse_line(line: &[u8]) -> Result<WatchResponse, RegistryError> {
-    let parsed: StreamLine<WatchResponse> = decode("watch", line)?;
-    if let Some(e) = parsed.error {
-        return Err(RegistryError::Http {
-            status: e.http_code,
-            body: e.message,
-            hint: None,
-        });
-    }
-    parsed
-        .result
-        .ok_or_else(|| RegistryError::Decode("watch line without result".into()))
-}
-
 /// Forwards one stream's messages; ends with an error when the stream ends.
 async fn read_stream(i: usize, mut lines: LineReader, tx: mpsc::Sender<Line>, url: String) {
     loop {
         let item = match lines.next_line().await {
-            Ok(Some(line)) => parse_line(&line),
+            Ok(Some(line)) => parse_watch_line(&line),
             Ok(None) => Err(RegistryError::Transport {
                 message: "the watch stream ended".into(),
                 url: url.clone(),
@@ -465,13 +451,11 @@ async fn pump(
     }
 }
 
-/// Splits a streamed body into lines, each at most [`MAX_LINE_BYTES`] long and complete
-/// within [`LINE_TIMEOUT`] of its first byte.
+/// Reads a streamed body line by line ([`LineBuf`]): each message at most
+/// [`MAX_LINE_BYTES`] long and complete within [`LINE_TIMEOUT`] of its first byte.
 struct LineReader {
     resp: reqwest::Response,
-    buf: Vec<u8>,
-    /// The start of `buf` searched for a line end already (not searched again).
-    scanned: usize,
+    buf: LineBuf,
     /// When the first byte of the message in `buf` arrived (`None`: `buf` holds nothing
     /// but white space).
     begun: Option<Instant>,
@@ -481,8 +465,7 @@ impl LineReader {
     fn new(resp: reqwest::Response) -> Self {
         Self {
             resp,
-            buf: Vec::new(),
-            scanned: 0,
+            buf: LineBuf::new(MAX_LINE_BYTES),
             begun: None,
         }
     }
@@ -490,23 +473,16 @@ impl LineReader {
     /// The next non-empty line, `None` at the end of the body. Cancel-safe: the buffer is
     /// only changed after a chunk arrived.
     async fn next_line(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let too_long = |e: TooLong| {
+            format!(
+                "watch message larger than {}, cut off",
+                limits::format_bytes(e.max)
+            )
+        };
         loop {
-            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
-                let line: Vec<u8> = self.buf.drain(..=self.scanned + pos).collect();
-                self.scanned = 0;
-                self.begun = has_text(&self.buf).then(Instant::now);
-                let trimmed = line.trim_ascii();
-                if trimmed.is_empty() {
-                    continue;
-                }
-                return Ok(Some(trimmed.to_vec()));
-            }
-            self.scanned = self.buf.len();
-            if self.buf.len() > MAX_LINE_BYTES {
-                return Err(format!(
-                    "watch message larger than {}, cut off",
-                    limits::format_bytes(MAX_LINE_BYTES)
-                ));
+            if let Some(line) = self.buf.next_line().map_err(too_long)? {
+                self.begun = self.buf.has_begun().then(Instant::now);
+                return Ok(Some(line));
             }
             let chunk = match self.begun {
                 Some(begun) => {
@@ -524,25 +500,16 @@ impl LineReader {
             };
             match chunk {
                 Ok(Some(chunk)) => {
-                    if self.begun.is_none() && has_text(&chunk) {
+                    self.buf.push(&chunk);
+                    if self.begun.is_none() && self.buf.has_begun() {
                         self.begun = Some(Instant::now());
                     }
-                    self.buf.extend_from_slice(&chunk);
                 }
-                Ok(None) => {
-                    let rest = std::mem::take(&mut self.buf);
-                    let trimmed = rest.trim_ascii();
-                    return Ok((!trimmed.is_empty()).then(|| trimmed.to_vec()));
-                }
+                Ok(None) => return self.buf.take_rest().map_err(too_long),
                 Err(e) => return Err(crate::net::describe_transport(&e)),
             }
         }
     }
-}
-
-/// Whether `bytes` hold more than white space (a message has begun).
-fn has_text(bytes: &[u8]) -> bool {
-    bytes.iter().any(|b| !b.is_ascii_whitespace())
 }
 
 /// The first line of a streamed answer (lease keepalive), within `timeout`.
@@ -567,7 +534,7 @@ mod tests {
         fixture
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| parse_line(l.as_bytes()).unwrap())
+            .map(|l| parse_watch_line(l.as_bytes()).unwrap())
             .collect()
     }
 
@@ -612,9 +579,10 @@ mod tests {
     #[tokio::test]
     async fn line_reader_is_tested_through_the_fixtures_in_the_integration_tests() {
         // The LineReader needs a live response; tests/etcd.rs covers it on a real etcd.
-        let err =
-            parse_line(br#"{"error":{"grpc_code":14,"http_code":503,"message":"no leader"}}"#)
-                .unwrap_err();
+        let err = parse_watch_line(
+            br#"{"error":{"grpc_code":14,"http_code":503,"message":"no leader"}}"#,
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "HTTP 503: no leader");
     }
 }

@@ -319,6 +319,21 @@ pub fn decode<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result
     })
 }
 
+/// Decodes one line of a watch stream: a watch message, or the gateway's stream error.
+pub fn parse_watch_line(line: &[u8]) -> Result<WatchResponse, RegistryError> {
+    let parsed: StreamLine<WatchResponse> = decode("watch", line)?;
+    if let Some(e) = parsed.error {
+        return Err(RegistryError::Http {
+            status: e.http_code,
+            body: e.message,
+            hint: None,
+        });
+    }
+    parsed
+        .result
+        .ok_or_else(|| RegistryError::Decode("watch line without result".into()))
+}
+
 /// Turns an error answer into a [`RegistryError::Http`]: the server's message (or its raw
 /// body when it is not the JSON error shape) and a hint where one helps. Secrets the
 /// server may echo are cut out ([`crate::net::scrub_known`]).
