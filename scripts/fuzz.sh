@@ -67,7 +67,7 @@ for t in "${targets[@]}"; do
     start=$(date +%s)
     if ! (cd fuzz && cargo fuzz run -s none -a "$t" "corpus/$t" -- \
             -runs="$runs" -max_len=8192 -rss_limit_mb=2048 -print_final_stats=1 \
-            2>&1 | tee "/tmp/fuzz-$t.log" | grep -E "^(#[0-9]+ +(INITED|DONE)|stat::|==|thread|panicked|SUMMARY)"); then
+            2>&1 | tee "/tmp/fuzz-$t.log" | grep -E "^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::|==|thread|panicked|SUMMARY)"); then
         status=1
     fi
     grep -q "^Done\|DONE" "/tmp/fuzz-$t.log" || status=1

@@ -21,6 +21,9 @@ pub const SCRAPE_SEPARATOR: u8 = 0x0c;
 
 /// Envoy's `/stats/prometheus` parser, and the windows, merges and stats derived from two
 /// scrapes (the input split at [`SCRAPE_SEPARATOR`]; without one, a scrape against itself).
+///
+/// # Panics
+/// When a decoder panics or a property fails: a finding.
 pub fn envoy_stats(data: &[u8]) {
     let (first, second) = match memchr::memchr(SCRAPE_SEPARATOR, data) {
         Some(at) => (&data[..at], &data[at + 1..]),
@@ -155,6 +158,9 @@ fn check_stats(s: &WindowStats, buckets: &[(f64, f64)]) {
 }
 
 /// Envoy's `/clusters?format=json` parser.
+///
+/// # Panics
+/// When a decoder panics or a property fails: a finding.
 pub fn envoy_clusters(data: &[u8]) {
     if let Ok(clusters) = metrics::parse_clusters_json(data) {
         for c in &clusters {
@@ -169,6 +175,9 @@ pub fn envoy_clusters(data: &[u8]) {
 
 /// Every Consul decoder (catalog, health, checks, config entries, KV), the error-answer
 /// reader, and the write bodies built from what was read (they must read back the same).
+///
+/// # Panics
+/// When a decoder panics or a property fails: a finding.
 pub fn consul_json(data: &[u8]) {
     let status = data.first().map_or(500, |b| 400 + u16::from(*b % 200));
     assert!(
@@ -232,6 +241,9 @@ fn check_split(split: &Split) {
 
 /// Every etcd decoder (unary answers, watch stream lines, the dashboard's key layout),
 /// the error-answer reader, the stream line splitter, and the split body round trip.
+///
+/// # Panics
+/// When a decoder panics or a property fails: a finding.
 pub fn etcd_json(data: &[u8]) {
     let status = data.first().map_or(500, |b| 400 + u16::from(*b % 200));
     assert!(
@@ -331,6 +343,9 @@ fn stream_lines(data: &[u8]) {
 }
 
 /// The Prometheus HTTP API answer reader and the lanes assembled from its answers.
+///
+/// # Panics
+/// When a decoder panics or a property fails: a finding.
 pub fn prometheus_api(data: &[u8]) {
     let status = data.first().map_or(200, |b| 200 + u16::from(*b) * 2);
     let _ = prometheus::hint_for(status);

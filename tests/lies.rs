@@ -4,6 +4,8 @@
 //! gap or an unknown, never a negative, infinite or made-up number.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+// The same inputs through the same arithmetic must give the same bits: exact on purpose.
+#![allow(clippy::float_cmp)]
 
 use spine_dash::metrics::{
     ClusterId, LaneWindow, SidecarScrape, WindowStats, parse_envoy_stats, sidecar_windows,
@@ -49,7 +51,8 @@ fn edit(text: &str, family: &str, also: &str, mut f: impl FnMut(&str) -> Option<
     out
 }
 
-/// The line with its value replaced.
+/// The line with its value replaced (`Option` for [`edit`]).
+#[allow(clippy::unnecessary_wraps)]
 fn value(line: &str, v: &str) -> Option<String> {
     let (series, _) = line.rsplit_once(' ').unwrap();
     Some(format!("{series} {v}"))

@@ -509,7 +509,8 @@ pub fn assemble(
     let mut lanes: BTreeMap<ClusterId, Acc> = BTreeMap::new();
 
     for s in &rates.samples {
-        let (Some(id), true) = (lane_id(s), s.value.is_finite()) else {
+        // A rate is never negative: a server that says so is not believed.
+        let (Some(id), true) = (lane_id(s), s.value.is_finite() && s.value >= 0.0) else {
             continue;
         };
         let acc = lanes.entry(id).or_default();
@@ -537,9 +538,10 @@ pub fn assemble(
         let Some(le) = s.label("le").and_then(parse_value) else {
             continue;
         };
-        if le.is_nan() || !s.value.is_finite() {
+        if le.is_nan() || le < 0.0 || !(s.value.is_finite() && s.value >= 0.0) {
             continue;
         }
+        let le = le + 0.0; // `-0` is the bound 0
         let acc = lanes.entry(id).or_default();
         if let Some(b) = acc.buckets.iter_mut().find(|b| b.0.total_cmp(&le).is_eq()) {
             b.1 += s.value;
@@ -558,7 +560,7 @@ pub fn assemble(
         };
         let acc = lanes.entry(id).or_default();
         acc.quantile_seen[i] += 1;
-        acc.quantiles[i] = s.value.is_finite().then_some(s.value);
+        acc.quantiles[i] = (s.value.is_finite() && s.value >= 0.0).then_some(s.value);
     }
 
     // Gauges per sidecar (job, instance) and lane, then the breaker state per sidecar.
@@ -619,6 +621,21 @@ pub fn assemble(
                         .collect(),
                     breaker: acc.breaker.worst(rose),
                 }
+            });
+            // Sums of huge rates can overflow to infinity: no window rather than an
+            // infinite rate.
+            let window = window.filter(|w| {
+                [
+                    w.rps_completed,
+                    w.rps_upstream_total,
+                    w.completed,
+                    w.overflow,
+                    w.pending_overflow_per_s,
+                ]
+                .iter()
+                .chain(&w.xx)
+                .chain(w.buckets.iter().map(|b| &b.1))
+                .all(|v| v.is_finite())
             });
             let usable = acc.groups <= 1 && acc.quantile_seen.iter().all(|&n| n <= 1);
             PromLane {

@@ -808,6 +808,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn values_a_chart_cannot_show_are_dropped_and_no_rate_is_a_gap() {
+        let t0 = Instant::now();
+        let mut s = fine_only(Duration::from_secs(10), t0);
+        let mut odd = point(t0, 5.0);
+        odd.err_pct = Some(f64::NAN);
+        odd.p50_ms = Some(-1.0);
+        odd.p95_ms = Some(1e300);
+        odd.p99_ms = Some(f64::INFINITY);
+        s.record(odd);
+        let got = s.latest().unwrap();
+        assert_eq!(got.rps, Some(5.0));
+        assert_eq!(
+            (got.err_pct, got.p50_ms, got.p95_ms, got.p99_ms),
+            (None, None, None, None)
+        );
+        for rps in [f64::NAN, f64::INFINITY, -3.0, 1e300] {
+            s.record(point(t0 + SEC * 2, rps));
+            assert!(s.latest().unwrap().is_gap(), "{rps}");
+            assert!(
+                s.points()
+                    .all(|p| p.rps.is_none_or(|r| r.is_finite() && r >= 0.0)),
+                "{rps}"
+            );
+        }
+    }
+
     /// A series with only a fine tier in view (the coarse bucket never closes).
     fn fine_only(span: Duration, t0: Instant) -> Series {
         Series::with_spans(SEC, span, HISTORY_SPAN, HISTORY_SPAN, t0)
