@@ -616,17 +616,22 @@ impl<'t> Folder<'t> {
         };
         // The slot's first line; a latency bucket is created (count 0) when new, in both
         // parallel vectors.
+        let mut bucket_at = 0;
         let first = if family == Family::RqTimeBucket {
             let buckets = &mut c.rq_time.buckets;
-            // Envoy writes a cluster's buckets in order: usually a push.
-            let at = if let Some(at) = buckets.iter().rposition(|b| b.0.total_cmp(&le).is_eq()) {
-                at
-            } else {
+            // Envoy writes a cluster's buckets in ascending order: usually a push, found
+            // without a search.
+            let known = match buckets.last() {
+                Some(last) if last.0.total_cmp(&le).is_lt() => None,
+                None => None,
+                Some(_) => buckets.iter().rposition(|b| b.0.total_cmp(&le).is_eq()),
+            };
+            bucket_at = known.unwrap_or_else(|| {
                 buckets.push((le, 0));
                 lines.buckets.push(0);
                 buckets.len() - 1
-            };
-            lines.buckets.get_mut(at)
+            });
+            lines.buckets.get_mut(bucket_at)
         } else {
             lines.fixed.get_mut(fixed_slot(family, class))
         };
@@ -677,14 +682,8 @@ impl<'t> Folder<'t> {
             Family::CbRqPendingOpen => add(&mut c.cb_rq_pending_open),
             Family::CbCxOpen => add(&mut c.cb_cx_open),
             Family::RqTimeBucket => {
-                if let Some(bucket) = c
-                    .rq_time
-                    .buckets
-                    .iter_mut()
-                    .rev()
-                    .find(|b| b.0.total_cmp(&le).is_eq())
-                {
-                    bucket.1 = bucket.1.saturating_add(n);
+                if let Some(bucket) = c.rq_time.buckets.get_mut(bucket_at) {
+                    add(&mut bucket.1);
                 }
             }
             Family::RqTimeSum | Family::Uptime => {}
