@@ -3,7 +3,8 @@
 //! checked through the same path the dashboard takes: parse → window → stats. A lie gives a
 //! gap or an unknown, never a negative, infinite or made-up number.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// test code: a failed unwrap is a failed test
 // The same inputs through the same arithmetic must give the same bits: exact on purpose.
 #![allow(clippy::float_cmp)]
 

@@ -450,9 +450,10 @@ struct FirstLines {
     buckets: Vec<usize>,
 }
 
-/// The slot of a family that is not a latency bucket (`class`: response class index).
-fn fixed_slot(family: Family, class: usize) -> usize {
-    match family {
+/// The slot of a family that is not a latency bucket (`class`: response class index);
+/// `None` for the others.
+fn fixed_slot(family: Family, class: usize) -> Option<usize> {
+    Some(match family {
         Family::RqTotal => 0,
         Family::RqCompleted => 1,
         Family::RqXx => 2 + class.min(4),
@@ -465,12 +466,14 @@ fn fixed_slot(family: Family, class: usize) -> usize {
         Family::EjectionsActive => 13,
         Family::CbRqOpen => 14,
         Family::CbRqPendingOpen => 15,
-        Family::CbCxOpen | Family::RqTimeBucket | Family::Uptime => 16,
-    }
+        Family::CbCxOpen => 16,
+        // Buckets have their own slots; the uptime is not a cluster's series.
+        Family::RqTimeBucket | Family::Uptime => return None,
+    })
 }
 
 /// Whether `line` (a slice of `text`) repeats the series first written at `first` (a line
-/// start in `text` + 1, see [`FirstLines`]): same name, same label set. Records `line` as the
+/// start in `text` + 1, see [`FirstLines`]): the same label set. Records `line` as the
 /// first when `first` is 0. Only called for samples of one slot, so a repeat is rare and
 /// checked in full.
 fn repeats(text: &str, first: &mut usize, line: &str) -> bool {
@@ -486,10 +489,8 @@ fn repeats(text: &str, first: &mut usize, line: &str) -> bool {
     let Some(earlier) = rest.get(..end) else {
         return false;
     };
-    let earlier = earlier.trim_ascii();
-    earlier.get(..metric_name_end(earlier.as_bytes()))
-        == line.get(..metric_name_end(line.as_bytes()))
-        && label_set(earlier).is_some_and(|a| label_set(line).is_some_and(|b| a == b))
+    // One slot is one family, so the names are equal: only the labels can differ.
+    label_set(earlier.trim_ascii()).is_some_and(|a| label_set(line).is_some_and(|b| a == b))
 }
 
 /// Accumulates clusters while the body is read.
@@ -622,9 +623,10 @@ impl<'t> Folder<'t> {
             // Envoy writes a cluster's buckets in ascending order: usually a push, found
             // without a search.
             let known = match buckets.last() {
-                Some(last) if last.0.total_cmp(&le).is_lt() => None,
-                None => None,
-                Some(_) => buckets.iter().rposition(|b| b.0.total_cmp(&le).is_eq()),
+                Some(last) if !last.0.total_cmp(&le).is_lt() => {
+                    buckets.iter().rposition(|b| b.0.total_cmp(&le).is_eq())
+                }
+                _ => None,
             };
             bucket_at = known.unwrap_or_else(|| {
                 buckets.push((le, 0));
@@ -633,7 +635,7 @@ impl<'t> Folder<'t> {
             });
             lines.buckets.get_mut(bucket_at)
         } else {
-            lines.fixed.get_mut(fixed_slot(family, class))
+            fixed_slot(family, class).and_then(|slot| lines.fixed.get_mut(slot))
         };
         // A repeated series counts once (the first wins).
         if first.is_some_and(|first| repeats(self.text, first, line)) {
