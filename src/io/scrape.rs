@@ -262,11 +262,20 @@ struct Target {
     /// Scrapes started so far.
     started: u64,
     last_start: Option<Instant>,
-    /// The last scrape failed: the next one waits for a suspect slot.
-    suspect: bool,
+    /// Failed scrapes in a row. After a failure the next scrape waits for a suspect slot
+    /// and comes later ([`failure_backoff`]).
+    failures: u32,
     clusters: ClustersMemo,
     /// Its place in the interval, in `[0, 1)` (spreads the scrapes evenly).
     phase: f64,
+}
+
+/// How many intervals a sidecar waits after its `failures`-th failed scrape in a row: 1, 2,
+/// then 4 at most. A sidecar that keeps failing (down, hung, answering more than the body
+/// limit) costs a deadline or a body limit per scrape: asked 4 times less often, it costs 4
+/// times less, and its recovery is still seen within 4 intervals.
+fn failure_backoff(failures: u32) -> u32 {
+    1 << failures.saturating_sub(1).min(2)
 }
 
 /// What a finished scrape reports back to the scheduler.
@@ -408,7 +417,7 @@ impl Scheduler {
                     task: None,
                     started: 0,
                     last_start: None,
-                    suspect: false,
+                    failures: 0,
                     clusters: ClustersMemo::default(),
                 },
             );
@@ -501,15 +510,16 @@ impl Scheduler {
         };
         t.in_flight = false;
         t.task = None;
-        t.suspect = !ok;
+        t.failures = if ok { 0 } else { t.failures.saturating_add(1) };
         t.clusters = clusters;
         let start = t.last_start.unwrap_or(now);
         // A good scrape keeps its rhythm; a failed one (perhaps after the whole deadline)
-        // waits a full interval from now, so a hung sidecar is not asked back to back.
+        // waits from now, so a hung sidecar is not asked back to back, and longer after
+        // each further failure.
         t.due = if ok {
             (start + gap).max(now)
         } else {
-            now + gap
+            now + gap * failure_backoff(t.failures)
         };
         self.enqueue(url);
     }
@@ -545,7 +555,7 @@ impl Scheduler {
                     wake = Some(wake.map_or(due, |w| w.min(due)));
                     break;
                 }
-                let suspect = self.targets.get(&url).is_some_and(|t| t.suspect);
+                let suspect = self.targets.get(&url).is_some_and(|t| t.failures > 0);
                 if suspect && free.suspect == 0 {
                     queue.pop();
                     let later = now + self.config.scrape_interval;
@@ -769,7 +779,7 @@ fn start_scrape(
     let Some(t) = sched.begin(url, Instant::now()) else {
         return;
     };
-    let pool = if t.suspect {
+    let pool = if t.failures > 0 {
         &slots.suspect
     } else {
         &slots.healthy
@@ -1191,6 +1201,31 @@ mod tests {
         // Small meshes: nominal intervals, the budget is not in the way.
         let small = simulate(9, 400.0, 10);
         assert!(small[3..].iter().all(|n| *n == 9), "{small:?}");
+    }
+
+    #[test]
+    fn a_sidecar_that_keeps_failing_is_asked_less_often_and_at_once_again_when_it_recovers() {
+        assert_eq!(
+            (1..=6).map(failure_backoff).collect::<Vec<_>>(),
+            [1, 2, 4, 4, 4, 4]
+        );
+        let mut sched = Scheduler::new(IoConfig::default());
+        let base = sched.config.scrape_interval;
+        let t0 = Instant::now();
+        let url = "http://s0/stats/prometheus".to_owned();
+        let urls: BTreeMap<String, String> = [(url.clone(), "svc".to_owned())].into();
+        sched.sync_urls(&urls, t0);
+        let due = |s: &Scheduler| s.targets[&url].due;
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for ok in [false, false, false, false, true, true] {
+            sched.begin(&url, now);
+            sched.finish(&url, ok, ClustersMemo::default(), now);
+            waits.push((due(&sched) - now).as_secs_f64() / base.as_secs_f64());
+            now = due(&sched);
+        }
+        assert_eq!(waits, [1.0, 2.0, 4.0, 4.0, 1.0, 1.0], "{waits:?}");
+        assert_eq!(sched.targets[&url].failures, 0);
     }
 
     #[test]
