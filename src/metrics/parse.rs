@@ -448,6 +448,8 @@ struct FirstLines {
     fixed: [usize; FIXED_SLOTS],
     /// Parallel to the cluster's `rq_time.buckets` (in the order they were pushed).
     buckets: Vec<usize>,
+    /// The buckets were pushed in a non-ascending order (a new bound can then be anywhere).
+    buckets_unordered: bool,
 }
 
 /// The slot of a family that is not a latency bucket (`class`: response class index);
@@ -622,13 +624,16 @@ impl<'t> Folder<'t> {
             let buckets = &mut c.rq_time.buckets;
             // Envoy writes a cluster's buckets in ascending order: usually a push, found
             // without a search.
-            let known = match buckets.last() {
-                Some(last) if !last.0.total_cmp(&le).is_lt() => {
-                    buckets.iter().rposition(|b| b.0.total_cmp(&le).is_eq())
-                }
-                _ => None,
+            let after_last = buckets
+                .last()
+                .is_none_or(|last| last.0.total_cmp(&le).is_lt());
+            let known = if after_last && !lines.buckets_unordered {
+                None
+            } else {
+                buckets.iter().rposition(|b| b.0.total_cmp(&le).is_eq())
             };
             bucket_at = known.unwrap_or_else(|| {
+                lines.buckets_unordered |= !after_last;
                 buckets.push((le, 0));
                 lines.buckets.push(0);
                 buckets.len() - 1
@@ -873,6 +878,23 @@ mod tests {
         assert_eq!(c.rq_xx, [0, 0, 0, 0, u64::MAX]);
         assert_eq!(c.ejections_active, None);
         assert_eq!(s.duplicate_series, 0);
+    }
+
+    #[test]
+    fn buckets_out_of_order_then_repeated_stay_one_bucket_each() {
+        // Found by the fuzzer: bounds pushed out of order, then one again after a smaller one.
+        let text = format!(
+            "envoy_cluster_upstream_rq_time_bucket{{{CONSUL},le=\"300\"}} 3\n\
+             envoy_cluster_upstream_rq_time_bucket{{{CONSUL},le=\"30\"}} 1\n\
+             envoy_cluster_upstream_rq_time_bucket{{{CONSUL},le=\"60\"}} 2\n\
+             envoy_cluster_upstream_rq_time_bucket{{{CONSUL},le=\"300\",x=\"other\"}} 4\n\
+             envoy_cluster_upstream_rq_time_bucket{{{CONSUL},le=\"+Inf\"}} 9\n"
+        );
+        let c = one(&text);
+        assert_eq!(
+            c.rq_time.buckets,
+            vec![(30.0, 1), (60.0, 2), (300.0, 7), (f64::INFINITY, 9)]
+        );
     }
 
     #[test]
