@@ -8,7 +8,8 @@ pub struct LineBuf {
     buf: Vec<u8>,
     /// The start of `buf` searched for a line end already (not searched again).
     scanned: usize,
-    /// Longest message accepted, in bytes (white space around it not counted).
+    /// Longest message accepted, in bytes, counted from its first byte that is not white
+    /// space to its line end.
     max: usize,
 }
 
